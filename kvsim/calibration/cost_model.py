@@ -1,0 +1,42 @@
+"""The cost-model interface: how long one engine step takes, from its batch alone.
+
+The simulator asks for a prefill step's time from its per-sequence token counts, and for a
+run of identical decode steps at once (a decode step's cost depends on the batch size and
+the total context, which grows by the batch size every step), so that it can charge many
+steps per event. Block copies (copy-on-write) and swaps over PCIe are priced separately.
+The roofline model and measured profiles are the two implementations.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+
+class CostModel(ABC):
+    name: str
+    #: "analytic", "measured" or "derived": shown next to every result it priced.
+    kind: str
+
+    @abstractmethod
+    def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
+        """Seconds for one prefill step; sequence i computes ``new_tokens[i]`` tokens attending
+        to ``context_lens[i]`` (cached prefix included)."""
+
+    @abstractmethod
+    def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
+        """Seconds of each of ``steps`` consecutive decode steps of ``batch_size`` sequences;
+        the first attends to ``total_context`` tokens in all, each next one to ``batch_size`` more."""
+
+    @abstractmethod
+    def copy_time(self, num_blocks: int) -> float:
+        """Seconds to copy ``num_blocks`` KV blocks inside GPU memory (copy-on-write)."""
+
+    @abstractmethod
+    def swap_time(self, num_blocks: int) -> float:
+        """Seconds to move ``num_blocks`` KV blocks one way between GPU and host memory."""
+
+    def describe(self) -> dict:
+        """What priced this run, for summary.json."""
+        return {"name": self.name, "kind": self.kind}

@@ -1,0 +1,228 @@
+"""simcli: the command-line front of kvsim.
+
+Every command turns bad input into one line on stderr and exit status 2; nothing else
+should ever reach the user as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import sys
+import typing
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import fields
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from kvsim.config import SimConfig
+from kvsim.errors import KvsimError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Simulate LLM serving: model x GPU x KV-cache policy x traffic.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def friendly_errors(command):
+    """Show KvsimError as one line and exit 2."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except KvsimError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err_console, transient=True,
+                    disable=not err_console.is_terminal)
+
+
+@app.command()
+@friendly_errors
+def run(
+    model: str = typer.Option("opt-13b", help="Built-in model name or path to a HF config.json."),
+    gpu: str = typer.Option("a100-40gb", help="Built-in GPU name or path to a GPU spec JSON."),
+    policy: str = typer.Option("paged", help="KV-cache policy (see `simcli policies`)."),
+    trace: str = typer.Option("sharegpt", help="Built-in workload (sharegpt, alpaca) or a trace file."),
+    rate: Optional[float] = typer.Option(1.0, help="Requests per second; 0 < rate."),
+    num_requests: Optional[int] = typer.Option(1000, help="Number of requests."),
+    duration: Optional[float] = typer.Option(None, help="Stop generating arrivals after this many seconds."),
+    arrival: str = typer.Option("poisson", help="poisson, gamma, or trace (the file's timestamps)."),
+    burstiness_cv: float = typer.Option(1.0, help="Coefficient of variation of gamma inter-arrivals."),
+    block_size: int = typer.Option(16, help="Tokens per KV block (1 to 256)."),
+    gpu_memory_utilization: float = typer.Option(0.9, help="Fraction of GPU memory kvsim may use."),
+    max_num_seqs: int = typer.Option(256, help="Most sequences in one batch."),
+    max_num_batched_tokens: Optional[int] = typer.Option(None, help="Most prompt tokens in one prefill step [default: max(2560, context length)]."),
+    num_replicas: int = typer.Option(1, help="Model replicas behind the router."),
+    router: str = typer.Option("round-robin", help="round-robin or least-loaded."),
+    profile: Optional[str] = typer.Option(None, help="Step-cost profile file [default: see README]."),
+    seed: int = typer.Option(0, help="Seed for lengths and arrivals."),
+    tokenizer: Optional[str] = typer.Option(None, help="Local tokenizer directory for ShareGPT JSON traces."),
+    over_length: str = typer.Option("reject", help="Requests longer than the model's context: reject or clip."),
+    out: Optional[Path] = typer.Option(None, help="Write requests.csv, iterations.csv, summary.json, config.json here."),
+    config: Optional[Path] = typer.Option(None, help="Take all settings from a config.json written by an earlier run."),
+):
+    """Simulate one configuration and print its summary."""
+    from kvsim.reports.tables import print_run_summary
+    from kvsim.sim.run import run as simulate_run
+
+    if config is not None:
+        sim_config = SimConfig.from_file(config)
+    else:
+        sim_config = SimConfig(
+            model=model, gpu=gpu, policy=policy, trace=trace, rate=rate, num_requests=num_requests,
+            duration=duration, arrival=arrival, burstiness_cv=burstiness_cv, block_size=block_size,
+            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
+            max_num_batched_tokens=max_num_batched_tokens, num_replicas=num_replicas, router=router,
+            profile=profile, seed=seed, tokenizer=tokenizer, over_length=over_length).validate()
+    with _progress() as bar:
+        task = bar.add_task("simulating", total=sim_config.num_requests)
+        result = simulate_run(sim_config, progress=lambda done: bar.update(task, completed=done))
+    print_run_summary(console, result)
+    if out is not None:
+        written = result.write(out)
+        console.print(f"wrote {written}/requests.csv, iterations.csv, summary.json, config.json")
+
+
+# -- sweep ------------------------------------------------------------------------------------
+SWEEP_COLUMNS = ("completed", "rejected", "throughput_req_s", "throughput_output_tok_s",
+                 "normalized_latency_s_per_token", "ttft_s_mean", "ttft_s_p90", "tpot_s_mean",
+                 "e2e_latency_s_mean", "e2e_latency_s_p90", "mean_batch_size", "mean_kv_usage",
+                 "preemptions")
+
+
+def _field_parser(name: str):
+    hints = typing.get_type_hints(SimConfig)
+    if name not in hints:
+        raise KvsimError(f"sweep: unknown option --{name.replace('_', '-')} "
+                         f"(options: {', '.join('--' + f.name.replace('_', '-') for f in fields(SimConfig))})")
+    kind = hints[name]
+    base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+
+    def parse(text: str):
+        if text.lower() == "none" and base is not str:
+            return None
+        try:
+            return base(text)
+        except ValueError:
+            raise KvsimError(f"sweep: --{name.replace('_', '-')} value {text!r} is not a {base.__name__}") from None
+    return parse
+
+
+def parse_sweep_args(args: list[str]) -> dict[str, list]:
+    """``--block-size 1,2,4 --rate 0.5,1`` -> {'block_size': [1, 2, 4], 'rate': [0.5, 1.0]}."""
+    grid: dict[str, list] = {}
+    if len(args) % 2:
+        raise KvsimError(f"sweep: expected '--option v1,v2,...' pairs, got {' '.join(args)!r}")
+    for flag, values in zip(args[::2], args[1::2]):
+        if not flag.startswith("--"):
+            raise KvsimError(f"sweep: expected an option, got {flag!r}")
+        name = flag[2:].replace("-", "_")
+        parse = _field_parser(name)
+        grid[name] = [parse(v) for v in values.split(",") if v != ""]
+    return grid
+
+
+def _sweep_point(overrides: dict) -> dict:
+    from kvsim.sim.run import run as simulate_run
+
+    try:
+        result = simulate_run(SimConfig(**overrides).validate())
+    except KvsimError as err:
+        return {**overrides, "error": str(err)}
+    row = {**overrides, "num_blocks": result.capacity.num_blocks}
+    row.update({k: result.summary[k] for k in SWEEP_COLUMNS})
+    return row
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def sweep(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("sweep.csv"), help="CSV file with one row per point."),
+    jobs: int = typer.Option(2, help="Parallel worker processes."),
+):
+    """Run every combination of option values: simcli sweep --block-size 8,16,32 --rate 1,2 [--model ...].
+
+    Any `simcli run` option can be given, with one value or a comma-separated list.
+    """
+    import pandas as pd
+
+    grid = parse_sweep_args(list(ctx.args))
+    names = list(grid)
+    points = [dict(zip(names, combo)) for combo in itertools.product(*grid.values())] or [{}]
+    for point in points:
+        SimConfig(**point).validate()
+    with _progress() as bar:
+        task = bar.add_task("sweeping", total=len(points))
+        rows = []
+        with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for row in pool.map(_sweep_point, points):
+                rows.append(row)
+                bar.advance(task)
+    table = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, index=False)
+    console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    console.print(f"wrote {out}")
+
+
+# -- catalogues --------------------------------------------------------------------------------
+@app.command()
+def models():
+    """Built-in models and what kvsim derives from their shapes."""
+    from kvsim.models import BUILTIN_CONFIGS, load_model
+    from kvsim.reports.tables import print_catalogue
+
+    rows = []
+    for name in BUILTIN_CONFIGS:
+        spec = load_model(name)
+        rows.append([name, spec.family, f"{spec.param_count / 1e9:.2f}B",
+                     f"{spec.weight_bytes / 2**30:.1f}", f"{spec.kv_bytes_per_token / 1024:.0f}",
+                     f"{spec.num_heads}/{spec.num_kv_heads}", str(spec.max_model_len)])
+    print_catalogue(console, "Built-in models (fp16)",
+                    ["name", "family", "params", "weights GiB", "KV KiB/token", "heads/KV heads", "context"], rows)
+
+
+@app.command()
+def gpus():
+    """Built-in GPUs and their datasheet numbers."""
+    from kvsim.hardware import BUILTIN_GPUS, GiB
+    from kvsim.reports.tables import print_catalogue
+
+    rows = [[g.name, f"{g.memory_bytes / GiB:.1f}", f"{g.fp16_flops / 1e12:.0f}",
+             f"{g.hbm_bandwidth / 1e9:,.0f}", f"{g.pcie_bandwidth / 1e9:.0f}",
+             f"{g.nvlink_bandwidth / 1e9:.0f}", g.source] for g in BUILTIN_GPUS.values()]
+    print_catalogue(console, "Built-in GPUs",
+                    ["name", "memory GiB", "fp16 TFLOP/s", "HBM GB/s", "PCIe GB/s", "NVLink GB/s", "source"], rows)
+
+
+@app.command()
+def policies():
+    """KV-cache allocation policies."""
+    from kvsim.policies.registry import available_policies
+    from kvsim.reports.tables import print_catalogue
+
+    print_catalogue(console, "Policies", ["name", "description"],
+                    [[p.name, p.description] for p in available_policies().values()])
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Physical KV blocks: a free list plus a reference count per block.
+
+Reference counts are what make sharing possible (copy-on-write, prefix caching): a block
+returns to the free list only when the last block table that points at it lets go.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class OutOfBlocks(RuntimeError):
+    """Asked for more blocks than are free; callers check ``num_free`` first."""
+
+
+class BlockAllocator:
+    def __init__(self, num_blocks: int) -> None:
+        self.num_blocks = num_blocks
+        # Pop from the end: block 0 is handed out first, which keeps runs reproducible to read.
+        self._free: list[int] = list(range(num_blocks - 1, -1, -1))
+        self.ref_count = np.zeros(num_blocks, dtype=np.int32)
+
+    @property
+    def num_free(self) -> int:
+        return len(self._free)
+
+    @property
+    def num_used(self) -> int:
+        return self.num_blocks - len(self._free)
+
+    def allocate(self, count: int) -> list[int]:
+        if count > len(self._free):
+            raise OutOfBlocks(f"asked for {count} blocks, {len(self._free)} free")
+        if count == 0:
+            return []
+        blocks = self._free[-count:]
+        del self._free[-count:]
+        self.ref_count[blocks] = 1
+        return blocks
+
+    def share(self, blocks: list[int]) -> None:
+        """One more block table points at each of ``blocks``."""
+        np.add.at(self.ref_count, blocks, 1)
+
+    def release(self, blocks: list[int]) -> None:
+        """One block table lets go of each of ``blocks``; unreferenced ones become free."""
+        for block in blocks:
+            count = self.ref_count[block] - 1
+            if count < 0:
+                raise AssertionError(f"block {block} released more often than referenced")
+            self.ref_count[block] = count
+            if count == 0:
+                self._free.append(block)

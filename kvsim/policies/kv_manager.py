@@ -1,0 +1,75 @@
+"""The interface between a scheduler and a KV-cache allocation policy.
+
+A KV manager decides where each sequence's keys and values live and whether there is room
+for more; it knows tokens and blocks, never time or GPUs. Sequences are small integers
+(ids handed out by the scheduler); their token counts live in the scheduler's arrays and
+are passed in, so that a whole batch is handled with one numpy call.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class CacheUsage:
+    """How the cache's token slots are spent right now (see ``KVCacheManager.usage``)."""
+
+    token_states: int  # slots holding KV of tokens already processed
+    reserved: int  # slots held for tokens the sequence will still produce
+    internal_fragmentation: int  # held slots the sequence will never use
+    free: int  # slots held by nobody
+
+
+class KVCacheManager(ABC):
+    """A KV-cache allocation policy (one implementation per file, chosen by name)."""
+
+    block_size: int
+    num_blocks: int
+
+    @property
+    def num_slots(self) -> int:
+        return self.block_size * self.num_blocks
+
+    @abstractmethod
+    def fits_alone(self, total_tokens: int) -> bool:
+        """Could a sequence of this many tokens ever run, with the cache otherwise empty?"""
+
+    @abstractmethod
+    def can_admit(self, num_tokens: int, final_tokens: int) -> bool:
+        """Is there room now to prefill ``num_tokens`` (the sequence ends at ``final_tokens``)?"""
+
+    @abstractmethod
+    def admit(self, seq: int, num_tokens: int, final_tokens: int) -> None:
+        """Allocate for the prefill of sequence ``seq``."""
+
+    @abstractmethod
+    def decode_headroom(self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
+        """How many decode steps (<= max_steps) all ``seqs`` can take before one lacks room.
+
+        Step j (0-based) writes the KV of token ``num_tokens + j - 1`` of each sequence, so
+        it needs room for ``num_tokens + j`` tokens.
+        """
+
+    @abstractmethod
+    def can_append(self, seq: int, num_tokens: int) -> bool:
+        """Is there room for sequence ``seq`` to hold ``num_tokens`` tokens?"""
+
+    @abstractmethod
+    def append(self, seqs: np.ndarray, num_tokens: np.ndarray, steps: int) -> None:
+        """Grow each of ``seqs`` to hold ``num_tokens + steps - 1`` tokens (``steps`` decode steps)."""
+
+    @abstractmethod
+    def free(self, seq: int) -> None:
+        """The sequence finished or was preempted: give back everything it holds."""
+
+    @abstractmethod
+    def num_used_blocks(self) -> int:
+        """Blocks held by some sequence (for KV usage over time)."""
+
+    @abstractmethod
+    def usage(self, seqs: np.ndarray, num_tokens: np.ndarray, final_tokens: np.ndarray) -> CacheUsage:
+        """Account every slot of the cache, from the allocator's actual state."""

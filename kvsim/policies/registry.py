@@ -1,0 +1,55 @@
+"""Allocation policies by name. Each policy lives in its own module and registers itself there."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kvsim.errors import KvsimError
+from kvsim.policies.scheduler import Scheduler
+
+# Modules that define policies; importing one registers its policies.
+POLICY_MODULES = ("kvsim.policies.paged",)
+
+
+@dataclass(frozen=True)
+class PolicyContext:
+    """What every policy is built from: the cache's size and the batch limits."""
+
+    num_blocks: int
+    block_size: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int
+    watermark: float = 0.01
+
+
+@dataclass(frozen=True)
+class Policy:
+    name: str
+    description: str
+    build: Callable[[PolicyContext], Scheduler]
+
+
+_POLICIES: dict[str, Policy] = {}
+
+
+def register(name: str, description: str):
+    def decorator(build: Callable[[PolicyContext], Scheduler]):
+        _POLICIES[name] = Policy(name, description, build)
+        return build
+    return decorator
+
+
+def available_policies() -> dict[str, Policy]:
+    for module in POLICY_MODULES:
+        importlib.import_module(module)
+    return dict(_POLICIES)
+
+
+def get_policy(name: str) -> Policy:
+    policies = available_policies()
+    if name not in policies:
+        raise KvsimError(f"unknown policy {name!r} (available: {', '.join(policies)})")
+    return policies[name]

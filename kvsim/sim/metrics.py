@@ -1,0 +1,137 @@
+"""What a run records, per request and per engine step, and the summary computed from it.
+
+Steps are recorded as runs: a decode run of ``steps`` identical-batch steps is one row
+(the simulator charges it as one event), a prefill step is a row of one step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from kvsim.policies.request import Request
+
+STEP_COLUMNS = ("replica", "start", "duration", "kind", "steps", "batch_size", "num_seqs",
+                "tokens", "kv_blocks_used", "num_waiting", "num_preempted", "block_copies",
+                "swap_in_blocks", "swap_out_blocks")
+STATUS_COMPLETED, STATUS_REJECTED, STATUS_PENDING = "completed", "rejected", "pending"
+
+
+class Recorder:
+    def __init__(self, num_requests: int) -> None:
+        n = num_requests
+        self.arrival = np.full(n, np.nan)
+        self.admitted = np.full(n, np.nan)  # first time scheduled
+        self.first_token = np.full(n, np.nan)
+        self.finish = np.full(n, np.nan)
+        self.prompt_len = np.zeros(n, dtype=np.int64)
+        self.output_len = np.zeros(n, dtype=np.int64)
+        self.replica = np.full(n, -1, dtype=np.int64)
+        self.preemptions = np.zeros(n, dtype=np.int64)
+        self.recomputed_tokens = np.zeros(n, dtype=np.int64)
+        self.status = np.full(n, STATUS_PENDING, dtype=object)
+        self.reject_reason = np.full(n, "", dtype=object)
+        self.steps: list[tuple] = []
+        self.num_done = 0
+
+    def arrive(self, request: Request, now: float) -> None:
+        rid = request.request_id
+        self.arrival[rid] = now
+        self.prompt_len[rid] = request.prompt_len
+        self.output_len[rid] = request.output_len
+
+    def reject(self, request: Request, reason: str) -> None:
+        self.status[request.request_id] = STATUS_REJECTED
+        self.reject_reason[request.request_id] = reason
+        self.num_done += 1
+
+    def step(self, row: tuple) -> None:
+        self.steps.append(row)
+
+    def prefilled(self, requests: list[Request], start: float, end: float, replica: int) -> None:
+        for request in requests:
+            rid = request.request_id
+            if np.isnan(self.admitted[rid]):
+                self.admitted[rid] = start
+                self.first_token[rid] = end
+                self.replica[rid] = replica
+
+    def finished(self, requests: list[Request], now: float) -> None:
+        for request in requests:
+            rid = request.request_id
+            self.finish[rid] = now
+            self.status[rid] = STATUS_COMPLETED
+            self.preemptions[rid] = request.num_preemptions
+            self.recomputed_tokens[rid] = request.recomputed_tokens
+        self.num_done += len(requests)
+
+    # -- outputs --------------------------------------------------------------------------
+    def requests_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({
+            "request_id": np.arange(len(self.arrival)),
+            "status": self.status.astype(str),
+            "replica": self.replica,
+            "prompt_len": self.prompt_len,
+            "output_len": self.output_len,
+            "arrival": self.arrival,
+            "admitted": self.admitted,
+            "first_token": self.first_token,
+            "finish": self.finish,
+            "ttft": self.first_token - self.arrival,
+            "e2e_latency": self.finish - self.arrival,
+            "preemptions": self.preemptions,
+            "recomputed_tokens": self.recomputed_tokens,
+            "reject_reason": self.reject_reason.astype(str),
+        })
+
+    def steps_frame(self) -> pd.DataFrame:
+        return pd.DataFrame.from_records(self.steps, columns=STEP_COLUMNS)
+
+
+def _percentiles(values: np.ndarray, prefix: str) -> dict:
+    if not len(values):
+        return {f"{prefix}_{k}": float("nan") for k in ("mean", "p50", "p90", "p99")}
+    p50, p90, p99 = np.percentile(values, [50, 90, 99])
+    return {f"{prefix}_mean": float(values.mean()), f"{prefix}_p50": float(p50),
+            f"{prefix}_p90": float(p90), f"{prefix}_p99": float(p99)}
+
+
+def summarize(recorder: Recorder, num_blocks: int) -> dict:
+    """The metrics of a run: throughput, latency distributions, batch size, KV usage."""
+    done = recorder.status == STATUS_COMPLETED
+    arrival, first, finish = recorder.arrival[done], recorder.first_token[done], recorder.finish[done]
+    out_len, in_len = recorder.output_len[done], recorder.prompt_len[done]
+    e2e = finish - arrival
+    multi = out_len > 1
+    tpot = (finish[multi] - first[multi]) / (out_len[multi] - 1)
+    span = float(finish.max() - recorder.arrival[~np.isnan(recorder.arrival)].min()) if done.any() else 0.0
+
+    steps = recorder.steps_frame()
+    num_steps = int(steps["steps"].sum()) if len(steps) else 0
+    busy = float(steps["duration"].sum()) if len(steps) else 0.0
+    if num_steps:
+        mean_batch = float((steps["batch_size"] * steps["steps"]).sum() / num_steps)
+        mean_kv = float((steps["kv_blocks_used"] * steps["duration"]).sum() / busy) / num_blocks
+        peak_kv = float(steps["kv_blocks_used"].max()) / num_blocks
+    else:
+        mean_batch = mean_kv = peak_kv = 0.0
+    return {
+        "completed": int(done.sum()),
+        "rejected": int((recorder.status == STATUS_REJECTED).sum()),
+        "duration_s": span,
+        "throughput_req_s": done.sum() / span if span > 0 else float("nan"),
+        "throughput_output_tok_s": out_len.sum() / span if span > 0 else float("nan"),
+        "throughput_total_tok_s": (out_len.sum() + in_len.sum()) / span if span > 0 else float("nan"),
+        **_percentiles(first - arrival, "ttft_s"),
+        **_percentiles(tpot, "tpot_s"),
+        **_percentiles(e2e, "e2e_latency_s"),
+        "normalized_latency_s_per_token": float((e2e / out_len).mean()) if done.any() else float("nan"),
+        "mean_batch_size": mean_batch,
+        "num_steps": num_steps,
+        "num_step_events": len(steps),
+        "busy_fraction": busy / span if span > 0 else float("nan"),
+        "mean_kv_usage": mean_kv,
+        "peak_kv_usage": peak_kv,
+        "preemptions": int(recorder.preemptions.sum()),
+        "recomputed_tokens": int(recorder.recomputed_tokens.sum()),
+    }

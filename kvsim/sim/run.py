@@ -1,0 +1,103 @@
+"""One simulation run from a SimConfig: resolve model, GPU, cache size, workload and cost model,
+simulate, summarise, and write the files that let anyone repeat and analyse it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kvsim import __version__
+from kvsim.calibration import select_cost_model
+from kvsim.calibration.cost_model import CostModel
+from kvsim.config import SimConfig
+from kvsim.errors import KvsimError
+from kvsim.hardware import GPUSpec, load_gpu
+from kvsim.models import ModelSpec, load_model
+from kvsim.policies.registry import PolicyContext, get_policy
+from kvsim.sim.capacity import KVCapacity, size_kv_cache
+from kvsim.sim.cluster import ROUTERS
+from kvsim.sim.engine import simulate
+from kvsim.sim.metrics import Recorder, summarize
+from kvsim.workloads import build_trace, clip_to_context
+from kvsim.workloads.trace import Trace
+
+
+@dataclass
+class RunResult:
+    config: SimConfig
+    model: ModelSpec
+    gpu: GPUSpec
+    capacity: KVCapacity
+    cost_model: CostModel
+    trace: Trace
+    recorder: Recorder
+    summary: dict
+
+    def summary_document(self) -> dict:
+        return {
+            "kvsim_version": __version__,
+            "model": self.model.name,
+            "gpu": self.gpu.name,
+            "policy": self.config.policy,
+            "cost_model": self.cost_model.describe(),
+            "kv_capacity": self.capacity.to_dict(),
+            "workload": self.trace.stats(),
+            "metrics": self.summary,
+        }
+
+    def write(self, out_dir: str | Path) -> Path:
+        out = Path(out_dir)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise KvsimError(f"cannot create output directory {out}: {err}") from None
+        self.recorder.requests_frame().to_csv(out / "requests.csv", index=False)
+        self.recorder.steps_frame().to_csv(out / "iterations.csv", index=False)
+        (out / "summary.json").write_text(json.dumps(self.summary_document(), indent=2) + "\n")
+        (out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+        return out
+
+
+def prepare_trace(config: SimConfig, model: ModelSpec) -> Trace:
+    trace = build_trace(config.trace, num_requests=config.num_requests, duration=config.duration,
+                        rate=config.rate, arrival=config.arrival,
+                        burstiness_cv=config.burstiness_cv, seed=config.seed,
+                        tokenizer=config.tokenizer)
+    if config.over_length == "clip":
+        trace = clip_to_context(trace, model.max_model_len)
+    return trace
+
+
+def run(config: SimConfig, progress: Callable[[int], None] | None = None,
+        trace: Trace | None = None) -> RunResult:
+    """Simulate ``config``; pass ``trace`` to reuse one workload across policies."""
+    config.validate()
+    model = load_model(config.model, config.dtype)
+    gpu = load_gpu(config.gpu)
+    policy = get_policy(config.policy)
+    if config.router not in ROUTERS:
+        raise KvsimError(f"unknown router {config.router!r} (available: {', '.join(ROUTERS)})")
+    batched_tokens = config.batched_tokens_for(model.max_model_len)
+    capacity = size_kv_cache(model, gpu, config.block_size, config.gpu_memory_utilization,
+                             batched_tokens, config.max_num_seqs)
+    cost_model = select_cost_model(config, model, gpu)
+    if trace is None:
+        trace = prepare_trace(config, model)
+    context = PolicyContext(capacity.num_blocks, config.block_size, config.max_num_seqs,
+                            batched_tokens, model.max_model_len, config.watermark)
+    schedulers = [policy.build(context) for _ in range(config.num_replicas)]
+    max_len = model.max_model_len
+
+    def within_context(request) -> str:
+        total = request.prompt_len + request.output_len
+        if total > max_len:
+            return f"prompt + output = {total} tokens exceeds {model.name}'s context of {max_len}"
+        return ""
+
+    recorder = simulate(trace, schedulers, cost_model, ROUTERS[config.router](),
+                        intake_check=within_context, progress=progress)
+    summary = summarize(recorder, capacity.num_blocks)
+    summary["num_replicas"] = config.num_replicas
+    return RunResult(config, model, gpu, capacity, cost_model, trace, recorder, summary)
