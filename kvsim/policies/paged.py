@@ -69,9 +69,15 @@ class PagedKVManager(KVCacheManager):
 
     def append(self, seqs: np.ndarray, num_tokens: np.ndarray, steps: int) -> None:
         new = self._new_blocks(seqs, num_tokens + steps - 1)
-        for i in np.flatnonzero(new):
-            seq = int(seqs[i])
-            self.block_tables[seq].extend(self.allocator.allocate(int(new[i])))
+        growing = np.flatnonzero(new)
+        if not len(growing):
+            return
+        blocks = self.allocator.allocate(int(new.sum()))  # one call, then dealt out in order
+        ends = np.cumsum(new[growing]).tolist()
+        start = 0
+        for i, end in zip(growing.tolist(), ends):
+            self.block_tables[int(seqs[i])].extend(blocks[start:end])
+            start = end
         self._held[seqs] += new
 
     def free(self, seq: int) -> None:

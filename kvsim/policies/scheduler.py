@@ -72,6 +72,7 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in priority (arrival) order
         self._running_seqs: np.ndarray | None = None  # cache; rebuilt when `running` changes
+        self.owner: dict[int, Request] = {}  # sequence id -> its request, while it lives
 
     # -- intake -------------------------------------------------------------------------
     def rejection_reason(self, request: Request) -> str:
@@ -86,6 +87,8 @@ class Scheduler:
 
     def add_request(self, request: Request) -> None:
         request.seqs = [self.seq_table.add(request.prompt_len, request.output_len)]
+        for seq in request.seqs:
+            self.owner[seq] = request
         request.status = Status.WAITING
         self.waiting.append(request)
 
@@ -94,7 +97,7 @@ class Scheduler:
 
     @property
     def num_running_seqs(self) -> int:
-        return sum(len(r.seqs) for r in self.running)
+        return len(self._batch_seqs())
 
     # -- one step -------------------------------------------------------------------------
     def schedule(self) -> StepPlan | None:
@@ -210,13 +213,15 @@ class Scheduler:
         done = np.flatnonzero(table.remaining[plan.seqs] == 0)
         if not len(done):
             return []
-        done_seqs = set(plan.seqs[done].tolist())
-        finished = [r for r in plan.requests
-                    if r.status is Status.RUNNING and all(s in done_seqs for s in r.seqs)]
-        for request in finished:
-            for seq in request.seqs:
-                self.kv.free(seq)
-            request.status = Status.FINISHED
+        finished = []
+        for seq in plan.seqs[done].tolist():
+            request = self.owner[seq]
+            if request.status is Status.RUNNING and not table.remaining[request.seqs].any():
+                finished.append(request)
+                request.status = Status.FINISHED
+                for s in request.seqs:
+                    self.kv.free(s)
+                    del self.owner[s]
         self.running = [r for r in self.running if r.status is Status.RUNNING]
         self._running_seqs = None
         return finished

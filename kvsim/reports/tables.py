@@ -57,8 +57,8 @@ def print_run_summary(console: Console, result) -> None:
 
 def print_catalogue(console: Console, title: str, columns: list[str], rows: list[list[str]]) -> None:
     table = Table(title=title)
-    for column in columns:
-        table.add_column(column)
+    for i, column in enumerate(columns):
+        table.add_column(column, no_wrap=i == 0)  # names must survive a narrow terminal
     for row in rows:
         table.add_row(*row)
     console.print(table)
