@@ -63,7 +63,7 @@ class Replica:
             else:
                 steps = yield from self._run_until_arrival(start, np.cumsum(durations))
             finished = scheduler.complete(plan, steps)
-            self._record(plan, start, steps)
+            self.recorder.record_step(self.index, scheduler, plan, start, env.now, steps)
             if finished:
                 self.recorder.finished(finished, env.now)
 
@@ -93,16 +93,6 @@ class Replica:
         steps = int(np.searchsorted(ends, self.env.now - start, side="left")) + 1
         yield self.env.timeout(max(0.0, start + float(ends[steps - 1]) - self.env.now))
         return steps
-
-    def _record(self, plan: StepPlan, start: float, steps: int) -> None:
-        now = self.env.now
-        if plan.kind != DECODE:
-            self.recorder.prefilled(plan.requests, start, now, self.index)
-        scheduler = self.scheduler
-        self.recorder.step((
-            self.index, start, now - start, plan.kind, steps, len(plan.requests), len(plan.seqs),
-            int(plan.new_tokens.sum()), scheduler.kv.num_used_blocks(), len(scheduler.waiting),
-            len(plan.preempted), plan.block_copies, plan.swap_in_blocks, plan.swap_out_blocks))
 
 
 def simulate(trace: Trace, schedulers: list[Scheduler], cost_model: CostModel, router: Router,

@@ -45,8 +45,17 @@ class Recorder:
         self.reject_reason[request.request_id] = reason
         self.num_done += 1
 
-    def step(self, row: tuple) -> None:
-        self.steps.append(row)
+    def record_step(self, replica: int, scheduler, plan, start: float, end: float, steps: int) -> None:
+        """One executed run of ``steps`` steps of ``plan`` (after ``scheduler.complete``).
+
+        Shared by the simulator and the real GPU executor, so both write the same files.
+        """
+        if plan.kind == "prefill":
+            self.prefilled(plan.requests, start, end, replica)
+        self.steps.append((
+            replica, start, end - start, plan.kind, steps, len(plan.requests), len(plan.seqs),
+            int(plan.new_tokens.sum()), scheduler.kv.num_used_blocks(), len(scheduler.waiting),
+            len(plan.preempted), plan.block_copies, plan.swap_in_blocks, plan.swap_out_blocks))
 
     def prefilled(self, requests: list[Request], start: float, end: float, replica: int) -> None:
         for request in requests:
