@@ -37,6 +37,17 @@ class CostModel(ABC):
     def swap_time(self, num_blocks: int) -> float:
         """Seconds to move ``num_blocks`` KV blocks one way between GPU and host memory."""
 
+    def plan_durations(self, plan, steps: int = 1) -> np.ndarray:
+        """Seconds of each of ``steps`` executions of a scheduler's StepPlan (decode plans may
+        repeat; copies and swaps are paid once, before the first step)."""
+        if plan.kind == "decode":
+            durations = self.decode_times(len(plan.seqs), int(plan.context_lens.sum()), steps)
+        else:
+            durations = np.array([self.prefill_time(plan.new_tokens, plan.context_lens)])
+        durations[0] += (self.copy_time(plan.block_copies) + self.swap_time(plan.swap_in_blocks)
+                         + self.swap_time(plan.swap_out_blocks))
+        return durations
+
     def describe(self) -> dict:
         """What priced this run, for summary.json."""
         return {"name": self.name, "kind": self.kind}

@@ -73,16 +73,8 @@ class Replica:
         return self._arrival
 
     def _durations(self, plan: StepPlan) -> np.ndarray:
-        cost = self.cost_model
-        extra = (cost.copy_time(plan.block_copies) + cost.swap_time(plan.swap_in_blocks)
-                 + cost.swap_time(plan.swap_out_blocks))
-        if plan.kind == DECODE:
-            steps = self.scheduler.headroom(plan, MAX_STEPS_PER_EVENT)
-            durations = cost.decode_times(len(plan.seqs), int(plan.context_lens.sum()), steps)
-        else:
-            durations = np.array([cost.prefill_time(plan.new_tokens, plan.context_lens)])
-        durations[0] += extra
-        return durations
+        steps = self.scheduler.headroom(plan, MAX_STEPS_PER_EVENT) if plan.kind == DECODE else 1
+        return self.cost_model.plan_durations(plan, steps)
 
     def _run_until_arrival(self, start: float, ends: np.ndarray):
         """Run the steps; if a request arrives meanwhile, stop at the end of the current step."""
