@@ -9,6 +9,7 @@ from pathlib import Path
 from kvsim.errors import KvsimError
 
 DEFAULT_MAX_BATCHED_TOKENS = 2560  # vLLM's default when the paper was written
+DEFAULT_NUM_REQUESTS = 1000
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,13 @@ class SimConfig:
     max_num_seqs: int = 256
     max_num_batched_tokens: int | None = None  # None: max(2560, the model's context length)
     watermark: float = 0.01
+    ft_batch_size: int | None = None  # policy ft: requests per batch; None: the most that fit
     # Cost model: None takes the default (see kvsim.calibration.select_cost_model)
     profile: str | None = None
     # Workload
     trace: str = "sharegpt"
     rate: float | None = 1.0
-    num_requests: int | None = 1000
+    num_requests: int | None = None  # None: 1000, or as many as arrive within `duration`
     duration: float | None = None
     arrival: str = "poisson"
     burstiness_cv: float = 1.0
@@ -61,7 +63,16 @@ class SimConfig:
             raise KvsimError(f"--over-length must be 'reject' or 'clip' (got {self.over_length!r})")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
             raise KvsimError("--max-num-batched-tokens must be at least 1")
+        if self.ft_batch_size is not None and self.ft_batch_size < 1:
+            raise KvsimError(f"--ft-batch-size must be at least 1 (got {self.ft_batch_size})")
         return self
+
+    @property
+    def request_count(self) -> int | None:
+        """Requests to generate: as asked, else 1000 unless a duration bounds the trace."""
+        if self.num_requests is None and self.duration is None:
+            return DEFAULT_NUM_REQUESTS
+        return self.num_requests
 
     def batched_tokens_for(self, max_model_len: int) -> int:
         if self.max_num_batched_tokens is not None:

@@ -61,7 +61,7 @@ class RunResult:
 
 
 def prepare_trace(config: SimConfig, model: ModelSpec) -> Trace:
-    trace = build_trace(config.trace, num_requests=config.num_requests, duration=config.duration,
+    trace = build_trace(config.trace, num_requests=config.request_count, duration=config.duration,
                         rate=config.rate, arrival=config.arrival,
                         burstiness_cv=config.burstiness_cv, seed=config.seed,
                         tokenizer=config.tokenizer)
@@ -70,9 +70,10 @@ def prepare_trace(config: SimConfig, model: ModelSpec) -> Trace:
     return trace
 
 
-def run(config: SimConfig, progress: Callable[[int], None] | None = None,
+def run(config: SimConfig, progress: Callable[[int, int], None] | None = None,
         trace: Trace | None = None) -> RunResult:
-    """Simulate ``config``; pass ``trace`` to reuse one workload across policies."""
+    """Simulate ``config``; pass ``trace`` to reuse one workload across policies.
+    ``progress(arrived, total)`` is called as requests arrive."""
     config.validate()
     model = load_model(config.model, config.dtype)
     gpu = load_gpu(config.gpu)
@@ -86,7 +87,8 @@ def run(config: SimConfig, progress: Callable[[int], None] | None = None,
     if trace is None:
         trace = prepare_trace(config, model)
     context = PolicyContext(capacity.num_blocks, config.block_size, config.max_num_seqs,
-                            batched_tokens, model.max_model_len, config.watermark)
+                            batched_tokens, model.max_model_len, config.watermark,
+                            ft_batch_size=config.ft_batch_size)
     schedulers = [policy.build(context) for _ in range(config.num_replicas)]
     max_len = model.max_model_len
 
@@ -96,8 +98,10 @@ def run(config: SimConfig, progress: Callable[[int], None] | None = None,
             return f"prompt + output = {total} tokens exceeds {model.name}'s context of {max_len}"
         return ""
 
+    total = len(trace)
     recorder = simulate(trace, schedulers, cost_model, ROUTERS[config.router](),
-                        intake_check=within_context, progress=progress)
+                        intake_check=within_context,
+                        progress=None if progress is None else lambda done: progress(done, total))
     summary = summarize(recorder, capacity.num_blocks)
     summary["num_replicas"] = config.num_replicas
     return RunResult(config, model, gpu, capacity, cost_model, trace, recorder, summary)

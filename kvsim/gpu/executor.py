@@ -1,0 +1,109 @@
+"""The real thing: a continuous-batching loop that runs the simulator's own scheduler and block
+manager on a GPU through the model runner.
+
+It replays a trace offline: a request becomes visible once the executor's clock passes its
+arrival time, and the clock advances by each step's measured wall time (scheduling, input
+preparation, the GPU work and sampling), so idle gaps are skipped rather than slept. Output
+lengths are forced, as in the simulator. It records into the simulator's ``Recorder``, so
+both write the same files and ``simcli validate`` compares like with like.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from kvsim.calibration.cost_model import CostModel
+from kvsim.errors import KvsimError
+from kvsim.gpu.runner import ModelRunner
+from kvsim.policies.request import Request
+from kvsim.policies.scheduler import PREFILL, Scheduler, StepPlan
+from kvsim.sim.metrics import Recorder
+from kvsim.workloads.trace import Trace
+
+
+class RealExecutor:
+    """``step_clock``: None measures each step's wall time (synchronising the GPU); a function
+    of the plan gives the time instead (tests use the cost model, to compare schedules)."""
+
+    def __init__(self, scheduler: Scheduler, runner: ModelRunner,
+                 step_clock: Callable[[StepPlan], float] | None = None,
+                 predictor: CostModel | None = None, seed: int = 0) -> None:
+        if not hasattr(scheduler.kv, "block_tables"):
+            raise KvsimError("the real executor runs block-table (paged) policies only")
+        self.scheduler, self.runner = scheduler, runner
+        self.step_clock, self.predictor = step_clock, predictor
+        self.rng = np.random.default_rng(seed)
+        self.tokens: dict[int, list[int]] = {}  # sequence id -> its token ids so far
+        self.step_times: list[tuple[str, int, int, float, float]] = []  # kind, seqs, tokens, measured, predicted
+
+    def run(self, trace: Trace, intake_check: Callable[[Request], str] = lambda r: "") -> Recorder:
+        recorder = Recorder(len(trace))
+        scheduler, clock, next_id = self.scheduler, 0.0, 0
+        while next_id < len(trace) or scheduler.has_work():
+            if not scheduler.has_work():
+                clock = max(clock, float(trace.arrival_time[next_id]))
+            while next_id < len(trace) and trace.arrival_time[next_id] <= clock:
+                self._arrive(trace, next_id, recorder, intake_check)
+                next_id += 1
+            if not scheduler.has_work():
+                continue
+            started = time.perf_counter()
+            plan = scheduler.schedule()
+            if plan is None:
+                raise RuntimeError("requests wait but nothing can be scheduled")
+            self._execute(plan)
+            finished = scheduler.complete(plan, 1)
+            measured = self._elapsed(started, plan)
+            self._log_step(plan, measured)
+            start, clock = clock, clock + measured
+            recorder.record_step(0, scheduler, plan, start, clock, 1)
+            if finished:
+                recorder.finished(finished, clock)
+                for request in finished:
+                    for seq in request.seqs:
+                        self.tokens.pop(seq, None)
+        return recorder
+
+    def _arrive(self, trace: Trace, rid: int, recorder: Recorder, intake_check) -> None:
+        request = Request(rid, int(trace.prompt_len[rid]), int(trace.output_len[rid]))
+        recorder.arrive(request, float(trace.arrival_time[rid]))
+        reason = intake_check(request) or self.scheduler.rejection_reason(request)
+        if reason:
+            recorder.reject(request, reason)
+            return
+        self.scheduler.add_request(request)
+        vocab = self.runner.spec.vocab_size
+        prompt = self.rng.integers(0, vocab, request.prompt_len).tolist()
+        for seq in request.seqs:
+            self.tokens[seq] = list(prompt)
+
+    def _execute(self, plan: StepPlan) -> None:
+        """Run the plan's batch on the GPU and append each sequence's next token."""
+        runner, tables = self.runner, self.scheduler.kv.block_tables
+        seqs = plan.seqs.tolist()
+        block_tables = [tables[s] for s in seqs]
+        if plan.kind == PREFILL:
+            cached = (plan.context_lens - plan.new_tokens).tolist()
+            new = [self.tokens[s][c:] for s, c in zip(seqs, cached)]
+            logits = runner.prefill(new, block_tables, cached)
+        else:
+            last = [self.tokens[s][-1] for s in seqs]
+            positions = (plan.context_lens - 1).tolist()
+            logits = runner.decode(last, positions, block_tables)
+        for seq, token in zip(seqs, logits.argmax(dim=-1).tolist()):
+            self.tokens[seq].append(token)
+
+    def _elapsed(self, started: float, plan: StepPlan) -> float:
+        if self.step_clock is not None:
+            return self.step_clock(plan)
+        if self.runner.device.type == "cuda":
+            torch.cuda.synchronize(self.runner.device)
+        return time.perf_counter() - started
+
+    def _log_step(self, plan: StepPlan, measured: float) -> None:
+        predicted = float(self.predictor.plan_durations(plan, 1)[0]) if self.predictor else float("nan")
+        self.step_times.append((plan.kind, len(plan.seqs), int(plan.new_tokens.sum()), measured, predicted))
