@@ -54,7 +54,7 @@ def run(
     policy: str = typer.Option("paged", help="KV-cache policy (see `simcli policies`)."),
     trace: str = typer.Option("sharegpt", help="Built-in workload (sharegpt, alpaca) or a trace file."),
     rate: Optional[float] = typer.Option(1.0, help="Requests per second; 0 < rate."),
-    num_requests: Optional[int] = typer.Option(1000, help="Number of requests."),
+    num_requests: Optional[int] = typer.Option(None, help="Number of requests [default: 1000, or all that arrive within --duration]."),
     duration: Optional[float] = typer.Option(None, help="Stop generating arrivals after this many seconds."),
     arrival: str = typer.Option("poisson", help="poisson, gamma, or trace (the file's timestamps)."),
     burstiness_cv: float = typer.Option(1.0, help="Coefficient of variation of gamma inter-arrivals."),
@@ -62,12 +62,24 @@ def run(
     gpu_memory_utilization: float = typer.Option(0.9, help="Fraction of GPU memory kvsim may use."),
     max_num_seqs: int = typer.Option(256, help="Most sequences in one batch."),
     max_num_batched_tokens: Optional[int] = typer.Option(None, help="Most prompt tokens in one prefill step [default: max(2560, context length)]."),
+    ft_batch_size: Optional[int] = typer.Option(None, help="Policy ft: requests per batch [default: the most max-length reservations that fit]."),
     num_replicas: int = typer.Option(1, help="Model replicas behind the router."),
     router: str = typer.Option("round-robin", help="round-robin or least-loaded."),
     profile: Optional[str] = typer.Option(None, help="Step-cost profile file [default: see README]."),
     seed: int = typer.Option(0, help="Seed for lengths and arrivals."),
     tokenizer: Optional[str] = typer.Option(None, help="Local tokenizer directory for ShareGPT JSON traces."),
     over_length: str = typer.Option("reject", help="Requests longer than the model's context: reject or clip."),
+    n: int = typer.Option(1, "--n", help="Parallel samples per request (sharing the prompt's blocks)."),
+    independent_sample_lengths: bool = typer.Option(False, help="Each sample draws its own output length [default: all generate the trace's]."),
+    beam_width: int = typer.Option(1, help="Beam search with this many beams."),
+    beam_stay: float = typer.Option(0.5, help="Beam model: chance a new beam continues the beam of its own rank."),
+    beam_skew: float = typer.Option(1.0, help="Beam model: otherwise parent rank r drawn with weight (r+1)^-skew."),
+    prefix_len: int = typer.Option(0, help="Shared system prompt of this many tokens prepended to every request."),
+    num_prefixes: int = typer.Option(1, help="How many different shared prefixes."),
+    prefix_popularity: float = typer.Option(1.0, help="Zipf exponent of the prefixes' popularity (0: uniform)."),
+    prefix_caching: bool = typer.Option(False, help="Automatic prefix caching: reuse cached full blocks by content hash."),
+    preemption: str = typer.Option("recompute", help="Preemption: recompute or swap."),
+    swap_space: float = typer.Option(4.0, help="CPU swap space per replica, GiB."),
     out: Optional[Path] = typer.Option(None, help="Write requests.csv, iterations.csv, summary.json, config.json here."),
     config: Optional[Path] = typer.Option(None, help="Take all settings from a config.json written by an earlier run."),
 ):
@@ -82,11 +94,15 @@ def run(
             model=model, gpu=gpu, policy=policy, trace=trace, rate=rate, num_requests=num_requests,
             duration=duration, arrival=arrival, burstiness_cv=burstiness_cv, block_size=block_size,
             gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens, num_replicas=num_replicas, router=router,
-            profile=profile, seed=seed, tokenizer=tokenizer, over_length=over_length).validate()
+            max_num_batched_tokens=max_num_batched_tokens, ft_batch_size=ft_batch_size,
+            num_replicas=num_replicas, router=router, profile=profile, seed=seed, tokenizer=tokenizer, over_length=over_length,
+            n=n, independent_sample_lengths=independent_sample_lengths, beam_width=beam_width,
+            beam_stay=beam_stay, beam_skew=beam_skew, prefix_len=prefix_len,
+            num_prefixes=num_prefixes, prefix_popularity=prefix_popularity,
+            prefix_caching=prefix_caching, preemption=preemption, swap_space=swap_space).validate()
     with _progress() as bar:
-        task = bar.add_task("simulating", total=sim_config.num_requests)
-        result = simulate_run(sim_config, progress=lambda done: bar.update(task, completed=done))
+        task = bar.add_task("simulating", total=None)
+        result = simulate_run(sim_config, progress=lambda done, total: bar.update(task, completed=done, total=total))
     print_run_summary(console, result)
     if out is not None:
         written = result.write(out)
@@ -176,6 +192,47 @@ def sweep(
     console.print(f"wrote {out}")
 
 
+# -- compare ----------------------------------------------------------------------------------
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def compare(
+    ctx: typer.Context,
+    policies: str = typer.Option("paged,orca-oracle,orca-pow2,orca-max,ft", help="Comma-separated KV-cache policies."),
+    rate: str = typer.Option("1", help="Request rates (req/s), comma-separated; each policy runs at each."),
+    out: Optional[Path] = typer.Option(None, help="Write compare.csv and the figures (PNG) here."),
+    jobs: int = typer.Option(2, help="Parallel worker processes."),
+):
+    """Run several policies on the same trace: simcli compare --policies paged,orca-max --rate 1,2 [--model ...].
+
+    Any other `simcli run` option can follow, with one value. Every policy sees the same
+    requests, lengths and arrival times.
+    """
+    from kvsim.reports.tables import print_compare_table
+    from kvsim.sim.compare import caption, compare_policies, parse_policies
+
+    names = parse_policies(policies)
+    rates = [_field_parser("rate")(v) for v in rate.split(",") if v.strip()]
+    settings = parse_sweep_args(list(ctx.args))
+    for name, values in settings.items():
+        if name == "policy":
+            raise KvsimError("compare: give the policies with --policies")
+        if len(values) != 1:
+            raise KvsimError(f"compare: --{name.replace('_', '-')} takes one value (only --policies and --rate take lists)")
+    base = SimConfig(**{name: values[0] for name, values in settings.items()}).validate()
+    with _progress() as bar:
+        task = bar.add_task("comparing", total=len(names) * max(1, len(rates)))
+        table = compare_policies(base, names, rates or [base.rate], jobs, on_point=lambda: bar.advance(task))
+    text = caption(base, int(table["completed"].iloc[0] + table["rejected"].iloc[0]))
+    print_compare_table(console, table, text)
+    if out is not None:
+        from kvsim.reports.plots import write_compare_figures
+
+        out.mkdir(parents=True, exist_ok=True)
+        table.to_csv(out / "compare.csv", index=False)
+        figures = write_compare_figures(table, text, out)
+        console.print(f"wrote {out / 'compare.csv'}, " + ", ".join(f.name for f in figures))
+
+
 # -- catalogues --------------------------------------------------------------------------------
 @app.command()
 def models():
@@ -214,6 +271,76 @@ def policies():
 
     print_catalogue(console, "Policies", ["name", "description"],
                     [[p.name, p.description] for p in available_policies().values()])
+
+
+# -- calibration ------------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def calibrate(
+    model: str = typer.Option("opt-13b", help="Built-in model name or path to a HF config.json."),
+    out: Optional[Path] = typer.Option(None, help="Profile file to write (default: MODEL@GPU.json)."),
+    block_size: int = typer.Option(16, help="Tokens per KV block of the measured cache."),
+    quick: bool = typer.Option(False, help="Thinner grid and fewer repeats: a rough profile, fast."),
+    gpu: Optional[str] = typer.Option(None, help="GPU spec the profile is for (default: the one detected)."),
+):
+    """Measure step costs on this machine's GPU, fit them, write a profile (needs CUDA)."""
+    from kvsim.calibration.calibrate import calibrate as run_calibration
+
+    run_calibration(model, out, block_size, quick, gpu,
+                    log=lambda line: console.print(line, highlight=False, markup=False))
+
+
+@app.command()
+@friendly_errors
+def profiles():
+    """Shipped step-cost profiles: measured on a GPU, or derived from a measured one."""
+    from kvsim.calibration.profile import load_profile, shipped_profiles
+    from kvsim.reports.tables import print_catalogue
+
+    rows = []
+    for path in shipped_profiles():
+        doc = load_profile(path)
+        prov, held = doc["provenance"], doc["fit_report"].get("overall_heldout", {})
+        fit = (f"{100 * held['mape']:.1f}% / {100 * held['max_ape']:.1f}%" if held.get("n")
+               else "-")
+        origin = prov["kind"] if prov["kind"] == "measured" else f"derived from {prov['from']}"
+        rows.append([doc["model"]["name"], doc["gpu"]["name"], origin, doc["created"][:10],
+                     str(doc["block_size"]), fit])
+    print_catalogue(console, "Shipped profiles (kvsim/calibration/profiles)",
+                    ["model", "gpu", "provenance", "date", "block", "held-out MAPE / worst"], rows)
+
+
+# -- validation -------------------------------------------------------------------------------
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@friendly_errors
+def validate(
+    ctx: typer.Context,
+    out: Path = typer.Option(Path("validation"), help="Directory for validation.csv, plots and logs."),
+):
+    """Run traces through the real GPU executor and the simulator, and compare them.
+
+    Takes `simcli run` options, each with one value or a comma-separated list (the points are
+    their cross product), e.g. simcli validate --model opt-13b --rate 1,2,4 --num-requests 100.
+    The GPU is the one found; the simulator uses its calibrated profile.
+    """
+    from kvsim.gpu.validate import detect_gpu, relative_errors, run_campaign, step_error_summary
+    from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
+
+    grid = parse_sweep_args(list(ctx.args))
+    grid.setdefault("gpu", [detect_gpu()])
+    names = list(grid)
+    configs = [SimConfig(**dict(zip(names, combo))).validate()
+               for combo in itertools.product(*grid.values())]
+    table = run_campaign(configs, out, progress=lambda text: err_console.print(text))
+    import pandas as pd
+
+    requests, steps = pd.read_csv(out / "requests.csv"), pd.read_csv(out / "steps.csv")
+    caption = f"GPU {configs[0].gpu}; " + "; ".join(sorted({f"{c.model} on {c.trace}" for c in configs}))
+    latency_scatter(requests, out / "latency_scatter.png", caption)
+    step_error_histogram(steps, out / "step_error.png", caption)
+    console.print(relative_errors(table).to_string(index=False, float_format=lambda v: f"{v:+.1%}"))
+    console.print(f"per-step cost-model error: {step_error_summary(steps)}")
+    console.print(f"wrote {out}/validation.csv, requests.csv, steps.csv, latency_scatter.png, step_error.png")
 
 
 def main() -> None:

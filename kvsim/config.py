@@ -40,6 +40,19 @@ class SimConfig:
     seed: int = 0
     tokenizer: str | None = None
     over_length: str = "reject"  # requests longer than the model's context: reject or clip
+    # Sharing (docs/sharing.md): groups of sequences, shared prefixes, prefix caching
+    n: int = 1  # parallel samples per request
+    independent_sample_lengths: bool = False  # samples draw their own output lengths
+    beam_width: int = 1
+    beam_stay: float = 0.5  # see kvsim.policies.beam.BeamModel
+    beam_skew: float = 1.0
+    prefix_len: int = 0  # tokens of a shared system prompt prepended to every request
+    num_prefixes: int = 1
+    prefix_popularity: float = 1.0  # Zipf exponent over the prefixes
+    prefix_caching: bool = False
+    # Preemption
+    preemption: str = "recompute"  # or swap
+    swap_space: float = 4.0  # GiB of CPU memory for swapped blocks (vLLM's default)
 
     def validate(self) -> "SimConfig":
         positive = {"block_size": self.block_size, "max_num_seqs": self.max_num_seqs,
@@ -63,6 +76,13 @@ class SimConfig:
             raise KvsimError(f"--over-length must be 'reject' or 'clip' (got {self.over_length!r})")
         if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
             raise KvsimError("--max-num-batched-tokens must be at least 1")
+        if self.preemption not in ("recompute", "swap"):
+            raise KvsimError(f"--preemption must be 'recompute' or 'swap' (got {self.preemption!r})")
+        if self.swap_space < 0 or (self.preemption == "swap" and self.swap_space <= 0):
+            raise KvsimError(f"--swap-space must be positive with --preemption swap (got {self.swap_space})")
+        if max(self.n, self.beam_width) > self.max_num_seqs:
+            raise KvsimError(f"a group of {max(self.n, self.beam_width)} sequences (--n / --beam-width) "
+                             f"can never run with --max-num-seqs {self.max_num_seqs}")
         if self.ft_batch_size is not None and self.ft_batch_size < 1:
             raise KvsimError(f"--ft-batch-size must be at least 1 (got {self.ft_batch_size})")
         return self

@@ -29,6 +29,10 @@ class KVCacheManager(ABC):
 
     block_size: int
     num_blocks: int
+    #: Can block tables share physical blocks? Then the scheduler forks sequences (sampling,
+    #: beam search), maps shared prefixes, and may swap block by block; a policy without it
+    #: (contiguous reservation) gets a full private copy of a group's prompt per sequence.
+    supports_sharing: bool = False
 
     @property
     def num_slots(self) -> int:
@@ -69,6 +73,14 @@ class KVCacheManager(ABC):
     @abstractmethod
     def num_used_blocks(self) -> int:
         """Blocks held by some sequence (for KV usage over time)."""
+
+    def num_logical_blocks(self) -> int:
+        """Blocks the live sequences would hold if nothing were shared (memory-saving metric)."""
+        return self.num_used_blocks()
+
+    def take_block_copies(self) -> int:
+        """Block copies made since the last call (copy-on-write), for the step's cost."""
+        return 0
 
     @abstractmethod
     def usage(self, seqs: np.ndarray, num_tokens: np.ndarray, final_tokens: np.ndarray) -> CacheUsage:

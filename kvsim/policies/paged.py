@@ -1,7 +1,10 @@
 """vLLM's PagedAttention policy: fixed-size blocks allocated on demand through block tables.
 
 A sequence holds ``ceil(tokens / block_size)`` blocks, anywhere in the pool; the only
-waste is the unfilled tail of its last block.
+waste is the unfilled tail of its last block. Block tables may share blocks (reference
+counted): forks copy a table and copy-on-write its shared tail (``cow.py``), named full
+blocks are found again by content (``prefix_cache.py``), and a preempted group can be
+moved block by block to a CPU swap space (``swap.py``).
 """
 
 from __future__ import annotations
@@ -9,9 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from kvsim.policies.block_allocator import BlockAllocator
+from kvsim.policies.cow import CopyOnWrite
 from kvsim.policies.kv_manager import CacheUsage, KVCacheManager
+from kvsim.policies.prefix_cache import CachingBlockAllocator
 from kvsim.policies.registry import PolicyContext, register
 from kvsim.policies.scheduler import Scheduler
+from kvsim.policies.swap import distinct_blocks, remap
 
 
 def blocks_for(tokens, block_size: int):
@@ -20,10 +26,18 @@ def blocks_for(tokens, block_size: int):
 
 
 class PagedKVManager(KVCacheManager):
-    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.01) -> None:
+    supports_sharing = True
+
+    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.01,
+                 prefix_cache: bool = False, swap_blocks: int = 0) -> None:
         self.block_size = block_size
         self.num_blocks = num_blocks
-        self.allocator = BlockAllocator(num_blocks)
+        # Named blocks cost dict look-ups on every free; only runs that share prefixes pay it.
+        self.allocator = CachingBlockAllocator(num_blocks) if prefix_cache else BlockAllocator(num_blocks)
+        self.cow = CopyOnWrite(self.allocator, block_size)
+        self.swap_space = BlockAllocator(swap_blocks)
+        self.cpu_tables: dict[int, list[int]] = {}  # block tables of swapped-out sequences
+        self._logical = 0  # sum of held blocks over sequences: blocks needed without sharing
         # Admission keeps this many blocks free so running sequences can grow a little
         # before the first preemption (vLLM's watermark, 1% by default).
         self.watermark_blocks = int(watermark * num_blocks)
@@ -44,14 +58,63 @@ class PagedKVManager(KVCacheManager):
     def admit(self, seq: int, num_tokens: int, final_tokens: int) -> None:
         self._ensure(seq)
         blocks = self.allocator.allocate(blocks_for(num_tokens, self.block_size))
-        self.block_tables[seq] = blocks
-        self._held[seq] = len(blocks)
+        self._install(seq, blocks)
+
+    def _install(self, seq: int, table: list[int]) -> None:
+        self._ensure(seq)
+        self.block_tables[seq] = table
+        self._held[seq] = len(table)
+        self._logical += len(table)
+
+    def admit_cached(self, seq: int, num_tokens: int, names: list[int], pinned: int) -> int | None:
+        """Admit with the prompt's named full blocks: reuse those cached, name the new ones.
+
+        Returns the number of tokens found cached (not to be prefilled), or None if there is
+        no room. The first ``pinned`` blocks (a service-defined shared prefix) stay cached for
+        good. At least one token is always computed: its logits are what the step is for.
+        """
+        allocator = self.allocator
+        hits: list[int] = []
+        for name in names[:(num_tokens - 1) // self.block_size]:
+            block = allocator.lookup(name)
+            if block is None:
+                break
+            hits.append(block)
+        revived = sum(allocator.is_evictable(b) for b in hits)
+        needed = blocks_for(num_tokens, self.block_size) - len(hits)
+        if allocator.num_free - revived - needed < self.watermark_blocks:
+            return None
+        for block in hits:
+            allocator.take(block)
+        table = hits + allocator.allocate(needed)
+        for i in range(len(hits), min(len(names), len(table))):
+            allocator.name(table[i], names[i], pin=i < pinned)
+        self._install(seq, table)
+        return len(hits) * self.block_size
+
+    def name_blocks(self, seq: int, names: list[int]) -> None:
+        """Name the sequence's full blocks (e.g. generated ones, before freeing) for later hits."""
+        for block, name in zip(self.block_tables[seq], names):
+            self.allocator.name(block, name)
+
+    def fork(self, parent: int, child: int) -> None:
+        """The child starts as the parent: same blocks, one more reference each."""
+        table = list(self.block_tables[parent])
+        self.allocator.share(table)
+        self._install(child, table)
+        self.cow.watch((parent, child))
 
     def _new_blocks(self, seqs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         return np.maximum(blocks_for(tokens, self.block_size) - self._held[seqs], 0)
 
+    def _writers(self, seqs: np.ndarray, num_tokens: np.ndarray) -> list[int]:
+        """Those of ``seqs`` whose next write lands in a shared block (copy first)."""
+        return self.cow.writers(seqs, num_tokens, self._held[seqs], self.block_tables)
+
     def decode_headroom(self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
         free = self.allocator.num_free
+        if self.cow.active:  # copies happen in the first step, before anything grows
+            free -= self.cow.copies_needed(self._writers(seqs, num_tokens), self.block_tables)
         if self._new_blocks(seqs, num_tokens + max_steps - 1).sum() <= free:
             return max_steps
         lo, hi = 0, max_steps - 1  # lo steps fit, max_steps do not
@@ -64,10 +127,14 @@ class PagedKVManager(KVCacheManager):
         return lo
 
     def can_append(self, seq: int, num_tokens: int) -> bool:
+        if self.cow.active:
+            return self.decode_headroom(np.array([seq]), np.array([num_tokens]), 1) >= 1
         needed = blocks_for(num_tokens, self.block_size) - self._held[seq]
         return needed <= self.allocator.num_free
 
     def append(self, seqs: np.ndarray, num_tokens: np.ndarray, steps: int) -> None:
+        if self.cow.active:
+            self.cow.write(self._writers(seqs, num_tokens), self.block_tables)
         new = self._new_blocks(seqs, num_tokens + steps - 1)
         growing = np.flatnonzero(new)
         if not len(growing):
@@ -79,24 +146,68 @@ class PagedKVManager(KVCacheManager):
             self.block_tables[int(seqs[i])].extend(blocks[start:end])
             start = end
         self._held[seqs] += new
+        self._logical += int(new.sum())
+
+    def take_block_copies(self) -> int:
+        copies, self.cow.copies = self.cow.copies, 0
+        return copies
 
     def free(self, seq: int) -> None:
-        self.allocator.release(self.block_tables.pop(seq))
+        self.allocator.release(self._uninstall(seq))
+
+    def _uninstall(self, seq: int) -> list[int]:
+        table = self.block_tables.pop(seq)
+        self._logical -= len(table)
         self._held[seq] = 0
+        self.cow.forget(seq)
+        return table
+
+    # -- swapping: a group's tables move together, sharing preserved --------------------
+    def swap_out_blocks(self, seqs: list[int]) -> int:
+        """Distinct blocks a swap-out of ``seqs`` moves (and CPU blocks it needs)."""
+        return len(distinct_blocks([self.block_tables[s] for s in seqs]))
+
+    def swap_out(self, seqs: list[int]) -> int:
+        moved = self.swap_out_blocks(seqs)
+        tables = [self._uninstall(s) for s in seqs]
+        for seq, table in zip(seqs, remap(tables, self.allocator, self.swap_space)):
+            self.cpu_tables[seq] = table
+        return moved
+
+    def can_swap_in(self, seqs: list[int], keep_watermark: bool = True) -> bool:
+        """Room for the group's blocks plus one new block per sequence for its next token."""
+        needed = len(distinct_blocks([self.cpu_tables[s] for s in seqs])) + len(seqs)
+        reserve = self.watermark_blocks if keep_watermark else 0
+        return self.allocator.num_free - needed >= reserve
+
+    def swap_in(self, seqs: list[int]) -> int:
+        tables = [self.cpu_tables.pop(s) for s in seqs]
+        moved = len(distinct_blocks(tables))
+        for seq, table in zip(seqs, remap(tables, self.swap_space, self.allocator)):
+            self._install(seq, table)
+        if len(seqs) > 1:
+            self.cow.watch(seqs)
+        return moved
+
+    def num_logical_blocks(self) -> int:
+        return self._logical
 
     def num_used_blocks(self) -> int:
         return self.allocator.num_used
 
     def usage(self, seqs: np.ndarray, num_tokens: np.ndarray, final_tokens: np.ndarray) -> CacheUsage:
-        held_slots = int(self._held[seqs].sum()) * self.block_size
+        held = self._held[seqs] * self.block_size
         # The newest token's KV is written by the next step; its slot already counts as used.
-        stored = int(np.minimum(num_tokens, self._held[seqs] * self.block_size).sum())
+        stored = int(np.minimum(num_tokens, held).sum())
         return CacheUsage(token_states=stored, reserved=0,
-                          internal_fragmentation=held_slots - stored,
+                          internal_fragmentation=int(held.sum()) - stored,
                           free=self.allocator.num_free * self.block_size)
 
 
-@register("paged", "vLLM PagedAttention: on-demand blocks through block tables, preemption by recompute")
+@register("paged", "vLLM PagedAttention: on-demand blocks through block tables, copy-on-write sharing, preemption by recompute or swap")
 def build_paged(ctx: PolicyContext) -> Scheduler:
-    kv = PagedKVManager(ctx.num_blocks, ctx.block_size, ctx.watermark)
-    return Scheduler(kv, ctx.max_num_seqs, ctx.max_num_batched_tokens)
+    kv = PagedKVManager(ctx.num_blocks, ctx.block_size, ctx.watermark,
+                        prefix_cache=ctx.prefix_caching or ctx.shared_prefix,
+                        swap_blocks=ctx.swap_blocks)
+    return Scheduler(kv, ctx.max_num_seqs, ctx.max_num_batched_tokens,
+                     preemption_mode=ctx.preemption, beam=ctx.beam, prefix_caching=ctx.prefix_caching)

@@ -7,10 +7,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kvsim.errors import KvsimError
+from kvsim.policies.beam import BeamModel
 from kvsim.policies.scheduler import Scheduler
 
 # Modules that define policies; importing one registers its policies.
-POLICY_MODULES = ("kvsim.policies.paged",)
+POLICY_MODULES = ("kvsim.policies.paged", "kvsim.policies.contiguous", "kvsim.policies.ft")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,13 @@ class PolicyContext:
     max_num_batched_tokens: int
     max_model_len: int
     watermark: float = 0.01
+    ft_batch_size: int | None = None  # FasterTransformer's batch; None: the most that fit
+    # Sharing and preemption (used by policies whose KV manager supports sharing)
+    preemption: str = "recompute"  # or "swap"
+    swap_blocks: int = 0  # CPU swap space, in blocks
+    prefix_caching: bool = False
+    shared_prefix: bool = False  # requests start with a service-defined prefix, computed once
+    beam: BeamModel = BeamModel()
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
+
+import numpy as np
 
 
 class Status(Enum):
@@ -18,8 +21,18 @@ class Status(Enum):
 class Request:
     request_id: int
     prompt_len: int
-    output_len: int  # forced: every sequence generates exactly this many tokens
-    seqs: list[int] = field(default_factory=list)  # sequence ids, given by the scheduler
+    output_len: int  # forced: every sequence generates exactly this many tokens (the longest sample's)
+    seqs: list[int] = field(default_factory=list)  # live sequence ids, given by the scheduler
+    # A group of sequences shares the prompt: `width` parallel samples, or beams if `beam`.
+    width: int = 1
+    beam: bool = False
+    sample_output_lens: tuple[int, ...] = ()  # per-sample lengths, when drawn independently
+    # Token ids of the request's stream (prompt, then forced output): `token_ids(k)` gives the
+    # first k. Only needed to find shared content (shared prefixes, prefix caching).
+    token_ids: Callable[[int], np.ndarray] | None = None
+    shared_prefix_len: int = 0  # leading prompt tokens of a service-defined shared prefix
+    block_names: list[int] | None = None  # hashes of the prompt's full blocks, computed once
+    beam_rng: np.random.Generator | None = None
     status: Status = Status.WAITING
     num_preemptions: int = 0
     recomputed_tokens: int = 0  # tokens prefilled again after preemptions

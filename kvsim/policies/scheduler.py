@@ -3,8 +3,13 @@
 Each step is either a prefill of newly admitted requests or one decode step of every
 running request, never both. Admission is first-come-first-served: the head of the queue
 waits until its prompt fits, and nobody overtakes it. When a decode step needs a block
-and none is free, the most recently admitted running request is preempted all-or-nothing
-and later recomputed.
+and none is free, the most recently admitted running request is preempted all-or-nothing:
+recomputed later, or swapped to CPU memory and back (``preemption_mode``).
+
+A request is a *group* of sequences sharing its prompt: parallel samples or beams. A group
+is admitted, scheduled, preempted and swapped as a whole, and counts all its sequences
+against max-num-seqs. With a KV policy that supports sharing, the group's sequences are
+forks of one prompt (copy-on-write); otherwise each gets a private copy of the prompt's KV.
 
 The scheduler knows nothing of time or GPUs: the simulator drives it with a cost model,
 and a real executor can drive the very same object with real kernels.
@@ -12,16 +17,21 @@ and a real executor can drive the very same object with real kernels.
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from kvsim.policies.kv_manager import KVCacheManager
+from kvsim.errors import KvsimError
+from kvsim.policies.beam import BeamModel
+from kvsim.policies.kv_manager import CacheUsage, KVCacheManager
+from kvsim.policies.prefix_cache import block_hashes
 from kvsim.policies.request import Request, Status
 
 PREFILL = "prefill"
 DECODE = "decode"
+PREEMPTION_MODES = ("recompute", "swap")
 
 
 @dataclass
@@ -37,6 +47,9 @@ class StepPlan:
     block_copies: int = 0
     swap_in_blocks: int = 0
     swap_out_blocks: int = 0
+    # Every sequence the step advances, when more than ``seqs`` (a group's prompt is
+    # prefilled once for all its sequences); None means ``seqs``.
+    advanced: np.ndarray | None = None
 
 
 class SequenceTable:
@@ -61,18 +74,35 @@ class SequenceTable:
 class Scheduler:
     """FCFS continuous batching over any KV-cache policy, with preemption by recompute."""
 
+    #: ``callback(plan, steps)`` that ``complete`` calls once the cache holds the run's last
+    #: step and before finished requests free theirs: the simulator measures KV waste there.
+    on_run_end: Callable[[StepPlan, int], None] | None = None
+
     def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
-                 preemption: bool = True) -> None:
+                 preemption: bool = True, preemption_mode: str = "recompute",
+                 beam: BeamModel = BeamModel(), prefix_caching: bool = False) -> None:
         self.kv = kv
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         # Policies that reserve a request's whole life at admission never run out mid-flight.
         self.preemption = preemption
+        if preemption_mode not in PREEMPTION_MODES:
+            raise KvsimError(f"--preemption must be one of {', '.join(PREEMPTION_MODES)} (got {preemption_mode!r})")
+        if preemption_mode == "swap" and not kv.supports_sharing:
+            raise KvsimError("--preemption swap needs a block-table policy (paged)")
+        self.preemption_mode = preemption_mode
+        self.beam = beam
+        self.prefix_caching = prefix_caching and kv.supports_sharing
         self.seq_table = SequenceTable()
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in priority (arrival) order
+        self.swapped: deque[Request] = deque()  # preempted to CPU, oldest first
         self._running_seqs: np.ndarray | None = None  # cache; rebuilt when `running` changes
         self.owner: dict[int, Request] = {}  # sequence id -> its request, while it lives
+        self.counters: Counter[str] = Counter()  # sharing and preemption events, for the summary
+        self._live_beams = 0  # beam-search requests in the system: they re-select every step
+        self._copies = 0  # block copies made outside the KV manager (private prompt copies)
+        self._swap_out = 0  # blocks swapped out while planning the current step
 
     # -- intake -------------------------------------------------------------------------
     def rejection_reason(self, request: Request) -> str:
@@ -80,20 +110,35 @@ class Scheduler:
         if request.prompt_len > self.max_num_batched_tokens:
             return (f"prompt of {request.prompt_len} tokens exceeds max-num-batched-tokens "
                     f"{self.max_num_batched_tokens}")
-        if not self.kv.fits_alone(request.max_tokens):
-            return (f"needs {request.max_tokens} token slots; the whole KV cache has "
+        if request.width > self.max_num_seqs:
+            return f"a group of {request.width} sequences exceeds max-num-seqs {self.max_num_seqs}"
+        if not self.kv.fits_alone(self._group_tokens(request)):
+            return (f"needs {self._group_tokens(request)} token slots; the whole KV cache has "
                     f"{self.kv.num_slots}")
         return ""
 
+    def _group_tokens(self, request: Request) -> int:
+        """Token slots the whole group holds at its end (a sharing policy holds the prompt's
+        full blocks once; otherwise every sequence holds its own copy)."""
+        if request.width == 1:
+            return request.max_tokens
+        block = self.kv.block_size
+        shared = request.prompt_len // block * block if self.kv.supports_sharing else 0
+        return shared + request.width * (request.max_tokens - shared)
+
     def add_request(self, request: Request) -> None:
-        request.seqs = [self.seq_table.add(request.prompt_len, request.output_len)]
+        lengths = request.sample_output_lens or (request.output_len,) * request.width
+        request.seqs = [self.seq_table.add(request.prompt_len, n) for n in lengths]
         for seq in request.seqs:
             self.owner[seq] = request
+        if request.beam:
+            request.beam_rng = self.beam.rng(request.request_id)
+            self._live_beams += 1
         request.status = Status.WAITING
         self.waiting.append(request)
 
     def has_work(self) -> bool:
-        return bool(self.waiting or self.running)
+        return bool(self.waiting or self.running or self.swapped)
 
     @property
     def num_running_seqs(self) -> int:
@@ -102,53 +147,188 @@ class Scheduler:
     # -- one step -------------------------------------------------------------------------
     def schedule(self) -> StepPlan | None:
         """Choose the next step's batch and reserve KV room for it (None: nothing to run)."""
+        self._swap_out = 0
         plan = self._schedule_prefill()
-        if plan is None and self.running:
+        if plan is None and (self.running or self.swapped):
             plan = self._schedule_decode()
         return plan
 
     def _schedule_prefill(self) -> StepPlan | None:
+        if self.swapped:  # vLLM: no new admissions while a preempted group waits on the CPU
+            return None
         admitted: list[Request] = []
+        rows: list[tuple[int, int, int]] = []  # (seq, tokens computed, tokens attended)
         batched_tokens = 0
         num_seqs = self.num_running_seqs
-        tokens = self.seq_table.num_tokens
         while self.waiting:
             request = self.waiting[0]
-            seq = request.seqs[0]
-            prompt = int(tokens[seq])
+            prompt = self._prefill_tokens(request)
             if admitted and batched_tokens + prompt > self.max_num_batched_tokens:
                 break
             if num_seqs + len(request.seqs) > self.max_num_seqs:
                 break
-            if not self.kv.can_admit(prompt, request.max_tokens):
+            cached = self._admit(request)
+            if cached is None:
                 break
             self.waiting.popleft()
-            self.kv.admit(seq, prompt, request.max_tokens)
             if request.num_preemptions:
                 request.recomputed_tokens += prompt - request.prompt_len
             request.status = Status.RUNNING
             admitted.append(request)
+            rows.extend(self._prefill_rows(request, cached))
             batched_tokens += prompt
             num_seqs += len(request.seqs)
         if not admitted:
             return None
         self.running.extend(admitted)
         self._running_seqs = None
-        seqs = np.array([r.seqs[0] for r in admitted], dtype=np.int64)
-        lens = tokens[seqs].copy()
-        return StepPlan(PREFILL, admitted, seqs, new_tokens=lens, context_lens=lens)
+        seqs, new, context = (np.array(column, dtype=np.int64) for column in zip(*rows))
+        advanced = None
+        if len(seqs) < sum(len(r.seqs) for r in admitted):
+            advanced = np.array([s for r in admitted for s in r.seqs], dtype=np.int64)
+        return StepPlan(PREFILL, admitted, seqs, new_tokens=new, context_lens=context,
+                        block_copies=self._take_copies(), advanced=advanced)
 
-    def _schedule_decode(self) -> StepPlan:
+    def _prefill_tokens(self, request: Request) -> int:
+        """Tokens the group's prefill computes: the root's, plus what each other sequence
+        generated beyond the shared prompt (nonzero only when recomputing)."""
+        tokens = self.seq_table.num_tokens
+        return int(tokens[request.seqs[0]]) + sum(
+            int(tokens[s]) - request.prompt_len for s in request.seqs[1:])
+
+    def _prefill_rows(self, request: Request, cached: int) -> list[tuple[int, int, int]]:
+        tokens = self.seq_table.num_tokens
+        root = request.seqs[0]
+        rows = [(root, int(tokens[root]) - cached, int(tokens[root]))]
+        for seq in request.seqs[1:]:
+            if tokens[seq] > request.prompt_len:
+                rows.append((seq, int(tokens[seq]) - request.prompt_len, int(tokens[seq])))
+        return rows
+
+    # -- admission: the whole group or nothing ------------------------------------------------
+    def _admit(self, request: Request) -> int | None:
+        """Allocate the group's KV for its prefill; return the root's cached prompt tokens
+        (0 without prefix sharing), or None, holding nothing, if it does not fit now."""
+        kv, tokens = self.kv, self.seq_table.num_tokens
+        root, others = request.seqs[0], request.seqs[1:]
+        if not kv.supports_sharing:
+            return self._admit_private_copies(request)
+        # A group's root holds the prompt only; its generated tokens (recompute) come after the forks.
+        root_tokens = request.prompt_len if others else int(tokens[root])
+        names = self._prompt_names(request)
+        if names is None:
+            if not kv.can_admit(root_tokens, request.max_tokens):
+                return None
+            kv.admit(root, root_tokens, request.max_tokens)
+            cached = 0
+        else:
+            cached = kv.admit_cached(root, root_tokens, names, request.shared_prefix_len // kv.block_size)
+            if cached is None:
+                return None
+            self.counters["prefix_lookup_blocks"] += min(len(names), (root_tokens - 1) // kv.block_size)
+            self.counters["prefix_hit_blocks"] += cached // kv.block_size
+            self.counters["prefill_tokens_saved"] += cached
+        if not others:
+            return cached
+        for seq in others:
+            kv.fork(root, seq)
+        self.counters["forks"] += len(others)
+        seqs = np.array(request.seqs, dtype=np.int64)
+        if (tokens[seqs] > request.prompt_len).any() and not self._grow(seqs, request.prompt_len):
+            for seq in request.seqs:
+                kv.free(seq)
+            return None
+        return cached
+
+    def _grow(self, seqs: np.ndarray, prompt_len: int) -> bool:
+        """Extend freshly forked sequences to their own lengths (recompute of a group): first
+        the token after the prompt, which copies the shared tail, then the rest."""
+        tokens = self.seq_table.num_tokens[seqs]
+        for target in (np.minimum(tokens, prompt_len + 1), tokens):
+            if self.kv.decode_headroom(seqs, target, 1) < 1:
+                return False
+            self.kv.append(seqs, target, 1)
+        return True
+
+    def _admit_private_copies(self, request: Request) -> int | None:
+        """Without sharing, every sequence reserves and holds its own copy of the prompt."""
+        kv, table = self.kv, self.seq_table
+        admitted = []
+        for seq in request.seqs:
+            final = int(table.num_tokens[seq] + table.remaining[seq]) - 1
+            if not kv.can_admit(int(table.num_tokens[seq]), final):
+                for done in admitted:
+                    kv.free(done)
+                return None
+            kv.admit(seq, int(table.num_tokens[seq]), final)
+            admitted.append(seq)
+        self._copies += (len(request.seqs) - 1) * -(-request.prompt_len // kv.block_size)
+        return 0
+
+    def _prompt_names(self, request: Request) -> list[int] | None:
+        """Hashes of the prompt's full blocks that may be found shared (None: nothing to look up)."""
+        if request.token_ids is None or not (self.prefix_caching or request.shared_prefix_len):
+            return None
+        if request.block_names is None:
+            count = request.prompt_len if self.prefix_caching else request.shared_prefix_len
+            request.block_names = block_hashes(request.token_ids(count), self.kv.block_size)
+        return request.block_names
+
+    def _take_copies(self) -> int:
+        copies = self.kv.take_block_copies() + self._copies
+        self._copies = 0
+        self.counters["block_copies"] += copies
+        return copies
+
+    def _schedule_decode(self) -> StepPlan | None:
         seqs = self._batch_seqs()
         tokens = self.seq_table.num_tokens[seqs]
         preempted: list[Request] = []
+        swapped_in = 0
         if self.kv.decode_headroom(seqs, tokens, 1) < 1:
             preempted = self._make_room()
             seqs = self._batch_seqs()
             tokens = self.seq_table.num_tokens[seqs]
-        self.kv.append(seqs, tokens, 1)
+        self.kv.append(seqs, tokens, 1)  # the running batch's room first, then swap-ins'
+        if not preempted and self.swapped:  # vLLM: swap back in only in a step that preempts nobody
+            swapped_in = self._swap_in()
+            seqs = self._batch_seqs()
+            tokens = self.seq_table.num_tokens[seqs]
+        if not len(seqs):
+            return None
         return StepPlan(DECODE, list(self.running), seqs, new_tokens=np.ones_like(seqs),
-                        context_lens=tokens, preempted=preempted)
+                        context_lens=tokens, preempted=preempted, block_copies=self._take_copies(),
+                        swap_in_blocks=swapped_in, swap_out_blocks=self._swap_out)
+
+    def _swap_in(self) -> int:
+        """Bring swapped groups back, oldest first, while they fit (with room for their next
+        token: ``can_swap_in``), reserving that room; return the blocks moved."""
+        moved = 0
+        num_seqs = self.num_running_seqs
+        while self.swapped:
+            request = self.swapped[0]
+            # With nothing running, the watermark must not keep the cache's only group out.
+            if (num_seqs + len(request.seqs) > self.max_num_seqs
+                    or not self.kv.can_swap_in(request.seqs, keep_watermark=bool(self.running))):
+                break
+            self.swapped.popleft()
+            moved += self.kv.swap_in(request.seqs)
+            group = np.array(request.seqs, dtype=np.int64)
+            self.kv.append(group, self.seq_table.num_tokens[group], 1)
+            request.status = Status.RUNNING
+            self.running.append(request)
+            num_seqs += len(request.seqs)
+        self._running_seqs = None
+        self.counters["swap_in_blocks"] += moved
+        return moved
+
+    def _can_step(self, request: Request) -> bool:
+        """Is there room for one decode step of the whole group (copies included)?"""
+        tokens = self.seq_table.num_tokens
+        if len(request.seqs) == 1:
+            return self.kv.can_append(request.seqs[0], int(tokens[request.seqs[0]]))
+        seqs = np.array(request.seqs, dtype=np.int64)
+        return self.kv.decode_headroom(seqs, tokens[seqs], 1) >= 1
 
     def _make_room(self) -> list[Request]:
         """vLLM's loop: serve requests in priority order, preempting from the back."""
@@ -160,7 +340,7 @@ class Scheduler:
         tokens = self.seq_table.num_tokens
         while queue:
             request = queue.pop(0)
-            while not all(self.kv.can_append(s, int(tokens[s])) for s in request.seqs):
+            while not self._can_step(request):
                 victim = queue.pop() if queue else request
                 self._preempt(victim)
                 preempted.append(victim)
@@ -176,17 +356,41 @@ class Scheduler:
         return preempted
 
     def _preempt(self, request: Request) -> None:
-        """Recompute: drop the KV; the request re-enters at the queue's head with its tokens so far."""
+        """Swap the group out if so configured and the CPU swap space has room; otherwise
+        recompute: drop the KV and re-queue at the head, tokens so far as the new prompt."""
+        request.num_preemptions += 1
+        if self.preemption_mode == "swap":
+            if self.kv.swap_out_blocks(request.seqs) <= self.kv.swap_space.num_free:
+                moved = self.kv.swap_out(request.seqs)
+                self._swap_out += moved
+                self.counters["swap_out_blocks"] += moved
+                self.counters["preempted_swap"] += 1
+                request.status = Status.SWAPPED
+                self.swapped.append(request)
+                return
+            self.counters["swap_space_full"] += 1
+        self.counters["preempted_recompute"] += 1
         for seq in request.seqs:
             self.kv.free(seq)
         request.status = Status.WAITING
-        request.num_preemptions += 1
         self.waiting.appendleft(request)
 
     def _batch_seqs(self) -> np.ndarray:
         if self._running_seqs is None:
             self._running_seqs = np.array([s for r in self.running for s in r.seqs], dtype=np.int64)
         return self._running_seqs
+
+    def kv_usage(self, written_only: bool = False) -> CacheUsage:
+        """How the running sequences hold the cache now, from the KV policy's own state.
+
+        Each sequence's newest token counts as stored, as in a step in flight (its KV is
+        being written); ``written_only`` leaves it out, which inside ``on_run_end`` gives
+        the cache during the run's last step.
+        """
+        seqs = self._batch_seqs()
+        tokens = self.seq_table.num_tokens[seqs]
+        final = tokens + self.seq_table.remaining[seqs] - 1
+        return self.kv.usage(seqs, tokens - 1 if written_only else tokens, final)
 
     # -- fast-forward and commit --------------------------------------------------------------
     def headroom(self, plan: StepPlan, max_steps: int) -> int:
@@ -197,6 +401,10 @@ class Scheduler:
         """
         if plan.kind != DECODE or max_steps <= 1:
             return 1
+        # Copies, swaps and beam re-selection change the next step: charge one at a time.
+        if plan.block_copies or plan.swap_in_blocks or plan.swap_out_blocks or (
+                self._live_beams and any(r.beam for r in plan.requests)):
+            return 1
         until_finish = int(self.seq_table.remaining[plan.seqs].min())
         cap = min(max_steps, until_finish)
         if cap <= 1:
@@ -206,22 +414,72 @@ class Scheduler:
     def complete(self, plan: StepPlan, steps: int = 1) -> list[Request]:
         """Apply ``steps`` executions of ``plan``; return the requests that finished."""
         table = self.seq_table
+        seqs = plan.seqs if plan.advanced is None else plan.advanced
         if steps > 1:
             self.kv.append(plan.seqs, plan.context_lens + 1, steps - 1)
-        table.num_tokens[plan.seqs] += steps
-        table.remaining[plan.seqs] -= steps
-        done = np.flatnonzero(table.remaining[plan.seqs] == 0)
+        table.num_tokens[seqs] += steps
+        table.remaining[seqs] -= steps
+        if self.on_run_end is not None:
+            self.on_run_end(plan, steps)
+        if self._live_beams and plan.kind == DECODE:
+            for request in plan.requests:
+                if request.beam and request.status is Status.RUNNING and table.remaining[request.seqs[0]]:
+                    self._reselect_beams(request)
+                    self._running_seqs = None
+        done = np.flatnonzero(table.remaining[seqs] == 0)
         if not len(done):
             return []
         finished = []
-        for seq in plan.seqs[done].tolist():
+        for seq in seqs[done].tolist():
             request = self.owner[seq]
-            if request.status is Status.RUNNING and not table.remaining[request.seqs].any():
+            if request.status is not Status.RUNNING:
+                continue
+            self._release(request, seq)
+            request.seqs.remove(seq)
+            if not request.seqs:  # samples of independent lengths end one by one
                 finished.append(request)
                 request.status = Status.FINISHED
-                for s in request.seqs:
-                    self.kv.free(s)
-                    del self.owner[s]
+                self._live_beams -= request.beam
         self.running = [r for r in self.running if r.status is Status.RUNNING]
         self._running_seqs = None
         return finished
+
+    def _release(self, request: Request, seq: int) -> None:
+        """A sequence ends. With prefix caching, a lone sequence's full blocks (prompt and
+        output: a chatbot's next turn starts with them) are named before they are freed."""
+        if self.prefix_caching and request.token_ids is not None and len(request.seqs) == 1:
+            stored = int(self.seq_table.num_tokens[seq]) - 1
+            self.kv.name_blocks(seq, block_hashes(request.token_ids(stored), self.kv.block_size))
+        self.kv.free(seq)
+        del self.owner[seq]
+
+    def _reselect_beams(self, request: Request) -> None:
+        """New beams choose parents (see ``BeamModel``): a parent chosen c times continues and
+        is forked c - 1 times, one chosen 0 times is dropped. Without sharing, the beams keep
+        their own memory and a new beam copies its parent's KV into it instead."""
+        old = request.seqs
+        parents = self.beam.parents(request.beam_rng, len(old)).tolist()
+        if not self.kv.supports_sharing:
+            table = self.seq_table
+            for beam, parent in enumerate(parents):
+                if parent != beam:
+                    self._copies += -(-int(table.num_tokens[old[parent]] - 1) // self.kv.block_size)
+            return
+        table = self.seq_table
+        continued: set[int] = set()
+        new: list[int] = []
+        for parent in (old[p] for p in parents):
+            if parent not in continued:
+                continued.add(parent)
+                new.append(parent)
+                continue
+            child = table.add(int(table.num_tokens[parent]), int(table.remaining[parent]))
+            self.kv.fork(parent, child)
+            self.owner[child] = request
+            new.append(child)
+        for seq in old:
+            if seq not in continued:
+                self.kv.free(seq)
+                del self.owner[seq]
+        self.counters["forks"] += len(new) - len(continued)
+        request.seqs = new

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -48,6 +49,13 @@ def print_run_summary(console: Console, result) -> None:
         ("mean batch size", f"{s['mean_batch_size']:.2f} requests"),
         ("KV cache usage", f"mean {s['mean_kv_usage']:.1%}, peak {s['peak_kv_usage']:.1%}"),
         ("preemptions", f"{s['preemptions']:,} ({s['recomputed_tokens']:,} tokens recomputed)"),
+        ("preempted by", f"swap {s['preempted_by_swap']:,}, recompute {s['preempted_by_recompute']:,} "
+                         f"(swap space full {s['swap_space_full_fallbacks']:,}); "
+                         f"swapped {s['swapped_bytes'] / GiB:,.2f} GiB"),
+        ("sharing", f"saves {s['sharing_memory_saving']:.1%} of blocks; {s['forks']:,} forks, "
+                    f"{s['block_copies']:,} block copies"),
+        ("prefix cache", f"hit rate {s['prefix_hit_rate']:.1%}, "
+                         f"{s['prefill_tokens_saved']:,} prefill tokens saved"),
         ("engine steps", f"{s['num_steps']:,} in {s['num_step_events']:,} events"),
     )
     for row in rows:
@@ -62,3 +70,49 @@ def print_catalogue(console: Console, title: str, columns: list[str], rows: list
     for row in rows:
         table.add_row(*row)
     console.print(table)
+
+
+# The two tables of `simcli compare`: (header, summary key, format); "%" shows a share.
+COMPARE_SERVING = (
+    ("tput\nreq/s", "throughput_req_s", "{:.2f}"),
+    ("norm lat\ns/tok", "normalized_latency_s_per_token", "s"),
+    ("TTFT\np50 s", "ttft_s_p50", "s"),
+    ("TTFT\np99 s", "ttft_s_p99", "s"),
+    ("TPOT\np50 ms", "tpot_s_p50", "ms"),
+    ("TPOT\np99 ms", "tpot_s_p99", "ms"),
+    ("mean\nbatch", "mean_batch_size", "{:.1f}"),
+    ("rej.", "rejected", "{:,}"),
+)
+COMPARE_WASTE = (
+    ("token states", "waste_token_states", "%"),
+    ("reservation", "waste_reservation", "%"),
+    ("internal frag.", "waste_internal_fragmentation", "%"),
+    ("external & other", "waste_external_and_other", "%"),
+)
+
+
+def _compare_cell(value, fmt: str) -> str:
+    if fmt == "ms":
+        return f"{value * 1e3:.1f}"
+    if fmt == "s":  # 3 significant digits, never in scientific notation
+        return f"{value:.3g}" if value < 1000 else f"{value:.0f}"
+    if fmt == "%":
+        return f"{100 * value:.1f}%"
+    return fmt.format(value)
+
+
+def print_compare_table(console: Console, table, caption: str) -> None:
+    """A ``simcli compare`` table, one row per (policy, rate): serving metrics, then where
+    the KV cache went (time-averaged shares of its slots, summing to 100%)."""
+    for title, columns, note in (
+            ("Policy comparison: serving (same trace for every policy)", COMPARE_SERVING, None),
+            ("Policy comparison: KV cache by use, time average", COMPARE_WASTE, caption)):
+        out = Table(title=title, caption=note, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+        out.add_column("policy", no_wrap=True)
+        out.add_column("rate\nreq/s", justify="right", no_wrap=True)
+        for header, _, _ in columns:
+            out.add_column(header, justify="right")
+        for _, row in table.iterrows():
+            out.add_row(row["policy"], f"{row['rate']:g}",
+                        *(_compare_cell(row[key], fmt) for _, key, fmt in columns))
+        console.print(out)

@@ -15,10 +15,12 @@ import numpy as np
 import simpy
 
 from kvsim.calibration.cost_model import CostModel
+from kvsim.policies.kv_manager import CacheUsage
 from kvsim.policies.request import Request
 from kvsim.policies.scheduler import DECODE, Scheduler, StepPlan
 from kvsim.sim.cluster import Router
 from kvsim.sim.metrics import Recorder
+from kvsim.sim.requests import RequestFactory
 from kvsim.workloads.trace import Trace
 
 MAX_STEPS_PER_EVENT = 1024  # bounds the size of one event's cost vector
@@ -32,6 +34,10 @@ class Replica:
         self.env, self.index = env, index
         self.scheduler, self.cost_model, self.recorder = scheduler, cost_model, recorder
         self._arrival = env.event()
+        self._run_end_usage: CacheUsage | None = None
+        scheduler.on_run_end = self._at_run_end
+        # The GPU's host link: swaps queue for it, one transfer at a time.
+        self.pcie = simpy.Resource(env, capacity=1)
         env.process(self._loop())
 
     @property
@@ -54,7 +60,10 @@ class Replica:
                 raise RuntimeError("requests wait but nothing can be scheduled; "
                                    "the policy admitted a request it can never run")
             start = env.now
+            at_start = scheduler.kv_usage()
             durations = self._durations(plan)
+            if plan.swap_in_blocks or plan.swap_out_blocks:
+                durations[0] -= yield from self._transfer(plan)
             if len(durations) == 1 or scheduler.waiting:
                 # Waiting requests are blocked behind the queue's head until something
                 # finishes, so arrivals cannot change this run of steps.
@@ -63,9 +72,25 @@ class Replica:
             else:
                 steps = yield from self._run_until_arrival(start, np.cumsum(durations))
             finished = scheduler.complete(plan, steps)
-            self.recorder.record_step(self.index, scheduler, plan, start, env.now, steps)
+            self.recorder.record_step(self.index, scheduler, plan, start, env.now, steps,
+                                      kv_slots=self._mean_usage(at_start))
             if finished:
                 self.recorder.finished(finished, env.now)
+
+    def _at_run_end(self, plan: StepPlan, steps: int) -> None:
+        """The cache during a run's last step (only a run of several steps differs from its first)."""
+        if steps > 1:
+            self._run_end_usage = self.scheduler.kv_usage(written_only=True)
+
+    def _mean_usage(self, at_start: CacheUsage) -> tuple[float, float, float, float]:
+        """Slots per waste category, averaged over the run: a decode run grows token states
+        linearly, so the mean of its first and last step is its average."""
+        first = (at_start.token_states, at_start.reserved, at_start.internal_fragmentation, at_start.free)
+        last, self._run_end_usage = self._run_end_usage, None
+        if last is None:
+            return first
+        return tuple((a + b) / 2 for a, b in zip(first, (last.token_states, last.reserved,
+                                                          last.internal_fragmentation, last.free)))
 
     def _next_arrival(self) -> simpy.Event:
         if self._arrival.triggered:
@@ -75,6 +100,16 @@ class Replica:
     def _durations(self, plan: StepPlan) -> np.ndarray:
         steps = self.scheduler.headroom(plan, MAX_STEPS_PER_EVENT) if plan.kind == DECODE else 1
         return self.cost_model.plan_durations(plan, steps)
+
+    def _transfer(self, plan: StepPlan):
+        """Move the step's swapped blocks over the PCIe link before it computes (vLLM v0
+        waits for its swaps); return the seconds spent, already part of the step's price."""
+        cost = self.cost_model
+        seconds = cost.swap_time(plan.swap_in_blocks) + cost.swap_time(plan.swap_out_blocks)
+        with self.pcie.request() as link:
+            yield link
+            yield self.env.timeout(seconds)
+        return seconds
 
     def _run_until_arrival(self, start: float, ends: np.ndarray):
         """Run the steps; if a request arrives meanwhile, stop at the end of the current step."""
@@ -95,14 +130,15 @@ def simulate(trace: Trace, schedulers: list[Scheduler], cost_model: CostModel, r
     recorder = Recorder(len(trace))
     replicas = [Replica(env, i, s, cost_model, recorder) for i, s in enumerate(schedulers)]
 
+    make_request = RequestFactory(trace)
+
     def arrivals():
         times = trace.arrival_time
-        prompts, outputs = trace.prompt_len, trace.output_len
         for rid in range(len(trace)):
             delay = times[rid] - env.now
             if delay > 0:
                 yield env.timeout(float(delay))
-            request = Request(rid, int(prompts[rid]), int(outputs[rid]))
+            request = make_request(rid)
             recorder.arrive(request, env.now)
             replica = router.choose(replicas)
             reason = intake_check(request) or replica.scheduler.rejection_reason(request)
@@ -115,6 +151,8 @@ def simulate(trace: Trace, schedulers: list[Scheduler], cost_model: CostModel, r
 
     env.process(arrivals())
     env.run()
+    for scheduler in schedulers:
+        recorder.counters.update(scheduler.counters)
     missing = int((recorder.status == "pending").sum())
     if missing:
         raise RuntimeError(f"{missing} requests neither completed nor were rejected")

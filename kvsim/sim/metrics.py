@@ -6,14 +6,22 @@ Steps are recorded as runs: a decode run of ``steps`` identical-batch steps is o
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pandas as pd
 
 from kvsim.policies.request import Request
 
+# The cache's token slots by use, averaged over the run of steps (see ``CacheUsage``).
+KV_SLOT_COLUMNS = ("kv_token_states", "kv_reserved", "kv_internal_fragmentation", "kv_free")
+# Summary keys of the time-averaged breakdown, in KV_SLOT_COLUMNS order (the paper's Fig. 2):
+# free slots are the "external fragmentation & other" that no waiting request could use.
+WASTE_KEYS = ("waste_token_states", "waste_reservation", "waste_internal_fragmentation",
+              "waste_external_and_other")
 STEP_COLUMNS = ("replica", "start", "duration", "kind", "steps", "batch_size", "num_seqs",
                 "tokens", "kv_blocks_used", "num_waiting", "num_preempted", "block_copies",
-                "swap_in_blocks", "swap_out_blocks")
+                "swap_in_blocks", "swap_out_blocks", *KV_SLOT_COLUMNS, "kv_blocks_logical")
 STATUS_COMPLETED, STATUS_REJECTED, STATUS_PENDING = "completed", "rejected", "pending"
 
 
@@ -32,6 +40,7 @@ class Recorder:
         self.status = np.full(n, STATUS_PENDING, dtype=object)
         self.reject_reason = np.full(n, "", dtype=object)
         self.steps: list[tuple] = []
+        self.counters: Counter[str] = Counter()  # schedulers' sharing and preemption events
         self.num_done = 0
 
     def arrive(self, request: Request, now: float) -> None:
@@ -45,17 +54,20 @@ class Recorder:
         self.reject_reason[request.request_id] = reason
         self.num_done += 1
 
-    def record_step(self, replica: int, scheduler, plan, start: float, end: float, steps: int) -> None:
+    def record_step(self, replica: int, scheduler, plan, start: float, end: float, steps: int,
+                    kv_slots: tuple = (np.nan,) * len(KV_SLOT_COLUMNS)) -> None:
         """One executed run of ``steps`` steps of ``plan`` (after ``scheduler.complete``).
 
         Shared by the simulator and the real GPU executor, so both write the same files.
+        ``kv_slots`` is the cache by use over the run (``KV_SLOT_COLUMNS``); NaN if unmeasured.
         """
         if plan.kind == "prefill":
             self.prefilled(plan.requests, start, end, replica)
         self.steps.append((
             replica, start, end - start, plan.kind, steps, len(plan.requests), len(plan.seqs),
             int(plan.new_tokens.sum()), scheduler.kv.num_used_blocks(), len(scheduler.waiting),
-            len(plan.preempted), plan.block_copies, plan.swap_in_blocks, plan.swap_out_blocks))
+            len(plan.preempted), plan.block_copies, plan.swap_in_blocks, plan.swap_out_blocks,
+            *kv_slots, scheduler.kv.num_logical_blocks()))
 
     def prefilled(self, requests: list[Request], start: float, end: float, replica: int) -> None:
         for request in requests:
@@ -105,6 +117,16 @@ def _percentiles(values: np.ndarray, prefix: str) -> dict:
             f"{prefix}_p90": float(p90), f"{prefix}_p99": float(p99)}
 
 
+def _waste_breakdown(steps: pd.DataFrame) -> dict:
+    """Time-averaged share of the cache per use; the shares sum to 1 by construction, since
+    every step's categories account for every slot."""
+    slots = steps[list(KV_SLOT_COLUMNS)]
+    measured = slots.notna().all(axis=1)
+    slot_seconds = slots[measured].mul(steps["duration"][measured], axis=0).sum().to_numpy()
+    total = slot_seconds.sum()
+    return {key: float(v / total) if total > 0 else float("nan") for key, v in zip(WASTE_KEYS, slot_seconds)}
+
+
 def summarize(recorder: Recorder, num_blocks: int) -> dict:
     """The metrics of a run: throughput, latency distributions, batch size, KV usage."""
     done = recorder.status == STATUS_COMPLETED
@@ -143,4 +165,32 @@ def summarize(recorder: Recorder, num_blocks: int) -> dict:
         "peak_kv_usage": peak_kv,
         "preemptions": int(recorder.preemptions.sum()),
         "recomputed_tokens": int(recorder.recomputed_tokens.sum()),
+        **sharing_summary(recorder, steps),
+        **_waste_breakdown(steps),
+    }
+
+
+def sharing_summary(recorder: Recorder, steps: pd.DataFrame) -> dict:
+    """Copy-on-write, prefix-sharing and preemption counters, and the memory sharing saved.
+
+    ``sharing_memory_saving`` = 1 - (time-averaged blocks used) / (time-averaged blocks the
+    live sequences would hold if nothing were shared): a ratio of time averages, so busy
+    periods weigh in proportion to their length.
+    """
+    c = recorder.counters
+    busy = steps["duration"] if len(steps) else None
+    logical = float((steps["kv_blocks_logical"] * busy).sum()) if busy is not None else 0.0
+    used = float((steps["kv_blocks_used"] * busy).sum()) if busy is not None else 0.0
+    lookups = c["prefix_lookup_blocks"]
+    return {
+        "sharing_memory_saving": 1 - used / logical if logical > 0 else 0.0,
+        "block_copies": c["block_copies"],
+        "forks": c["forks"],
+        "prefix_hit_rate": c["prefix_hit_blocks"] / lookups if lookups else float("nan"),
+        "prefill_tokens_saved": c["prefill_tokens_saved"],
+        "preempted_by_swap": c["preempted_swap"],
+        "preempted_by_recompute": c["preempted_recompute"],
+        "swap_space_full_fallbacks": c["swap_space_full"],
+        "swap_out_blocks": c["swap_out_blocks"],
+        "swap_in_blocks": c["swap_in_blocks"],
     }

@@ -13,14 +13,19 @@ from kvsim.calibration import select_cost_model
 from kvsim.calibration.cost_model import CostModel
 from kvsim.config import SimConfig
 from kvsim.errors import KvsimError
-from kvsim.hardware import GPUSpec, load_gpu
+from kvsim.hardware import GiB, GPUSpec, load_gpu
 from kvsim.models import ModelSpec, load_model
+from kvsim.policies.beam import BeamModel
 from kvsim.policies.registry import PolicyContext, get_policy
+from kvsim.policies.request import Request
 from kvsim.sim.capacity import KVCapacity, size_kv_cache
 from kvsim.sim.cluster import ROUTERS
 from kvsim.sim.engine import simulate
 from kvsim.sim.metrics import Recorder, summarize
 from kvsim.workloads import build_trace, clip_to_context
+from kvsim.workloads.chatbot import build_chatbot
+from kvsim.workloads.prefixes import add_shared_prefixes
+from kvsim.workloads.sampling import add_sampling
 from kvsim.workloads.trace import Trace
 
 
@@ -61,13 +66,32 @@ class RunResult:
 
 
 def prepare_trace(config: SimConfig, model: ModelSpec) -> Trace:
-    trace = build_trace(config.trace, num_requests=config.request_count, duration=config.duration,
-                        rate=config.rate, arrival=config.arrival,
-                        burstiness_cv=config.burstiness_cv, seed=config.seed,
-                        tokenizer=config.tokenizer)
+    if config.trace == "chatbot":
+        if config.rate is None or config.request_count is None:
+            raise KvsimError("--trace chatbot needs --rate and --num-requests")
+        trace = build_chatbot(config.request_count, config.rate, config.seed)
+    else:
+        trace = build_trace(config.trace, num_requests=config.request_count, duration=config.duration,
+                            rate=config.rate, arrival=config.arrival,
+                            burstiness_cv=config.burstiness_cv, seed=config.seed,
+                            tokenizer=config.tokenizer)
+    trace = add_shared_prefixes(trace, config.prefix_len, config.num_prefixes,
+                                config.prefix_popularity, config.seed)
     if config.over_length == "clip":
         trace = clip_to_context(trace, model.max_model_len)
-    return trace
+    return add_sampling(trace, config.n, config.beam_width, config.independent_sample_lengths,
+                        config.seed)
+
+
+def context_check(model: ModelSpec) -> Callable[[Request], str]:
+    """Intake rule shared by simulator and executor: a request must fit the model's context."""
+    def check(request: Request) -> str:
+        total = request.prompt_len + request.output_len
+        if total > model.max_model_len:
+            return (f"prompt + output = {total} tokens exceeds {model.name}'s context of "
+                    f"{model.max_model_len}")
+        return ""
+    return check
 
 
 def run(config: SimConfig, progress: Callable[[int, int], None] | None = None,
@@ -86,22 +110,24 @@ def run(config: SimConfig, progress: Callable[[int, int], None] | None = None,
     cost_model = select_cost_model(config, model, gpu)
     if trace is None:
         trace = prepare_trace(config, model)
+    width = max(config.n, config.beam_width)
+    if width > capacity.num_blocks:
+        raise KvsimError(f"a group of {width} sequences needs at least {width} KV blocks; "
+                         f"the cache has {capacity.num_blocks}")
     context = PolicyContext(capacity.num_blocks, config.block_size, config.max_num_seqs,
                             batched_tokens, model.max_model_len, config.watermark,
-                            ft_batch_size=config.ft_batch_size)
+                            ft_batch_size=config.ft_batch_size, preemption=config.preemption,
+                            swap_blocks=int(config.swap_space * GiB) // capacity.block_bytes,
+                            prefix_caching=config.prefix_caching,
+                            shared_prefix=config.prefix_len > 0,
+                            beam=BeamModel(config.beam_stay, config.beam_skew, config.seed))
     schedulers = [policy.build(context) for _ in range(config.num_replicas)]
-    max_len = model.max_model_len
-
-    def within_context(request) -> str:
-        total = request.prompt_len + request.output_len
-        if total > max_len:
-            return f"prompt + output = {total} tokens exceeds {model.name}'s context of {max_len}"
-        return ""
-
     total = len(trace)
     recorder = simulate(trace, schedulers, cost_model, ROUTERS[config.router](),
-                        intake_check=within_context,
+                        intake_check=context_check(model),
                         progress=None if progress is None else lambda done: progress(done, total))
     summary = summarize(recorder, capacity.num_blocks)
     summary["num_replicas"] = config.num_replicas
+    summary["swapped_bytes"] = ((summary["swap_out_blocks"] + summary["swap_in_blocks"])
+                                * capacity.block_bytes)
     return RunResult(config, model, gpu, capacity, cost_model, trace, recorder, summary)

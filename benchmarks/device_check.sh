@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# One device-machine call: GPU tests, then the kernel and runner benchmarks.
+# Usage (repo root, on the GPU machine): OUT=/some/dir bash benchmarks/device_check.sh
+set -o pipefail
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+OUT=${OUT:-out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/env.txt"
+timeout 270 python3 -m pytest -q -p no:cacheprovider -rA tests/gpu --maxfail=5 2>&1 \
+  | grep -v "^PASSED\|^$" | tee "$OUT/pytest.log" | tail -40
+timeout 290 python3 benchmarks/bench_kernels.py --out "$OUT" 2>&1 | tee "$OUT/bench.log"

@@ -1,0 +1,68 @@
+"""``simcli calibrate``: measure on the GPU found, fit, write the profile, report the fit.
+
+Imports nothing of the simulator (the GPU machine need not have simpy) and torch only
+once a GPU is known to be there.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from kvsim.calibration.fit import fit_profile, format_report
+from kvsim.calibration.profile import profile_name, save_profile
+from kvsim.errors import KvsimError
+from kvsim.hardware import BUILTIN_GPUS, GPUSpec, load_gpu
+from kvsim.models import load_model
+
+# Device names as torch reports them -> kvsim's built-in specs.
+_DEVICE_NAMES = (("H200", "h200-141gb"), ("H100", "h100-sxm-80gb"))
+
+
+def builtin_gpu_for(device_name: str, memory_bytes: int) -> GPUSpec:
+    """The built-in spec of the GPU torch found; an unknown one must be named with --gpu."""
+    for marker, name in _DEVICE_NAMES:
+        if marker in device_name:
+            return BUILTIN_GPUS[name]
+    if "A100" in device_name:
+        return BUILTIN_GPUS["a100-80gb" if memory_bytes > 60 * (1 << 30) else "a100-40gb"]
+    raise KvsimError(f"no built-in spec for {device_name!r}: pass --gpu with a GPU spec file "
+                     "(see `simcli gpus` for the fields)")
+
+
+def require_cuda() -> None:
+    if importlib.util.find_spec("torch") is None:
+        raise KvsimError("calibrate needs PyTorch with CUDA (pip install 'kvsim[gpu]') and a GPU")
+    import torch
+
+    if not torch.cuda.is_available():
+        raise KvsimError("calibrate needs a CUDA GPU, and torch finds none on this machine")
+
+
+def calibrate(model: str, out: Path | None, block_size: int = 16, quick: bool = False,
+              gpu: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, Path]:
+    """Measure ``model`` on this machine's GPU 0; write and return its profile."""
+    spec = load_model(model)
+    if not 1 <= block_size <= 256:
+        raise KvsimError(f"--block-size must be between 1 and 256 (got {block_size})")
+    require_cuda()
+    import torch
+
+    from kvsim.calibration.measure import Calibrator, Grid
+
+    props = torch.cuda.get_device_properties(0)
+    gpu_spec = load_gpu(gpu) if gpu else builtin_gpu_for(props.name, props.total_memory)
+    out = out or Path(f"{profile_name(spec.name, gpu_spec.name)}.json")
+    log(f"calibrating {spec.name} on {props.name} (as {gpu_spec.name}), block size {block_size}"
+        f"{', quick grid' if quick else ''}")
+    t0 = time.perf_counter()
+    raw = Calibrator(spec, block_size, Grid.quick() if quick else Grid(), log=log).run()
+    doc = fit_profile(raw, spec, gpu_spec, block_size)
+    doc["calibration"]["total_seconds"] = time.perf_counter() - t0
+    path = save_profile(doc, out)
+    for line in format_report(doc):
+        log(line)
+    log(f"calibration took {doc['calibration']['total_seconds']:.0f} s; wrote {path}")
+    return doc, path

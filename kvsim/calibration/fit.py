@@ -1,0 +1,166 @@
+"""From raw measurements to a profile: non-negative least squares per step kind, a held-out report.
+
+Coefficients are fitted with ``scipy.optimize.nnls`` on relative errors (each row divided
+by its measured time), so short and long steps weigh alike and every coefficient is >= 0,
+which keeps the cost monotone. The constant of decode and prefill is then split into the
+time to stream the weights once at the bandwidth measured in the same run (memory-bound:
+scales with HBM bandwidth on another GPU) and the rest (launches and host work: kept).
+Held-out points are never fitted; the report predicts them with the finished cost model,
+floor included, exactly as the simulator will.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import asdict
+
+import numpy as np
+from scipy.optimize import nnls
+
+from kvsim.calibration.profile import (FORMAT, TERMS, VERSION, block_features, decode_features,
+                                       host_features, model_fields, prefill_features, profile_name)
+from kvsim.hardware import GPUSpec
+from kvsim.models import ModelSpec
+
+SPLIT_TERMS = ("fixed", "weights")  # one fitted intercept, split by the measured weight read
+
+
+def nnls_fit(features: np.ndarray, measured: np.ndarray, relative: bool = True) -> np.ndarray:
+    """Non-negative coefficients minimising the (relative, by default) squared error."""
+    scale = 1.0 / measured if relative else np.ones_like(measured)
+    coef, _ = nnls(features * scale[:, None], measured * scale)
+    return coef
+
+
+def _fit_kind(kind: str, rows: np.ndarray, measured: np.ndarray, weight_read_s: float,
+              relative: bool = True) -> dict[str, float]:
+    """Fit one step kind; where TERMS has both "fixed" and "weights", fit them as one."""
+    names = [t for t, _ in TERMS[kind]]
+    split = all(t in names for t in SPLIT_TERMS)
+    keep = [i for i, t in enumerate(names) if not (split and t == "weights")]
+    coef = dict(zip([names[i] for i in keep], nnls_fit(rows[:, keep], measured, relative)))
+    if split:
+        coef["weights"] = min(coef["fixed"], weight_read_s)
+        coef["fixed"] -= coef["weights"]
+    return {t: float(coef[t]) for t in names}
+
+
+def _errors(predicted: list[float], measured: list[float]) -> dict:
+    if not measured:
+        return {"n": 0}
+    ape = np.abs(np.asarray(predicted) / np.asarray(measured) - 1.0)
+    return {"n": len(measured), "mape": float(ape.mean()), "max_ape": float(ape.max())}
+
+
+def _padded(sizes: list[int], batch: int) -> int:
+    i = int(np.searchsorted(sizes, batch))
+    return sizes[i] if i < len(sizes) else batch
+
+
+def _span(values) -> list:
+    return [min(values), max(values)]
+
+
+def _predict(model, kind: str, point: dict) -> float:
+    if kind == "decode":
+        return float(model.decode_times(point["batch"], point["total_context"], 1)[0])
+    if kind == "prefill":
+        new = np.array(point["new_tokens"])
+        return model.prefill_time(new, new + np.array(point["cached_tokens"]))
+    return model.copy_time(point["blocks"]) if kind == "copy" else model.swap_time(point["blocks"])
+
+
+def prediction_errors(model, kind: str, points: list[dict]) -> dict:
+    """MAPE and worst error of ``model`` on measured steps of one kind (wall time)."""
+    return _errors([_predict(model, kind, p) for p in points], [p["wall_s"] for p in points])
+
+
+def fit_report(doc: dict, raw: dict, spec: ModelSpec) -> dict:
+    """Errors of the finished cost model on held-out points (decode, prefill) and, for copies
+    and swaps (too few sizes to hold any out), on the fitted points."""
+    from kvsim.calibration.profile_model import ProfileCostModel
+
+    model = ProfileCostModel(doc, spec, doc["block_size"])
+    report = {kind: {split: prediction_errors(model, kind, [p for p in raw[kind] if p["heldout"] is held])
+                     for split, held in (("heldout", True), ("fitted", False))}
+              for kind in ("decode", "prefill")}
+    for kind in ("copy", "swap"):
+        report[kind] = {"fitted": prediction_errors(model, kind, raw[kind])}
+    held = [report[k]["heldout"] for k in ("decode", "prefill") if report[k]["heldout"]["n"]]
+    n = sum(h["n"] for h in held)
+    report["overall_heldout"] = {
+        "n": n,
+        "mape": sum(h["mape"] * h["n"] for h in held) / n if n else None,
+        "max_ape": max((h["max_ape"] for h in held), default=None)}
+    return report
+
+
+def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
+                created: str | None = None) -> dict:
+    """The profile document for ``raw`` (what :class:`~kvsim.calibration.measure.Calibrator`
+    returns), measured on ``gpu`` with KV blocks of ``block_size`` tokens."""
+    sizes = list(raw["graph_batch_sizes"])
+    weight_read_s = spec.weight_bytes / raw["ceilings"]["copy_bandwidth"]
+    dec = [p for p in raw["decode"] if not p["heldout"]]
+    pre = [p for p in raw["prefill"] if not p["heldout"]]
+    coefficients = {
+        "decode": _fit_kind("decode", np.array([decode_features(_padded(sizes, p["batch"]), p["total_context"])
+                                                for p in dec]),
+                            np.array([p["gpu_s"] for p in dec]), weight_read_s),
+        # Host overhead is small and noisy (wall - GPU can be near 0): absolute errors.
+        "host": _fit_kind("host", np.array([host_features(p["batch"]) for p in dec]),
+                          np.array([max(p["wall_s"] - p["gpu_s"], 0.0) for p in dec]),
+                          weight_read_s, relative=False),
+        "prefill": _fit_kind("prefill", np.array([
+            prefill_features(np.array(p["new_tokens"]), np.array(p["new_tokens"]) + np.array(p["cached_tokens"]))
+            for p in pre]), np.array([p["wall_s"] for p in pre]), weight_read_s),
+        "copy": _fit_kind("copy", np.array([block_features(p["blocks"]) for p in raw["copy"]]),
+                          np.array([p["wall_s"] for p in raw["copy"]]), weight_read_s),
+        "swap": _fit_kind("swap", np.array([block_features(p["blocks"]) for p in raw["swap"]]),
+                          np.array([p["wall_s"] for p in raw["swap"]]), weight_read_s),
+    }
+    prefill_tokens = [sum(p["new_tokens"]) for p in raw["prefill"]]
+    grid = {
+        "decode": {"batch": _span([p["batch"] for p in raw["decode"]]),
+                   "total_context": _span([p["total_context"] for p in raw["decode"]]),
+                   "context_per_seq": _span([p["max_context"] for p in raw["decode"]])},
+        "prefill": {"tokens": _span(prefill_tokens),
+                    "seqs": _span([len(p["new_tokens"]) for p in raw["prefill"]]),
+                    "context": _span([sum(p["new_tokens"]) + sum(p["cached_tokens"]) for p in raw["prefill"]]),
+                    "cached": _span([sum(p["cached_tokens"]) for p in raw["prefill"]])},
+        "copy": {"blocks": _span([p["blocks"] for p in raw["copy"]])},
+        "swap": {"blocks": _span([p["blocks"] for p in raw["swap"]])},
+    }
+    doc = {
+        "format": FORMAT, "version": VERSION, "name": profile_name(spec.name, gpu.name),
+        "model": model_fields(spec), "gpu": asdict(gpu), "dtype": spec.dtype, "tensor_parallel": 1,
+        "block_size": block_size,
+        "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": {"kind": "measured", "by": "simcli calibrate"},
+        "environment": raw["environment"], "ceilings": raw["ceilings"],
+        "calibration": {k: raw[k] for k in ("kv_capacity_tokens", "max_batched_tokens", "repeats",
+                                            "setup_seconds", "measure_seconds")},
+        "grid": grid, "graph_batch_sizes": sizes, "coefficients": coefficients,
+        "term_classes": {kind: dict(terms) for kind, terms in TERMS.items()},
+        "fit_report": {},
+        "measurements": {k: raw[k] for k in ("decode", "prefill", "copy", "swap")},
+    }
+    doc["fit_report"] = fit_report(doc, raw, spec)
+    return doc
+
+
+def format_report(doc: dict) -> list[str]:
+    """The fit report as lines for the terminal."""
+    r = doc["fit_report"]
+    pct = lambda e: (f"MAPE {100 * e['mape']:.2f}%, worst {100 * e['max_ape']:.2f}% (n={e['n']})"
+                     if e.get("n") else "n=0")
+    lines = [f"{doc['name']} ({doc['provenance']['kind']}), block size {doc['block_size']}"]
+    for kind in ("decode", "prefill"):
+        lines.append(f"  {kind:8s} held out: {pct(r[kind]['heldout'])}; fitted: {pct(r[kind]['fitted'])}")
+    for kind in ("copy", "swap"):
+        lines.append(f"  {kind:8s} fitted: {pct(r[kind]['fitted'])}")
+    overall = r["overall_heldout"]
+    if overall["n"]:
+        goal = "meets" if overall["mape"] <= 0.03 and overall["max_ape"] <= 0.10 else "misses"
+        lines.append(f"  all held out: {pct(overall)} -- {goal} the goal (MAPE <= 3%, worst <= 10%)")
+    return lines

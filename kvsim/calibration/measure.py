@@ -1,0 +1,292 @@
+"""Measure one model's step costs on the GPU found, with kvsim's own model runner.
+
+This is the half of calibration that needs a GPU; it imports torch and the runner, never
+the simulator (the device machine has no simpy), and returns plain dicts that
+:mod:`kvsim.calibration.fit` turns into a profile. What is timed, and how:
+
+* **decode** (batch x context, uniform and mixed per-sequence contexts): the runner's CUDA
+  graph replay, timed with CUDA events (GPU time); and the whole synchronous step --
+  input preparation, replay, greedy sampling -- by the host clock (wall time). Their
+  difference is the executor's per-step host overhead.
+* **prefill** (sequences x prompt length, with and without a cached prefix): the whole
+  eager step by the host clock, since eager launches interleave host and GPU work.
+* **block copies** and **swaps** out to and in from pinned host memory: the whole call.
+
+Every point is warmed up once, then timed ``repeats`` times; the median is kept. The grid
+is fitted; a second set of random points ("held out") is only predicted, for the report.
+The KV cache gets what the weights leave of the GPU, so the grid reaches the largest total
+context the GPU can hold; caches are filled with random values, never timed on zeros.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from kvsim.gpu.runner import ModelRunner
+from kvsim.models import ModelSpec
+
+GiB = 1 << 30
+# Decode graphs the way vLLM captures them: 1, 2, 4, then every multiple of 8.
+GRAPH_BATCH_SIZES = (1, 2, 4, *range(8, 257, 8))
+MAX_NUM_SEQS = 256
+DEFAULT_MAX_BATCHED_TOKENS = 2560  # as kvsim.config: vLLM's default in the paper
+
+
+@dataclass(frozen=True)
+class Grid:
+    """What is measured. ``quick`` thins every axis and times fewer repeats."""
+
+    decode_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+    decode_contexts: tuple[int, ...] = (32, 128, 512, 1024, 2048, 4096, 8192)
+    prefill_seqs: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    prefill_lengths: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+    copy_blocks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)
+    swap_blocks: tuple[int, ...] = (1, 4, 16, 64, 128)
+    heldout_decode: int = 30
+    heldout_prefill: int = 20
+    repeats: int = 5
+
+    @classmethod
+    def quick(cls) -> "Grid":
+        return cls(decode_batches=(1, 4, 16, 64, 256), decode_contexts=(32, 512, 2048, 8192),
+                   prefill_seqs=(1, 4, 16, 64), prefill_lengths=(16, 128, 1024, 4096),
+                   copy_blocks=(1, 16, 256), swap_blocks=(1, 16, 128),
+                   heldout_decode=12, heldout_prefill=8, repeats=3)
+
+
+def environment() -> dict:
+    """Where the numbers come from: GPU, driver, CUDA and torch versions."""
+    props = torch.cuda.get_device_properties(0)
+    try:
+        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        driver = "unknown"
+    return {"device_name": props.name, "device_memory_bytes": props.total_memory,
+            "multiprocessors": props.multi_processor_count, "driver": driver,
+            "cuda": torch.version.cuda, "torch": torch.__version__,
+            "python": platform.python_version(), "host": platform.node()}
+
+
+def _median_gpu_seconds(fn: Callable[[], None], repeats: int) -> float:
+    """Median of CUDA-event timings of ``fn`` (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    return statistics.median(times)
+
+
+def _median_wall_seconds(fn: Callable[[], None], repeats: int) -> float:
+    """Median host-clock time of a synchronous ``fn`` (after one warm-up)."""
+    fn()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def ceilings(repeats: int = 5) -> dict:
+    """The GPU's achievable HBM bandwidth (device copy, read + write) and fp16 matmul rate."""
+    n = GiB // 2  # elements of 2 bytes: 1 GiB each way
+    src = torch.empty(n, dtype=torch.float16, device="cuda").normal_()
+    dst = torch.empty_like(src)
+    copy_s = _median_gpu_seconds(lambda: dst.copy_(src), repeats)
+    del src, dst
+    m = 8192
+    a = torch.randn(m, m, dtype=torch.float16, device="cuda")
+    b = torch.randn(m, m, dtype=torch.float16, device="cuda")
+    mm_s = _median_gpu_seconds(lambda: a @ b, repeats)
+    del a, b
+    torch.cuda.empty_cache()
+    return {"copy_bandwidth": 2 * n * 2 / copy_s, "matmul_flops": 2 * m ** 3 / mm_s}
+
+
+class _Blocks:
+    """Hands out distinct physical blocks, so no two sequences share cached KV."""
+
+    def __init__(self, num_blocks: int, block_size: int):
+        self.num_blocks, self.block_size, self.next = num_blocks, block_size, 0
+
+    def table(self, tokens: int) -> list[int]:
+        need = -(-tokens // self.block_size)
+        if self.next + need > self.num_blocks:
+            self.next = 0
+        ids = list(range(self.next, self.next + need))
+        self.next += need
+        return ids
+
+
+class Calibrator:
+    """Runs the grid on one model; ``run()`` returns every measurement as plain dicts."""
+
+    def __init__(self, spec: ModelSpec, block_size: int = 16, grid: Grid = Grid(),
+                 max_batched_tokens: int | None = None, memory_fraction: float = 0.9,
+                 log: Callable[[str], None] = print, seed: int = 0):
+        self.spec, self.block_size, self.grid, self.log = spec, block_size, grid, log
+        self.max_batched_tokens = max_batched_tokens or max(DEFAULT_MAX_BATCHED_TOKENS, spec.max_model_len)
+        self.rng = np.random.default_rng(seed)
+        self.seed = seed
+        self.memory_fraction = memory_fraction
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _kv_blocks(self) -> int:
+        """Blocks that fit after weights, the largest prefill's activations and graph memory."""
+        free, total = torch.cuda.mem_get_info()
+        s = self.spec
+        reserve = 4 * s.activation_bytes(self.max_batched_tokens, MAX_NUM_SEQS) + 2 * GiB
+        budget = min(free, total * self.memory_fraction) - s.weight_bytes - reserve
+        block_bytes = self.block_size * s.kv_bytes_per_token
+        if budget < 64 * block_bytes:
+            raise RuntimeError(f"{s.name} leaves no room for a KV cache on this GPU")
+        return int(budget // block_bytes)
+
+    def setup(self) -> None:
+        t0 = time.perf_counter()
+        self.ceilings = ceilings()
+        num_blocks = self._kv_blocks()
+        self.num_host_blocks = max(self.grid.swap_blocks)
+        self.runner = ModelRunner(self.spec, num_blocks, self.block_size, seed=self.seed,
+                                  num_host_blocks=self.num_host_blocks)
+        gen = torch.Generator(device="cuda").manual_seed(self.seed)
+        for cache in self.runner.caches:
+            cache.normal_(0.0, 1.0, generator=gen)
+        for cache in self.runner.host_caches:
+            cache.normal_(0.0, 1.0)
+        self.blocks = _Blocks(num_blocks, self.block_size)
+        self.capacity_tokens = num_blocks * self.block_size
+        self.graph_sizes = [b for b in GRAPH_BATCH_SIZES if b <= max(self.grid.decode_batches)]
+        self.runner.capture(self.graph_sizes)
+        torch.cuda.synchronize()
+        self.setup_seconds = time.perf_counter() - t0
+        self.log(f"setup {self.setup_seconds:.1f} s: {num_blocks} blocks of {self.block_size} "
+                 f"({self.capacity_tokens} tokens), {len(self.graph_sizes)} decode graphs, "
+                 f"copy {self.ceilings['copy_bandwidth'] / 1e12:.2f} TB/s, "
+                 f"matmul {self.ceilings['matmul_flops'] / 1e12:.0f} TFLOP/s")
+
+    def _tokens(self, n: int) -> list[int]:
+        return self.rng.integers(0, self.spec.vocab_size, n).tolist()
+
+    # -- decode ------------------------------------------------------------------------------
+
+    def decode_point(self, contexts: list[int], heldout: bool, mixed: bool) -> dict:
+        """One decode step of ``len(contexts)`` sequences; sequence i attends to contexts[i]."""
+        tables = [self.blocks.table(c) for c in contexts]
+        positions = [c - 1 for c in contexts]
+        tokens = self._tokens(len(contexts))
+        r = self.runner
+        step = lambda: r.decode(tokens, positions, tables).argmax(-1).tolist()
+        wall = _median_wall_seconds(step, self.grid.repeats)
+        graph = r.graphs[r.graph_sizes[np.searchsorted(r.graph_sizes, len(contexts))]][0]
+        gpu = _median_gpu_seconds(graph.replay, self.grid.repeats)
+        return {"batch": len(contexts), "total_context": int(sum(contexts)),
+                "max_context": int(max(contexts)), "mixed": mixed, "heldout": heldout,
+                "gpu_s": gpu, "wall_s": wall}
+
+    def _mixed(self, batch: int, mean: int, limit: int) -> list[int]:
+        """Per-sequence contexts uniform on [1, 2 mean), clipped to the model's context."""
+        return np.clip(self.rng.integers(1, 2 * mean, batch), 1, limit).tolist()
+
+    def decode_grid(self) -> list[dict]:
+        g, limit = self.grid, self.spec.max_model_len - 1
+        points = []
+        for b in g.decode_batches:
+            largest = min(limit, self.capacity_tokens // b - self.block_size)
+            contexts = sorted({c for c in g.decode_contexts if c <= largest} | {largest})
+            for c in contexts:
+                points.append(self.decode_point([c] * b, heldout=False, mixed=False))
+                if b > 1 and 2 * c <= limit and 2 * c * b <= self.capacity_tokens - b * self.block_size:
+                    points.append(self.decode_point(self._mixed(b, c, limit), heldout=False, mixed=True))
+        for _ in range(g.heldout_decode):
+            b = int(self.rng.integers(1, max(g.decode_batches) + 1))
+            largest = max(1, min(limit, self.capacity_tokens // b - self.block_size))
+            mean = int(math.exp(self.rng.uniform(math.log(16), math.log(max(largest, 17)))))
+            mean = min(mean, largest)
+            mixed = b > 1 and 2 * mean <= limit and 2 * mean * b <= self.capacity_tokens - b * self.block_size
+            contexts = self._mixed(b, mean, limit) if mixed else [mean] * b
+            points.append(self.decode_point(contexts, heldout=True, mixed=mixed))
+        return points
+
+    # -- prefill -----------------------------------------------------------------------------
+
+    def prefill_point(self, new: list[int], cached: list[int], heldout: bool) -> dict:
+        tables = [self.blocks.table(n + c) for n, c in zip(new, cached)]
+        tokens = [self._tokens(n) for n in new]
+        r = self.runner
+        wall = _median_wall_seconds(lambda: r.prefill(tokens, tables, cached).argmax(-1).tolist(),
+                                    self.grid.repeats)
+        return {"new_tokens": new, "cached_tokens": cached, "heldout": heldout, "wall_s": wall}
+
+    def prefill_grid(self) -> list[dict]:
+        g, limit = self.grid, self.spec.max_model_len
+        points = []
+        for s in g.prefill_seqs:
+            for n in g.prefill_lengths:
+                if s * n > self.max_batched_tokens or n > limit:
+                    continue
+                points.append(self.prefill_point([n] * s, [0] * s, heldout=False))
+                # a prompt whose first half, or first 7/8, is a cached prefix
+                for cached in (n, 7 * n):
+                    if n + cached <= limit and s * (n + cached) <= self.capacity_tokens // 2:
+                        points.append(self.prefill_point([n] * s, [cached] * s, heldout=False))
+        for _ in range(g.heldout_prefill):
+            s = int(2 ** self.rng.uniform(0, math.log2(max(g.prefill_seqs))))
+            budget = self.max_batched_tokens // s
+            new = [int(x) for x in np.exp(self.rng.uniform(math.log(8), math.log(min(budget, limit)), s))]
+            use_cache = self.rng.random() < 0.5
+            cached = [int(self.rng.integers(0, limit - n + 1)) if use_cache else 0 for n in new]
+            points.append(self.prefill_point(new, cached, heldout=True))
+        return points
+
+    # -- copies and swaps -----------------------------------------------------------------------
+
+    def transfer_points(self) -> tuple[list[dict], list[dict]]:
+        r, g = self.runner, self.grid
+        copies = []
+        for k in g.copy_blocks:
+            pairs = [(i, k + i) for i in range(k)]
+            copies.append({"blocks": k, "wall_s": _median_wall_seconds(lambda: r.copy_blocks(pairs), g.repeats)})
+        swaps = []
+        for k in g.swap_blocks:
+            pairs = [(i, i) for i in range(k)]
+            swaps.append({"blocks": k, "direction": "out",
+                          "wall_s": _median_wall_seconds(lambda: r.swap_out(pairs), g.repeats)})
+            swaps.append({"blocks": k, "direction": "in",
+                          "wall_s": _median_wall_seconds(lambda: r.swap_in(pairs), g.repeats)})
+        return copies, swaps
+
+    def run(self) -> dict:
+        """Set up, measure everything, return the raw measurements with their context."""
+        t0 = time.perf_counter()
+        self.setup()
+        decode = self.decode_grid()
+        self.log(f"decode: {len(decode)} points, {time.perf_counter() - t0:.0f} s")
+        prefill = self.prefill_grid()
+        self.log(f"prefill: {len(prefill)} points, {time.perf_counter() - t0:.0f} s")
+        copies, swaps = self.transfer_points()
+        seconds = time.perf_counter() - t0
+        self.log(f"copies and swaps done, {seconds:.0f} s in all")
+        return {"environment": environment(), "ceilings": self.ceilings,
+                "kv_capacity_tokens": self.capacity_tokens, "graph_batch_sizes": self.graph_sizes,
+                "max_batched_tokens": self.max_batched_tokens, "repeats": self.grid.repeats,
+                "setup_seconds": self.setup_seconds, "measure_seconds": seconds,
+                "decode": decode, "prefill": prefill, "copy": copies, "swap": swaps}

@@ -1,0 +1,179 @@
+"""The profile file: a versioned JSON document of one model's measured (or derived) step costs.
+
+docs/calibration.md describes every field. In short: where the numbers come from (GPU,
+driver, CUDA, torch, date, provenance), what was measured (model spec, dtype, block
+size, the grid's ranges and every raw measurement), and what was fitted (one coefficient
+per physical term, with the held-out fit report). Each term has a *scaling class* that
+says which hardware rate it is bound by; the cross-GPU transfer scales by that class.
+Loading validates everything the cost model reads and turns any defect into a one-line
+KvsimError.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from kvsim.errors import KvsimError
+from kvsim.models import ModelSpec
+
+FORMAT = "kvsim-step-profile"
+VERSION = 1
+SHIPPED_DIR = Path(__file__).parent / "profiles"
+
+# Per step kind: (term, scaling class). A term's coefficient multiplies its feature (see
+# kvsim.calibration.fit) and is in seconds per unit of it. Classes: "fixed" (host work,
+# launches: kept across GPUs), "memory" (HBM bytes), "compute" (tensor-core FLOPs),
+# "pcie" (host <-> device bytes).
+TERMS: dict[str, tuple[tuple[str, str], ...]] = {
+    "decode": (("fixed", "fixed"), ("weights", "memory"), ("batch", "compute"),
+               ("context", "memory")),
+    "host": (("fixed", "fixed"), ("batch", "fixed")),
+    "prefill": (("fixed", "fixed"), ("weights", "memory"), ("seqs", "fixed"),
+                ("tokens", "compute"), ("pairs", "compute"), ("cached", "memory")),
+    "copy": (("fixed", "fixed"), ("blocks", "memory")),
+    "swap": (("fixed", "fixed"), ("blocks", "pcie")),
+}
+SCALING_CLASSES = ("fixed", "memory", "compute", "pcie")
+# The measured range of each step kind: [min, max] per axis; the cost model warns beyond max.
+GRID_AXES = {
+    "decode": ("batch", "total_context"),
+    "prefill": ("tokens", "seqs", "context"),
+    "copy": ("blocks",),
+    "swap": ("blocks",),
+}
+PROVENANCE_KINDS = ("measured", "derived")
+# The model fields a step's cost depends on; a profile fits a run whose model agrees on all.
+SHAPE_FIELDS = ("family", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
+                "intermediate_size", "vocab_size", "dtype")
+
+
+# Features: one column per term of TERMS, in order. "fixed" and "weights" are both the
+# constant 1: fitted as one intercept, split afterwards (kvsim.calibration.fit).
+def decode_features(padded_batch: int, total_context: np.ndarray) -> np.ndarray:
+    """Decode GPU time: the graph runs ``padded_batch`` rows; attention reads the context."""
+    ctx = np.asarray(total_context, dtype=np.float64)
+    one = np.ones_like(ctx)
+    return np.stack([one, one, padded_batch * one, ctx], axis=-1)
+
+
+def host_features(batch: int) -> np.ndarray:
+    return np.array([1.0, float(batch)])
+
+
+def prefill_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.ndarray:
+    """Prefill: per step, per sequence (eager launches), per new token (linear layers), per
+    causal attention pair, and per cached-prefix token (gathered from the paged cache)."""
+    new = np.asarray(new_tokens, dtype=np.float64)
+    cached = np.asarray(context_lens, dtype=np.float64) - new
+    pairs = float((new * (cached + (new + 1) / 2)).sum())
+    return np.array([1.0, 1.0, float(len(new)), float(new.sum()), pairs, float(cached.sum())])
+
+
+def block_features(num_blocks: float) -> np.ndarray:
+    return np.array([1.0, float(num_blocks)])
+
+
+REQUIRED = ("format", "version", "name", "model", "gpu", "dtype", "tensor_parallel", "block_size",
+            "created", "provenance", "grid", "graph_batch_sizes", "coefficients", "fit_report")
+
+
+def profile_name(model: str, gpu: str) -> str:
+    return f"{model}@{gpu}"
+
+
+def _fail(where: str, why: str) -> KvsimError:
+    return KvsimError(f"profile {where}: {why}")
+
+
+def validate(doc: object, where: str) -> dict:
+    """Check what the cost model relies on; return the document unchanged."""
+    if not isinstance(doc, dict):
+        raise _fail(where, "not a JSON object")
+    if doc.get("format") != FORMAT:
+        raise _fail(where, f"not a kvsim step profile (format {doc.get('format')!r}, expected {FORMAT!r})")
+    if doc.get("version") != VERSION:
+        raise _fail(where, f"format version {doc.get('version')!r} is not supported (this kvsim reads {VERSION})")
+    missing = [k for k in REQUIRED if k not in doc]
+    if missing:
+        raise _fail(where, f"missing field(s) {', '.join(missing)}")
+    model = doc["model"]
+    if not isinstance(model, dict) or any(k not in model for k in ("name", *SHAPE_FIELDS)):
+        raise _fail(where, "model must hold the model spec (name, " + ", ".join(SHAPE_FIELDS) + ")")
+    gpu = doc["gpu"]
+    for key in ("name", "memory_bytes", "fp16_flops", "hbm_bandwidth", "pcie_bandwidth"):
+        if not isinstance(gpu, dict) or key not in gpu:
+            raise _fail(where, f"gpu lacks {key}")
+    provenance = doc["provenance"]
+    if not isinstance(provenance, dict) or provenance.get("kind") not in PROVENANCE_KINDS:
+        raise _fail(where, f"provenance.kind must be one of {', '.join(PROVENANCE_KINDS)}")
+    coefficients = doc["coefficients"]
+    if not isinstance(coefficients, dict):
+        raise _fail(where, "coefficients must be an object")
+    for kind, terms in TERMS.items():
+        given = coefficients.get(kind)
+        if not isinstance(given, dict):
+            raise _fail(where, f"coefficients lack {kind!r}")
+        for term, _ in terms:
+            value = given.get(term)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
+                raise _fail(where, f"coefficient {kind}.{term} must be a non-negative number (got {value!r})")
+    sizes = doc["graph_batch_sizes"]
+    if not isinstance(sizes, list) or not all(isinstance(b, int) and b > 0 for b in sizes) \
+            or sizes != sorted(set(sizes)):
+        raise _fail(where, "graph_batch_sizes must be increasing positive integers")
+    grid = doc["grid"]
+    for kind, axes in GRID_AXES.items():
+        for axis in axes:
+            span = grid.get(kind, {}).get(axis) if isinstance(grid, dict) else None
+            if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, (int, float)) for v in span)
+                    and span[0] <= span[1]):
+                raise _fail(where, f"grid.{kind}.{axis} must be a [min, max] pair")
+    if not isinstance(doc["block_size"], int) or doc["block_size"] < 1:
+        raise _fail(where, "block_size must be a positive integer")
+    return doc
+
+
+
+def load_profile(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as err:
+        raise _fail(str(path), f"cannot be read ({err.strerror or err})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise _fail(str(path), f"is not valid JSON ({err})") from None
+    return validate(doc, str(path))
+
+
+def save_profile(doc: dict, path: str | Path) -> Path:
+    path = Path(path)
+    validate(doc, str(path))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def model_fields(spec: ModelSpec) -> dict:
+    return {f.name: getattr(spec, f.name) for f in fields(spec)}
+
+
+def check_model(doc: dict, spec: ModelSpec, where: str) -> None:
+    """A profile prices one model shape; any other is an error, not a silent misprice."""
+    theirs = doc["model"]
+    differ = [k for k in SHAPE_FIELDS if theirs[k] != getattr(spec, k)]
+    if differ:
+        detail = ", ".join(f"{k} {theirs[k]} vs {getattr(spec, k)}" for k in differ)
+        raise KvsimError(f"profile {where} was measured for {theirs['name']}, not {spec.name} ({detail})")
+
+
+def shipped_profiles() -> list[Path]:
+    return sorted(SHIPPED_DIR.glob("*.json"))
+
+
+def shipped_profile(model: str, gpu: str) -> Path | None:
+    path = SHIPPED_DIR / f"{profile_name(model, gpu)}.json"
+    return path if path.is_file() else None

@@ -1,0 +1,98 @@
+"""Step costs from a profile: fitted physical terms, clamped to the roofline's physical floor.
+
+Every coefficient is non-negative and every feature grows with tokens, context and blocks,
+so the cost is monotone; the floor (datasheet FLOP/s and bandwidth at 100% efficiency)
+is monotone too, and the larger of the two is charged. Asking beyond the measured grid
+still answers (linear extrapolation) but warns once per quantity.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import fields
+
+import numpy as np
+
+from kvsim.calibration.cost_model import CostModel
+from kvsim.calibration.profile import (TERMS, block_features, decode_features, host_features,
+                                       prefill_features)
+from kvsim.calibration.roofline import RooflineAssumptions, RooflineCostModel
+from kvsim.hardware import GPUSpec
+from kvsim.models import ModelSpec
+
+# The physical floor: datasheet rates at full efficiency, no overheads.
+PHYSICAL_FLOOR = RooflineAssumptions(prefill_flops_efficiency=1.0, memory_efficiency=1.0,
+                                     step_overhead_s=0.0, transfer_latency_s=0.0)
+
+
+class OutOfRangeWarning(UserWarning):
+    """A step outside the profile's measured grid: its cost is an extrapolation."""
+
+
+def gpu_of(doc: dict) -> GPUSpec:
+    known = {f.name for f in fields(GPUSpec)}
+    return GPUSpec(**{k: v for k, v in doc["gpu"].items() if k in known})
+
+
+class ProfileCostModel(CostModel):
+    def __init__(self, doc: dict, model: ModelSpec, block_size: int, source: str = ""):
+        self.doc, self.source = doc, source
+        self.name = f"profile:{doc['name']}"
+        self.kind = doc["provenance"]["kind"]
+        self.coef = {kind: np.array([float(doc["coefficients"][kind][t]) for t, _ in terms])
+                     for kind, terms in TERMS.items()}
+        self.floor = RooflineCostModel(model, gpu_of(doc), block_size, PHYSICAL_FLOOR)
+        self.graph_sizes = np.asarray(doc["graph_batch_sizes"])
+        self.limits = {kind: {axis: span[1] for axis, span in axes.items()}
+                       for kind, axes in doc["grid"].items()}
+        # Copies and swaps were fitted per block of the profile's size; price bytes, not blocks.
+        self.block_scale = block_size / doc["block_size"]
+        self._warned: set[tuple[str, str]] = set()
+
+    def _check(self, kind: str, **values: float) -> None:
+        for axis, value in values.items():
+            limit = self.limits.get(kind, {}).get(axis)
+            if limit is not None and value > limit and (kind, axis) not in self._warned:
+                self._warned.add((kind, axis))
+                warnings.warn(f"{self.name}: {kind} {axis.replace('_', ' ')} {value:g} is beyond the "
+                              f"measured {limit:g}; its cost is extrapolated", OutOfRangeWarning,
+                              stacklevel=3)
+
+    def padded_batch(self, batch_size: int) -> int:
+        """The captured graph that runs this batch: the smallest size that holds it."""
+        i = int(np.searchsorted(self.graph_sizes, batch_size))
+        return int(self.graph_sizes[i]) if i < len(self.graph_sizes) else batch_size
+
+    def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
+        context = total_context + batch_size * np.arange(steps, dtype=np.float64)
+        self._check("decode", batch=batch_size, total_context=float(context[-1]))
+        fitted = (decode_features(self.padded_batch(batch_size), context) @ self.coef["decode"]
+                  + host_features(batch_size) @ self.coef["host"])
+        return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps))
+
+    def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
+        self._check("prefill", tokens=float(new_tokens.sum()), seqs=len(new_tokens),
+                    context=float(context_lens.sum()))
+        fitted = float(prefill_features(new_tokens, context_lens) @ self.coef["prefill"])
+        return max(fitted, self.floor.prefill_time(new_tokens, context_lens))
+
+    def _blocks(self, kind: str, num_blocks: int, floor: float) -> float:
+        if num_blocks == 0:
+            return 0.0
+        equivalent = num_blocks * self.block_scale
+        self._check(kind, blocks=equivalent)
+        return max(float(block_features(equivalent) @ self.coef[kind]), floor)
+
+    def copy_time(self, num_blocks: int) -> float:
+        return self._blocks("copy", num_blocks, self.floor.copy_time(num_blocks))
+
+    def swap_time(self, num_blocks: int) -> float:
+        return self._blocks("swap", num_blocks, self.floor.swap_time(num_blocks))
+
+    def describe(self) -> dict:
+        d = self.doc
+        return {"name": self.name, "kind": self.kind, "source": self.source,
+                "provenance": d["provenance"], "gpu": d["gpu"]["name"],
+                "device": d.get("environment", {}).get("device_name"),
+                "created": d["created"], "block_size": d["block_size"],
+                "fit_report": d["fit_report"], "coefficients": d["coefficients"]}

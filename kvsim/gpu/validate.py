@@ -1,0 +1,146 @@
+"""``simcli validate``: the same trace through the real executor and through the simulator,
+metric by metric, with the simulator's relative error against the measurement.
+
+The simulator side uses the profile calibrated on this GPU, so what is measured here is the
+cost model's (and only the cost model's) error: both sides run the same scheduler and block
+manager code on the same requests.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kvsim.config import SimConfig
+from kvsim.errors import KvsimError
+from kvsim.sim.metrics import summarize
+from kvsim.workloads.trace import Trace
+
+COMPARED = ("throughput_req_s", "throughput_output_tok_s", "ttft_s_mean", "ttft_s_p50",
+            "ttft_s_p90", "ttft_s_p99", "tpot_s_mean", "tpot_s_p50", "tpot_s_p90", "tpot_s_p99",
+            "e2e_latency_s_mean", "e2e_latency_s_p50", "e2e_latency_s_p90", "e2e_latency_s_p99",
+            "normalized_latency_s_per_token", "mean_batch_size", "preemptions")
+GRAPH_BATCH_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
+GPU_NAMES = {"H100": "h100-sxm-80gb", "H200": "h200-141gb", "A100-SXM4-80GB": "a100-80gb",
+             "A100-SXM4-40GB": "a100-40gb"}
+
+
+def detect_gpu() -> str:
+    """kvsim's name for the CUDA device present (one-line error if none or unknown)."""
+    try:
+        import torch
+    except ImportError:
+        raise KvsimError("validation needs torch with CUDA (pip install -e '.[gpu]')") from None
+    if not torch.cuda.is_available():
+        raise KvsimError("validation runs the real model: no CUDA GPU is visible on this machine")
+    name = torch.cuda.get_device_name()
+    for key, gpu in GPU_NAMES.items():
+        if key in name:
+            return gpu
+    raise KvsimError(f"no built-in spec for GPU {name!r}; pass --gpu with a GPU spec file")
+
+
+def environment() -> dict:
+    import torch
+
+    props = torch.cuda.get_device_properties(0)
+    return {"gpu": props.name, "gpu_memory_bytes": props.total_memory,
+            "torch": torch.__version__, "cuda": torch.version.cuda,
+            "driver": _driver_version(), "python": platform.python_version()}
+
+
+def _driver_version() -> str:
+    try:
+        import subprocess
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        return out.stdout.strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def validate_point(config: SimConfig, device: str = "cuda") -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """One (model, trace, rate, policy) point: returns the comparison row, the per-request
+    latencies of both sides, and the per-step measured vs predicted times."""
+    from kvsim.gpu.executor import RealExecutor
+    from kvsim.gpu.runner import ModelRunner
+    from kvsim.policies.registry import PolicyContext, get_policy
+    from kvsim.sim.run import context_check, run
+
+    simulated = run(config)  # also resolves model, capacity, trace and cost model
+    trace, cap, model = simulated.trace, simulated.capacity, simulated.model
+    context = PolicyContext(cap.num_blocks, config.block_size, config.max_num_seqs,
+                            config.batched_tokens_for(model.max_model_len), model.max_model_len,
+                            config.watermark)
+    scheduler = get_policy(config.policy).build(context)
+    runner = ModelRunner(model, cap.num_blocks, config.block_size, device=device, seed=config.seed)
+    if runner.device.type == "cuda":
+        runner.capture([b for b in GRAPH_BATCH_SIZES if b <= config.max_num_seqs])
+    warm = min(4, len(trace))  # first prefills pay cuBLAS/allocator warm-up: keep it out
+    RealExecutor(get_policy(config.policy).build(context), runner).run(
+        Trace("warm-up", np.zeros(warm), trace.prompt_len[:warm], np.minimum(trace.output_len[:warm], 4)))
+    executor = RealExecutor(scheduler, runner, predictor=simulated.cost_model, seed=config.seed)
+    measured_recorder = executor.run(trace, intake_check=context_check(model))
+    measured = summarize(measured_recorder, cap.num_blocks)
+    del runner
+
+    row = {"model": model.name, "trace": config.trace, "rate": config.rate,
+           "policy": config.policy, "block_size": config.block_size,
+           "num_requests": len(trace), "seed": config.seed, "cost_model": simulated.cost_model.name}
+    for metric in COMPARED:
+        m, s = float(measured[metric]), float(simulated.summary[metric])
+        row[f"{metric}_measured"] = m
+        row[f"{metric}_simulated"] = s
+        row[f"{metric}_rel_error"] = (s - m) / m if m else float("nan")
+    real_requests = measured_recorder.requests_frame()
+    sim_requests = simulated.recorder.requests_frame()
+    requests = pd.DataFrame({"point": _label(row), "request_id": real_requests.request_id,
+                             "e2e_measured": real_requests.e2e_latency,
+                             "e2e_simulated": sim_requests.e2e_latency})
+    steps = pd.DataFrame(executor.step_times, columns=["kind", "num_seqs", "tokens", "measured_s", "predicted_s"])
+    steps.insert(0, "point", _label(row))
+    return row, requests, steps
+
+
+def _label(row: dict) -> str:
+    return f"{row['model']} {row['trace']} {row['rate']} req/s {row['policy']}"
+
+
+def run_campaign(configs: list[SimConfig], out_dir: Path, progress=print) -> pd.DataFrame:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows, requests, steps = [], [], []
+    for config in configs:
+        progress(f"validating {config.model} {config.trace} rate {config.rate} {config.policy}")
+        row, req, st = validate_point(config)
+        rows.append(row)
+        requests.append(req)
+        steps.append(st)
+        table = pd.DataFrame(rows)
+        table.to_csv(out_dir / "validation.csv", index=False)  # written as it goes
+    pd.concat(requests).to_csv(out_dir / "requests.csv", index=False)
+    pd.concat(steps).to_csv(out_dir / "steps.csv", index=False)
+    (out_dir / "environment.json").write_text(json.dumps(
+        {**environment(), "configs": [c.to_dict() for c in configs]}, indent=2) + "\n")
+    return pd.DataFrame(rows)
+
+
+def campaign_configs(base: SimConfig, rates: list[float]) -> list[SimConfig]:
+    return [replace(base, rate=rate).validate() for rate in rates]
+
+
+def relative_errors(table: pd.DataFrame) -> pd.DataFrame:
+    """The headline columns: each metric's relative error, one row per point."""
+    keep = ["model", "trace", "rate", "policy"] + [f"{m}_rel_error" for m in COMPARED]
+    return table[[c for c in keep if c in table]]
+
+
+def step_error_summary(steps: pd.DataFrame) -> dict:
+    err = (steps.predicted_s - steps.measured_s) / steps.measured_s
+    return {kind: {"steps": int(len(e)), "mean": float(e.mean()), "mean_abs": float(e.abs().mean()),
+                   "p90_abs": float(np.percentile(e.abs(), 90))}
+            for kind, e in err.groupby(steps.kind)}

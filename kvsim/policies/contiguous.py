@@ -1,0 +1,109 @@
+"""Contiguous KV reservation (the Orca baselines): each sequence gets one range of token slots,
+sized by a reservation rule at admission and held until it finishes.
+
+Because a reservation already covers the sequence's whole life, decoding never runs out of
+room and nothing is preempted; the price is paid at admission, where a request waits at the
+queue's head until a range of its reservation's size is free. Which rule is used is the
+only difference between ``orca-max``, ``orca-pow2`` and ``orca-oracle``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from kvsim.policies.buddy import BuddyAllocator, ContiguousAllocator
+from kvsim.policies.kv_manager import CacheUsage, KVCacheManager
+from kvsim.policies.registry import PolicyContext, register
+from kvsim.policies.scheduler import Scheduler
+
+#: final_tokens (KV slots the sequence will fill by its end) -> slots to reserve.
+ReservationRule = Callable[[int], int]
+
+
+def reserve_exact(final_tokens: int) -> int:
+    """Orca (Oracle): knows the output length and reserves exactly the slots it will fill
+    (prompt + output - 1: the last generated token's KV is never written)."""
+    return final_tokens
+
+
+def reserve_pow2(max_model_len: int) -> ReservationRule:
+    """Orca (Pow2): the need rounded up to a power of two (under 2x), capped at the context."""
+    return lambda final_tokens: max(final_tokens, min(1 << (final_tokens - 1).bit_length(), max_model_len))
+
+
+def reserve_max(max_model_len: int) -> ReservationRule:
+    """Orca (Max) and FasterTransformer: the model's whole context, whatever the request."""
+    return lambda final_tokens: max(final_tokens, max_model_len)
+
+
+class ContiguousKVManager(KVCacheManager):
+    """One contiguous range per sequence, from a ``ContiguousAllocator`` over the cache's slots.
+
+    ``block_size`` only sets the unit of ``num_used_blocks``, so KV usage reads the same as
+    the paged policy's; allocation itself is by token slot.
+    """
+
+    def __init__(self, num_blocks: int, block_size: int, reservation: ReservationRule,
+                 allocator: type[ContiguousAllocator] = BuddyAllocator) -> None:
+        self.num_blocks, self.block_size = num_blocks, block_size
+        self.reservation = reservation
+        self.allocator = allocator(num_blocks * block_size)
+        self._offset: dict[int, int] = {}  # sequence id -> start of its range
+
+    def fits_alone(self, total_tokens: int) -> bool:
+        return self.reservation(total_tokens) <= self.allocator.max_allocation
+
+    def can_admit(self, num_tokens: int, final_tokens: int) -> bool:
+        return self.allocator.can_allocate(self.reservation(final_tokens))
+
+    def admit(self, seq: int, num_tokens: int, final_tokens: int) -> None:
+        size = self.reservation(final_tokens)
+        if size < final_tokens:
+            raise AssertionError(f"reservation of {size} slots for a sequence that fills {final_tokens}")
+        self._offset[seq] = self.allocator.allocate(size)
+
+    def decode_headroom(self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
+        return max_steps  # the reservation covers every token the sequence will produce
+
+    def can_append(self, seq: int, num_tokens: int) -> bool:
+        return True
+
+    def append(self, seqs: np.ndarray, num_tokens: np.ndarray, steps: int) -> None:
+        """Nothing to allocate: tokens are written into the range reserved at admission."""
+
+    def free(self, seq: int) -> None:
+        self.allocator.release(self._offset.pop(seq))
+
+    def num_used_blocks(self) -> float:
+        return (self.allocator.num_slots - self.allocator.num_free) / self.block_size
+
+    def usage(self, seqs: np.ndarray, num_tokens: np.ndarray, final_tokens: np.ndarray) -> CacheUsage:
+        # Every held slot belongs to a running sequence (there is no preemption), so the
+        # allocator's count of held slots splits into what those sequences store, will
+        # store, and will never store.
+        held = self.allocator.num_slots - self.allocator.num_free
+        stored, final = int(num_tokens.sum()), int(final_tokens.sum())
+        return CacheUsage(token_states=stored, reserved=final - stored,
+                          internal_fragmentation=held - final, free=self.allocator.num_free)
+
+
+def build_contiguous(ctx: PolicyContext, reservation: ReservationRule) -> Scheduler:
+    kv = ContiguousKVManager(ctx.num_blocks, ctx.block_size, reservation)
+    return Scheduler(kv, ctx.max_num_seqs, ctx.max_num_batched_tokens, preemption=False)
+
+
+@register("orca-max", "Orca: contiguous buddy-allocated reservation of the model's full context per request")
+def build_orca_max(ctx: PolicyContext) -> Scheduler:
+    return build_contiguous(ctx, reserve_max(ctx.max_model_len))
+
+
+@register("orca-pow2", "Orca: contiguous reservation of prompt + output rounded up to a power of two")
+def build_orca_pow2(ctx: PolicyContext) -> Scheduler:
+    return build_contiguous(ctx, reserve_pow2(ctx.max_model_len))
+
+
+@register("orca-oracle", "Orca: contiguous reservation of exactly prompt + output (knows the output length)")
+def build_orca_oracle(ctx: PolicyContext) -> Scheduler:
+    return build_contiguous(ctx, reserve_exact)

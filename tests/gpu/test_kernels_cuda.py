@@ -1,0 +1,117 @@
+"""The CUDA kernels against the torch reference on fresh random inputs (needs a GPU)."""
+
+import itertools
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+
+from kvsim.gpu import kernels, reference  # noqa: E402
+
+DTYPES = [torch.float16, torch.bfloat16]
+CONTEXTS = [1, 37, 512, 513, 2000]  # inside one partition, at its edge, split-K
+
+
+def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
+    assert not out.isnan().any(), "unwritten (NaN-poisoned) or NaN output"
+    return float((out.double() - ref).norm() / ref.norm())
+
+
+def _random_decode_case(dtype, head, block_size, heads, kv_heads, contexts, seed):
+    """Caches filled with random values, each sequence on randomly chosen blocks."""
+    g = torch.Generator(device="cuda").manual_seed(seed)
+    per_seq = [-(-n // block_size) for n in contexts]
+    num_blocks = sum(per_seq) + 3
+    k_cache = torch.randn(num_blocks, block_size, kv_heads, head, device="cuda", generator=g).to(dtype)
+    v_cache = torch.randn(num_blocks, block_size, kv_heads, head, device="cuda", generator=g).to(dtype)
+    perm = torch.randperm(num_blocks, device="cuda", generator=g).tolist()
+    tables, width = [], max(per_seq)
+    for n in per_seq:
+        tables.append(perm[:n] + [0] * (width - n))
+        perm = perm[n:]
+    # q as a row-strided view, as the runner passes a slice of the fused QKV output.
+    qkv = torch.randn(len(contexts), heads + 2 * kv_heads, head, device="cuda", generator=g).to(dtype)
+    q = qkv[:, :heads]
+    tables_t = torch.tensor(tables, dtype=torch.int32, device="cuda")
+    lens_t = torch.tensor(contexts, dtype=torch.int32, device="cuda")
+    return q, k_cache, v_cache, tables_t, lens_t
+
+
+def _check_decode(dtype, head, block_size, heads, kv_heads, contexts, seed=0):
+    q, kc, vc, tables, lens = _random_decode_case(dtype, head, block_size, heads, kv_heads, contexts, seed)
+    scale = head ** -0.5
+    out = torch.full(q.shape, float("nan"), dtype=dtype, device="cuda")
+    kernels.paged_decode_attention(q, kc, vc, tables, lens, scale, max(contexts), out=out)
+    ref = reference.paged_decode_attention(q.double(), kc.double(), vc.double(), tables.long(),
+                                           lens, scale)
+    err = _rel_err(out, ref)
+    print(f"decode rel err {err:.2e}")
+    assert err < 1e-2, err
+
+
+@pytest.mark.parametrize("dtype,head", list(itertools.product(DTYPES, kernels.HEAD_SIZES)))
+@pytest.mark.parametrize("block_size", [1, 8, 16, 32, 256])
+@pytest.mark.parametrize("heads,kv_heads", [(8, 8), (8, 2), (8, 1)])
+def test_paged_decode_grid(dtype, head, block_size, heads, kv_heads):
+    _check_decode(dtype, head, block_size, heads, kv_heads, CONTEXTS,
+                  seed=head * 1000 + block_size * 10 + kv_heads)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_paged_decode_long_context(dtype):
+    """32K tokens: 64 partitions combined by the split-K reduction."""
+    _check_decode(dtype, 128, 16, 32, 8, [32768, 20000, 3], seed=7)
+
+
+def test_paged_decode_padding_rows_are_zero():
+    q, kc, vc, tables, lens = _random_decode_case(torch.float16, 128, 16, 4, 4, [0, 40], 3)
+    out = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
+    kernels.paged_decode_attention(q, kc, vc, tables, lens, 0.1, 2048, out=out)
+    assert torch.equal(out[0], torch.zeros_like(out[0])) and not out[1].isnan().any()
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    return t.view(torch.int16)  # exact comparison that also treats NaN == NaN
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rotated_key", [False, True])
+def test_reshape_and_cache_exact(dtype, rotated_key):
+    """Key and value as views of a fused QKV output, or (LLaMA) the key a separate tensor."""
+    num_tokens, kv_heads, head, heads = 50, 4, 128, 8
+    qkv = torch.randn(num_tokens, heads + 2 * kv_heads, head, device="cuda").to(dtype)
+    key, value = qkv[:, heads:heads + kv_heads], qkv[:, heads + kv_heads:]
+    if rotated_key:
+        key = key.contiguous()
+    slots = torch.randperm(20 * 16, device="cuda")[:num_tokens]
+    slots[::7] = -1  # padding tokens
+    caches = [torch.full((20, 16, kv_heads, head), float("nan"), device="cuda", dtype=dtype)
+              for _ in range(4)]
+    kernels.reshape_and_cache(key, value, caches[0], caches[1], slots)
+    reference.reshape_and_cache(key, value, caches[2], caches[3], slots)
+    assert torch.equal(_bits(caches[0]), _bits(caches[2]))
+    assert torch.equal(_bits(caches[1]), _bits(caches[3]))
+
+
+def test_copy_blocks_and_swap_exact():
+    shape = (64, 16, 8, 128)
+    caches = [torch.randn(shape, device="cuda").half() for _ in range(6)]  # 3 layers' K and V
+    expect = [c.clone() for c in caches]
+    pairs = [(0, 10), (5, 11), (63, 12), (7, 40)]
+    kernels.copy_blocks(caches, caches, torch.tensor(pairs, device="cuda"))
+    reference.copy_blocks(expect, expect, pairs)
+    assert all(torch.equal(a, b) for a, b in zip(caches, expect))
+
+    host = [torch.full((8, *shape[1:]), float("nan"), dtype=torch.float16, pin_memory=True)
+            for _ in caches]
+    out_pairs = [(3, 0), (9, 5), (60, 7)]
+    kernels.copy_blocks(caches, host, torch.tensor(out_pairs, device="cuda"))
+    torch.cuda.synchronize()
+    for c, h in zip(caches, host):
+        assert torch.equal(h[[0, 5, 7]], c[[3, 9, 60]].cpu()) and h[1].isnan().all()
+    in_pairs = [(0, 20), (7, 21)]
+    kernels.copy_blocks(host, caches, torch.tensor(in_pairs, device="cuda"))
+    for c, h in zip(caches, host):
+        assert torch.equal(c[[20, 21]].cpu(), h[[0, 7]])
