@@ -219,6 +219,11 @@ def compare(
         if len(values) != 1:
             raise KvsimError(f"compare: --{name.replace('_', '-')} takes one value (only --policies and --rate take lists)")
     base = SimConfig(**{name: values[0] for name, values in settings.items()}).validate()
+    if out is not None:  # before the runs, so a bad path costs nothing
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise KvsimError(f"cannot create output directory {out}: {err}") from None
     with _progress() as bar:
         task = bar.add_task("comparing", total=len(names) * max(1, len(rates)))
         table = compare_policies(base, names, rates or [base.rate], jobs, on_point=lambda: bar.advance(task))
@@ -227,7 +232,6 @@ def compare(
     if out is not None:
         from kvsim.reports.plots import write_compare_figures
 
-        out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "compare.csv", index=False)
         figures = write_compare_figures(table, text, out)
         console.print(f"wrote {out / 'compare.csv'}, " + ", ".join(f.name for f in figures))

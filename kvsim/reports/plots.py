@@ -51,7 +51,7 @@ def plot_waste_breakdown(table: pd.DataFrame, caption: str, path: Path) -> Path:
     """Time-averaged share of the KV cache per use, one stacked bar per policy, one panel per rate."""
     rates = sorted(table["rate"].unique())
     policies = _policies(table)
-    fig, axes = plt.subplots(1, len(rates), figsize=(3.4 + 2.9 * len(rates), 4.8), sharey=True,
+    fig, axes = plt.subplots(1, len(rates), figsize=(3.9 + 2.9 * len(rates), 4.8), sharey=True,
                              squeeze=False)
     for ax, rate in zip(axes[0], rates):
         rows = table[table["rate"] == rate].set_index("policy").loc[policies]
@@ -70,7 +70,7 @@ def plot_waste_breakdown(table: pd.DataFrame, caption: str, path: Path) -> Path:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles[::-1], labels[::-1], loc="center right", fontsize=8, title="KV slots holding")
     fig.suptitle("Where the KV cache goes (time average over the run)")
-    return _finish(fig, caption, path, right=1 - 3.0 / fig.get_figwidth())
+    return _finish(fig, caption, path, right=1 - 3.5 / fig.get_figwidth())
 
 
 def plot_batch_size(table: pd.DataFrame, caption: str, path: Path) -> Path:

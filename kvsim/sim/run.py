@@ -122,6 +122,9 @@ def run(config: SimConfig, progress: Callable[[int, int], None] | None = None,
                             shared_prefix=config.prefix_len > 0,
                             beam=BeamModel(config.beam_stay, config.beam_skew, config.seed))
     schedulers = [policy.build(context) for _ in range(config.num_replicas)]
+    if schedulers[0].preemption_mode != config.preemption:
+        raise KvsimError(f"policy {config.policy} does not support --preemption {config.preemption} "
+                         f"(swapping needs block tables: use paged)")
     total = len(trace)
     recorder = simulate(trace, schedulers, cost_model, ROUTERS[config.router](),
                         intake_check=context_check(model),
