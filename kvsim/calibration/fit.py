@@ -18,11 +18,13 @@ import numpy as np
 from scipy.optimize import nnls
 
 from kvsim.calibration.profile import (FORMAT, TERMS, VERSION, block_features, decode_features,
-                                       host_features, model_fields, prefill_features, profile_name)
+                                       graph_for, host_features, model_fields, prefill_features,
+                                       prefill_host_features, profile_name)
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
 
 SPLIT_TERMS = ("fixed", "weights")  # one fitted intercept, split by the measured weight read
+HOST_BOUND = 1.25  # a prefill is host-bound where its wall time exceeds GPU busy time by this
 
 
 def nnls_fit(features: np.ndarray, measured: np.ndarray, relative: bool = True) -> np.ndarray:
@@ -52,9 +54,9 @@ def _errors(predicted: list[float], measured: list[float]) -> dict:
     return {"n": len(measured), "mape": float(ape.mean()), "max_ape": float(ape.max())}
 
 
-def _padded(sizes: list[int], batch: int) -> int:
-    i = int(np.searchsorted(sizes, batch))
-    return sizes[i] if i < len(sizes) else batch
+def _prefill_args(point: dict) -> tuple[np.ndarray, np.ndarray]:
+    new = np.array(point["new_tokens"])
+    return new, new + np.array(point["cached_tokens"])
 
 
 def _span(values) -> list:
@@ -65,8 +67,7 @@ def _predict(model, kind: str, point: dict) -> float:
     if kind == "decode":
         return float(model.decode_times(point["batch"], point["total_context"], 1)[0])
     if kind == "prefill":
-        new = np.array(point["new_tokens"])
-        return model.prefill_time(new, new + np.array(point["cached_tokens"]))
+        return model.prefill_time(*_prefill_args(point))
     return model.copy_time(point["blocks"]) if kind == "copy" else model.swap_time(point["blocks"])
 
 
@@ -99,21 +100,26 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
                 created: str | None = None) -> dict:
     """The profile document for ``raw`` (what :class:`~kvsim.calibration.measure.Calibrator`
     returns), measured on ``gpu`` with KV blocks of ``block_size`` tokens."""
-    sizes = list(raw["graph_batch_sizes"])
+    sizes, partitions = list(raw["graph_batch_sizes"]), list(raw["attention_partition"])
     weight_read_s = spec.weight_bytes / raw["ceilings"]["copy_bandwidth"]
     dec = [p for p in raw["decode"] if not p["heldout"]]
     pre = [p for p in raw["prefill"] if not p["heldout"]]
+    # The host's issue time shows only where it, not the GPU, set the pace.
+    host_bound = [p for p in pre if p["wall_s"] > HOST_BOUND * p["gpu_busy_s"]]
     coefficients = {
-        "decode": _fit_kind("decode", np.array([decode_features(_padded(sizes, p["batch"]), p["total_context"])
-                                                for p in dec]),
-                            np.array([p["gpu_s"] for p in dec]), weight_read_s),
+        "decode": _fit_kind("decode", np.array([
+            decode_features(p["batch"], *graph_for(sizes, partitions, p["batch"]), p["total_context"])
+            for p in dec]), np.array([p["gpu_s"] for p in dec]), weight_read_s),
         # Host overhead is small and noisy (wall - GPU can be near 0): absolute errors.
         "host": _fit_kind("host", np.array([host_features(p["batch"]) for p in dec]),
                           np.array([max(p["wall_s"] - p["gpu_s"], 0.0) for p in dec]),
                           weight_read_s, relative=False),
-        "prefill": _fit_kind("prefill", np.array([
-            prefill_features(np.array(p["new_tokens"]), np.array(p["new_tokens"]) + np.array(p["cached_tokens"]))
-            for p in pre]), np.array([p["wall_s"] for p in pre]), weight_read_s),
+        "prefill": _fit_kind("prefill", np.array([prefill_features(*_prefill_args(p)) for p in pre]),
+                             np.array([p["gpu_busy_s"] for p in pre]), weight_read_s),
+        "prefill_host": _fit_kind("prefill_host",
+                                  np.array([prefill_host_features(*_prefill_args(p)) for p in host_bound]),
+                                  np.array([p["wall_s"] for p in host_bound]), weight_read_s)
+        if host_bound else {t: 0.0 for t, _ in TERMS["prefill_host"]},
         "copy": _fit_kind("copy", np.array([block_features(p["blocks"]) for p in raw["copy"]]),
                           np.array([p["wall_s"] for p in raw["copy"]]), weight_read_s),
         "swap": _fit_kind("swap", np.array([block_features(p["blocks"]) for p in raw["swap"]]),
@@ -134,7 +140,7 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
     doc = {
         "format": FORMAT, "version": VERSION, "name": profile_name(spec.name, gpu.name),
         "model": model_fields(spec), "gpu": asdict(gpu), "dtype": spec.dtype, "tensor_parallel": 1,
-        "block_size": block_size,
+        "block_size": block_size, "attention_partition": partitions,
         "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "provenance": {"kind": "measured", "by": "simcli calibrate"},
         "environment": raw["environment"], "ceilings": raw["ceilings"],

@@ -9,7 +9,9 @@ the simulator (the device machine has no simpy), and returns plain dicts that
   input preparation, replay, greedy sampling -- by the host clock (wall time). Their
   difference is the executor's per-step host overhead.
 * **prefill** (sequences x prompt length, with and without a cached prefix): the whole
-  eager step by the host clock, since eager launches interleave host and GPU work.
+  eager step by the host clock, and the GPU's busy time (the sum of its kernels' durations,
+  from the torch profiler), since eager launches interleave host and GPU work: the step
+  lasts as long as the slower of the two.
 * **block copies** and **swaps** out to and in from pinned host memory: the whole call.
 
 Every point is warmed up once, then timed ``repeats`` times; the median is kept. The grid
@@ -30,7 +32,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch.autograd import DeviceType
+from torch.profiler import ProfilerActivity, profile
 
+from kvsim.gpu.kernels import partition_size
 from kvsim.gpu.runner import ModelRunner
 from kvsim.models import ModelSpec
 
@@ -47,20 +52,21 @@ class Grid:
 
     decode_batches: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     decode_contexts: tuple[int, ...] = (32, 128, 512, 1024, 2048, 4096, 8192)
-    prefill_seqs: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128)
+    prefill_seqs: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     prefill_lengths: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
     copy_blocks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)
     swap_blocks: tuple[int, ...] = (1, 4, 16, 64, 128)
-    heldout_decode: int = 30
-    heldout_prefill: int = 20
+    heldout_decode: int = 24
+    heldout_prefill: int = 16
     repeats: int = 5
+    prefill_repeats: int = 3
 
     @classmethod
     def quick(cls) -> "Grid":
         return cls(decode_batches=(1, 4, 16, 64, 256), decode_contexts=(32, 512, 2048, 8192),
                    prefill_seqs=(1, 4, 16, 64), prefill_lengths=(16, 128, 1024, 4096),
                    copy_blocks=(1, 16, 256), swap_blocks=(1, 16, 128),
-                   heldout_decode=12, heldout_prefill=8, repeats=3)
+                   heldout_decode=12, heldout_prefill=8, repeats=3, prefill_repeats=2)
 
 
 def environment() -> dict:
@@ -102,6 +108,17 @@ def _median_wall_seconds(fn: Callable[[], None], repeats: int) -> float:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def _busy_gpu_seconds(fn: Callable[[], None]) -> float:
+    """Sum of the durations of the GPU work (kernels, copies) that one call of ``fn`` runs."""
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    busy = sum(e.device_time_total for e in prof.events() if e.device_type == DeviceType.CUDA) / 1e6
+    if busy <= 0:
+        raise RuntimeError("the torch profiler recorded no GPU work (is CUPTI available?)")
+    return busy
 
 
 def ceilings(repeats: int = 5) -> dict:
@@ -232,9 +249,10 @@ class Calibrator:
         tables = [self.blocks.table(n + c) for n, c in zip(new, cached)]
         tokens = [self._tokens(n) for n in new]
         r = self.runner
-        wall = _median_wall_seconds(lambda: r.prefill(tokens, tables, cached).argmax(-1).tolist(),
-                                    self.grid.repeats)
-        return {"new_tokens": new, "cached_tokens": cached, "heldout": heldout, "wall_s": wall}
+        step = lambda: r.prefill(tokens, tables, cached).argmax(-1).tolist()
+        wall = _median_wall_seconds(step, self.grid.prefill_repeats)
+        return {"new_tokens": new, "cached_tokens": cached, "heldout": heldout, "wall_s": wall,
+                "gpu_busy_s": _busy_gpu_seconds(step)}
 
     def prefill_grid(self) -> list[dict]:
         g, limit = self.grid, self.spec.max_model_len
@@ -244,8 +262,8 @@ class Calibrator:
                 if s * n > self.max_batched_tokens or n > limit:
                     continue
                 points.append(self.prefill_point([n] * s, [0] * s, heldout=False))
-                # a prompt whose first half, or first 7/8, is a cached prefix
-                for cached in (n, 7 * n):
+                # a prompt whose first half (up to 16 sequences), or first 7/8 (up to 2), is cached
+                for cached in (n, 7 * n) if s <= 2 else (n,) if s <= 16 else ():
                     if n + cached <= limit and s * (n + cached) <= self.capacity_tokens // 2:
                         points.append(self.prefill_point([n] * s, [cached] * s, heldout=False))
         for _ in range(g.heldout_prefill):
@@ -285,7 +303,10 @@ class Calibrator:
         copies, swaps = self.transfer_points()
         seconds = time.perf_counter() - t0
         self.log(f"copies and swaps done, {seconds:.0f} s in all")
-        return {"environment": environment(), "ceilings": self.ceilings,
+        # Tokens per split-K partition of the attention kernel in each captured graph.
+        partitions = [partition_size(b * self.spec.num_heads, self.spec.max_model_len, 0)
+                      for b in self.graph_sizes]
+        return {"environment": environment(), "ceilings": self.ceilings, "attention_partition": partitions,
                 "kv_capacity_tokens": self.capacity_tokens, "graph_batch_sizes": self.graph_sizes,
                 "max_batched_tokens": self.max_batched_tokens, "repeats": self.grid.repeats,
                 "setup_seconds": self.setup_seconds, "measure_seconds": seconds,

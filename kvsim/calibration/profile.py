@@ -30,10 +30,11 @@ SHIPPED_DIR = Path(__file__).parent / "profiles"
 # "pcie" (host <-> device bytes).
 TERMS: dict[str, tuple[tuple[str, str], ...]] = {
     "decode": (("fixed", "fixed"), ("weights", "memory"), ("batch", "compute"),
-               ("context", "memory")),
+               ("context", "memory"), ("partition", "memory"), ("batch_squared", "compute")),
     "host": (("fixed", "fixed"), ("batch", "fixed")),
     "prefill": (("fixed", "fixed"), ("weights", "memory"), ("seqs", "fixed"),
                 ("tokens", "compute"), ("pairs", "compute"), ("cached", "memory")),
+    "prefill_host": (("fixed", "fixed"), ("seqs", "fixed"), ("cached_seqs", "fixed")),
     "copy": (("fixed", "fixed"), ("blocks", "memory")),
     "swap": (("fixed", "fixed"), ("blocks", "pcie")),
 }
@@ -53,11 +54,27 @@ SHAPE_FIELDS = ("family", "hidden_size", "num_layers", "num_heads", "num_kv_head
 
 # Features: one column per term of TERMS, in order. "fixed" and "weights" are both the
 # constant 1: fitted as one intercept, split afterwards (kvsim.calibration.fit).
-def decode_features(padded_batch: int, total_context: np.ndarray) -> np.ndarray:
-    """Decode GPU time: the graph runs ``padded_batch`` rows; attention reads the context."""
+def graph_for(sizes, partitions, batch: int) -> tuple[int, int]:
+    """Rows and attention partition of the decode graph that runs ``batch`` sequences: the
+    smallest captured size that holds it (beyond the largest, eager at the batch itself)."""
+    i = int(np.searchsorted(sizes, batch))
+    if i < len(sizes):
+        return int(sizes[i]), int(partitions[i])
+    return batch, int(partitions[-1])
+
+
+def decode_features(batch: int, padded_batch: int, partition: int,
+                    total_context: np.ndarray) -> np.ndarray:
+    """Decode GPU time. The graph runs ``padded_batch`` rows through the weights (linear, and
+    squared for the GEMMs' turn from memory- to compute-bound as rows grow); attention reads
+    the whole context, and one sequence's partition of at most ``partition`` tokens is read
+    by one thread block in turn, which bounds a step's latency at small batch (the mean
+    context stands for the longest, which the simulator does not pass). The kernel picks
+    smaller partitions for small batches, so ``partition`` is the one its graph uses."""
     ctx = np.asarray(total_context, dtype=np.float64)
     one = np.ones_like(ctx)
-    return np.stack([one, one, padded_batch * one, ctx], axis=-1)
+    return np.stack([one, one, padded_batch * one, ctx, np.minimum(ctx / batch, partition),
+                     padded_batch ** 2 * one], axis=-1)
 
 
 def host_features(batch: int) -> np.ndarray:
@@ -73,12 +90,20 @@ def prefill_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.nda
     return np.array([1.0, 1.0, float(len(new)), float(new.sum()), pairs, float(cached.sum())])
 
 
+def prefill_host_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.ndarray:
+    """Host time to issue an eager prefill: per step, per sequence, per sequence whose cached
+    prefix is gathered (more launches)."""
+    cached = np.asarray(context_lens) - np.asarray(new_tokens)
+    return np.array([1.0, float(len(cached)), float((cached > 0).sum())])
+
+
 def block_features(num_blocks: float) -> np.ndarray:
     return np.array([1.0, float(num_blocks)])
 
 
 REQUIRED = ("format", "version", "name", "model", "gpu", "dtype", "tensor_parallel", "block_size",
-            "created", "provenance", "grid", "graph_batch_sizes", "coefficients", "fit_report")
+            "created", "provenance", "grid", "graph_batch_sizes", "attention_partition",
+            "coefficients", "fit_report")
 
 
 def profile_name(model: str, gpu: str) -> str:
@@ -134,6 +159,10 @@ def validate(doc: object, where: str) -> dict:
                 raise _fail(where, f"grid.{kind}.{axis} must be a [min, max] pair")
     if not isinstance(doc["block_size"], int) or doc["block_size"] < 1:
         raise _fail(where, "block_size must be a positive integer")
+    parts = doc["attention_partition"]
+    if not (isinstance(parts, list) and len(parts) == len(sizes)
+            and all(isinstance(v, int) and v > 0 for v in parts)):
+        raise _fail(where, "attention_partition must give a positive size per graph batch size")
     return doc
 
 

@@ -1,7 +1,9 @@
 """Step costs from a profile: fitted physical terms, clamped to the roofline's physical floor.
 
-Every coefficient is non-negative and every feature grows with tokens, context and blocks,
-so the cost is monotone; the floor (datasheet FLOP/s and bandwidth at 100% efficiency)
+A decode step costs its GPU time (graph replay) plus the executor's host work; an eager
+prefill step the larger of its GPU busy time and the host's time to issue it. Every
+coefficient is non-negative and every feature grows with tokens, context and blocks, so
+the cost is monotone; the floor (datasheet FLOP/s and bandwidth at 100% efficiency)
 is monotone too, and the larger of the two is charged. Asking beyond the measured grid
 still answers (linear extrapolation) but warns once per quantity.
 """
@@ -14,8 +16,8 @@ from dataclasses import fields
 import numpy as np
 
 from kvsim.calibration.cost_model import CostModel
-from kvsim.calibration.profile import (TERMS, block_features, decode_features, host_features,
-                                       prefill_features)
+from kvsim.calibration.profile import (TERMS, block_features, decode_features, graph_for, host_features,
+                                       prefill_features, prefill_host_features)
 from kvsim.calibration.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
@@ -43,6 +45,7 @@ class ProfileCostModel(CostModel):
                      for kind, terms in TERMS.items()}
         self.floor = RooflineCostModel(model, gpu_of(doc), block_size, PHYSICAL_FLOOR)
         self.graph_sizes = np.asarray(doc["graph_batch_sizes"])
+        self.partitions = np.asarray(doc["attention_partition"])
         self.limits = {kind: {axis: span[1] for axis, span in axes.items()}
                        for kind, axes in doc["grid"].items()}
         # Copies and swaps were fitted per block of the profile's size; price bytes, not blocks.
@@ -58,23 +61,21 @@ class ProfileCostModel(CostModel):
                               f"measured {limit:g}; its cost is extrapolated", OutOfRangeWarning,
                               stacklevel=3)
 
-    def padded_batch(self, batch_size: int) -> int:
-        """The captured graph that runs this batch: the smallest size that holds it."""
-        i = int(np.searchsorted(self.graph_sizes, batch_size))
-        return int(self.graph_sizes[i]) if i < len(self.graph_sizes) else batch_size
-
     def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
         context = total_context + batch_size * np.arange(steps, dtype=np.float64)
         self._check("decode", batch=batch_size, total_context=float(context[-1]))
-        fitted = (decode_features(self.padded_batch(batch_size), context) @ self.coef["decode"]
-                  + host_features(batch_size) @ self.coef["host"])
+        rows, partition = graph_for(self.graph_sizes, self.partitions, batch_size)
+        gpu = decode_features(batch_size, rows, partition, context)
+        fitted = gpu @ self.coef["decode"] + host_features(batch_size) @ self.coef["host"]
         return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps))
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
         self._check("prefill", tokens=float(new_tokens.sum()), seqs=len(new_tokens),
                     context=float(context_lens.sum()))
-        fitted = float(prefill_features(new_tokens, context_lens) @ self.coef["prefill"])
-        return max(fitted, self.floor.prefill_time(new_tokens, context_lens))
+        # Eager prefill: the host issues kernels while the GPU runs them; the slower one sets the pace.
+        gpu = float(prefill_features(new_tokens, context_lens) @ self.coef["prefill"])
+        host = float(prefill_host_features(new_tokens, context_lens) @ self.coef["prefill_host"])
+        return max(gpu, host, self.floor.prefill_time(new_tokens, context_lens))
 
     def _blocks(self, kind: str, num_blocks: int, floor: float) -> float:
         if num_blocks == 0:

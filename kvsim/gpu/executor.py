@@ -20,6 +20,7 @@ from kvsim.calibration.cost_model import CostModel
 from kvsim.errors import KvsimError
 from kvsim.gpu.runner import ModelRunner
 from kvsim.policies.request import Request
+from kvsim.sim.requests import RequestFactory
 from kvsim.policies.scheduler import PREFILL, Scheduler, StepPlan
 from kvsim.sim.metrics import Recorder
 from kvsim.workloads.trace import Trace
@@ -42,6 +43,7 @@ class RealExecutor:
 
     def run(self, trace: Trace, intake_check: Callable[[Request], str] = lambda r: "") -> Recorder:
         recorder = Recorder(len(trace))
+        self._requests = RequestFactory(trace)
         scheduler, clock, next_id = self.scheduler, 0.0, 0
         while next_id < len(trace) or scheduler.has_work():
             if not scheduler.has_work():
@@ -69,33 +71,47 @@ class RealExecutor:
         return recorder
 
     def _arrive(self, trace: Trace, rid: int, recorder: Recorder, intake_check) -> None:
-        request = Request(rid, int(trace.prompt_len[rid]), int(trace.output_len[rid]))
+        request = self._requests(rid)
         recorder.arrive(request, float(trace.arrival_time[rid]))
         reason = intake_check(request) or self.scheduler.rejection_reason(request)
         if reason:
             recorder.reject(request, reason)
             return
         self.scheduler.add_request(request)
-        vocab = self.runner.spec.vocab_size
-        prompt = self.rng.integers(0, vocab, request.prompt_len).tolist()
-        for seq in request.seqs:
-            self.tokens[seq] = list(prompt)
+
+    def _token_ids(self, seq: int, count: int) -> list[int]:
+        """The sequence's first ``count`` token ids. Step time does not depend on their values,
+        so ids a sequence has not produced itself (a fork's, a beam's new parent's) are drawn
+        at random rather than tracked through every fork."""
+        tokens = self.tokens.setdefault(seq, [])
+        if len(tokens) < count:
+            tokens.extend(self.rng.integers(0, self.runner.spec.vocab_size, count - len(tokens)).tolist())
+        return tokens[:count]
 
     def _execute(self, plan: StepPlan) -> None:
-        """Run the plan's batch on the GPU and append each sequence's next token."""
-        runner, tables = self.runner, self.scheduler.kv.block_tables
+        """Move the plan's blocks, run its batch on the GPU, keep each sequence's next token."""
+        runner, transfers = self.runner, plan.transfers
+        if transfers.swap_out:
+            runner.swap_out(transfers.swap_out)
+        if transfers.swap_in:
+            runner.swap_in(transfers.swap_in)
+        if transfers.copies:
+            runner.copy_blocks(transfers.copies)
+        tables = self.scheduler.kv.block_tables
         seqs = plan.seqs.tolist()
         block_tables = [tables[s] for s in seqs]
+        context = plan.context_lens.tolist()
         if plan.kind == PREFILL:
             cached = (plan.context_lens - plan.new_tokens).tolist()
-            new = [self.tokens[s][c:] for s, c in zip(seqs, cached)]
+            new = [self._token_ids(s, n)[c:] for s, n, c in zip(seqs, context, cached)]
             logits = runner.prefill(new, block_tables, cached)
         else:
-            last = [self.tokens[s][-1] for s in seqs]
-            positions = (plan.context_lens - 1).tolist()
-            logits = runner.decode(last, positions, block_tables)
-        for seq, token in zip(seqs, logits.argmax(dim=-1).tolist()):
-            self.tokens[seq].append(token)
+            last = [self._token_ids(s, n)[-1] for s, n in zip(seqs, context)]
+            logits = runner.decode(last, [n - 1 for n in context], block_tables)
+        for seq, n, token in zip(seqs, context, logits.argmax(dim=-1).tolist()):
+            tokens = self.tokens[seq]
+            del tokens[n:]
+            tokens.append(token)
 
     def _elapsed(self, started: float, plan: StepPlan) -> float:
         if self.step_clock is not None:

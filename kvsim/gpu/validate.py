@@ -69,20 +69,19 @@ def validate_point(config: SimConfig, device: str = "cuda") -> tuple[dict, pd.Da
     latencies of both sides, and the per-step measured vs predicted times."""
     from kvsim.gpu.executor import RealExecutor
     from kvsim.gpu.runner import ModelRunner
-    from kvsim.policies.registry import PolicyContext, get_policy
+    from kvsim.policies.registry import get_policy
     from kvsim.sim.run import context_check, run
 
     simulated = run(config)  # also resolves model, capacity, trace and cost model
     trace, cap, model = simulated.trace, simulated.capacity, simulated.model
-    context = PolicyContext(cap.num_blocks, config.block_size, config.max_num_seqs,
-                            config.batched_tokens_for(model.max_model_len), model.max_model_len,
-                            config.watermark)
-    scheduler = get_policy(config.policy).build(context)
-    runner = ModelRunner(model, cap.num_blocks, config.block_size, device=device, seed=config.seed)
+    policy, context = get_policy(config.policy), simulated.policy_context
+    scheduler = policy.build(context)
+    runner = ModelRunner(model, cap.num_blocks, config.block_size, device=device, seed=config.seed,
+                         num_host_blocks=context.swap_blocks)
     if runner.device.type == "cuda":
         runner.capture([b for b in GRAPH_BATCH_SIZES if b <= config.max_num_seqs])
     warm = min(4, len(trace))  # first prefills pay cuBLAS/allocator warm-up: keep it out
-    RealExecutor(get_policy(config.policy).build(context), runner).run(
+    RealExecutor(policy.build(context), runner).run(
         Trace("warm-up", np.zeros(warm), trace.prompt_len[:warm], np.minimum(trace.output_len[:warm], 4)))
     executor = RealExecutor(scheduler, runner, predictor=simulated.cost_model, seed=config.seed)
     measured_recorder = executor.run(trace, intake_check=context_check(model))

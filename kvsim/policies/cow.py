@@ -24,7 +24,7 @@ class CopyOnWrite:
         self.allocator = allocator
         self.block_size = block_size
         self._maybe_shared: set[int] = set()
-        self.copies = 0  # block copies made since the scheduler last took them
+        self.copies: list[tuple[int, int]] = []  # (original, copy) since last taken
 
     @property
     def active(self) -> bool:
@@ -66,7 +66,7 @@ class CopyOnWrite:
             table = tables[seq]
             if self.allocator.ref_count[table[-1]] > 1:
                 (copy,) = self.allocator.allocate(1)
+                self.copies.append((table[-1], copy))
                 self.allocator.release([table[-1]])
                 table[-1] = copy
-                self.copies += 1
             self._maybe_shared.discard(seq)

@@ -9,7 +9,7 @@ are passed in, so that a whole batch is handled with one numpy call.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -22,6 +22,16 @@ class CacheUsage:
     reserved: int  # slots held for tokens the sequence will still produce
     internal_fragmentation: int  # held slots the sequence will never use
     free: int  # slots held by nobody
+
+
+@dataclass
+class BlockTransfers:
+    """Block moves a step needs before its forward pass, performed in this field order:
+    swap-outs first, since the blocks they free may be reused by the step itself."""
+
+    swap_out: list[tuple[int, int]] = field(default_factory=list)  # (GPU block, CPU block)
+    swap_in: list[tuple[int, int]] = field(default_factory=list)  # (CPU block, GPU block)
+    copies: list[tuple[int, int]] = field(default_factory=list)  # (source, copy), both on the GPU
 
 
 class KVCacheManager(ABC):
@@ -81,6 +91,10 @@ class KVCacheManager(ABC):
     def take_block_copies(self) -> int:
         """Block copies made since the last call (copy-on-write), for the step's cost."""
         return 0
+
+    def take_transfers(self) -> "BlockTransfers":
+        """The physical block moves made since the last call, for a real executor to perform."""
+        return BlockTransfers()
 
     @abstractmethod
     def usage(self, seqs: np.ndarray, num_tokens: np.ndarray, final_tokens: np.ndarray) -> CacheUsage:

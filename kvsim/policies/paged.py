@@ -13,7 +13,7 @@ import numpy as np
 
 from kvsim.policies.block_allocator import BlockAllocator
 from kvsim.policies.cow import CopyOnWrite
-from kvsim.policies.kv_manager import CacheUsage, KVCacheManager
+from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, KVCacheManager
 from kvsim.policies.prefix_cache import CachingBlockAllocator
 from kvsim.policies.registry import PolicyContext, register
 from kvsim.policies.scheduler import Scheduler
@@ -37,6 +37,7 @@ class PagedKVManager(KVCacheManager):
         self.cow = CopyOnWrite(self.allocator, block_size)
         self.swap_space = BlockAllocator(swap_blocks)
         self.cpu_tables: dict[int, list[int]] = {}  # block tables of swapped-out sequences
+        self.transfers = BlockTransfers()  # physical moves not yet taken by the scheduler
         self._logical = 0  # sum of held blocks over sequences: blocks needed without sharing
         # Admission keeps this many blocks free so running sequences can grow a little
         # before the first preemption (vLLM's watermark, 1% by default).
@@ -149,8 +150,13 @@ class PagedKVManager(KVCacheManager):
         self._logical += int(new.sum())
 
     def take_block_copies(self) -> int:
-        copies, self.cow.copies = self.cow.copies, 0
-        return copies
+        copies, self.cow.copies = self.cow.copies, []
+        self.transfers.copies.extend(copies)
+        return len(copies)
+
+    def take_transfers(self) -> BlockTransfers:
+        transfers, self.transfers = self.transfers, BlockTransfers()
+        return transfers
 
     def free(self, seq: int) -> None:
         self.allocator.release(self._uninstall(seq))
@@ -170,7 +176,9 @@ class PagedKVManager(KVCacheManager):
     def swap_out(self, seqs: list[int]) -> int:
         moved = self.swap_out_blocks(seqs)
         tables = [self._uninstall(s) for s in seqs]
-        for seq, table in zip(seqs, remap(tables, self.allocator, self.swap_space)):
+        moved_tables, pairs = remap(tables, self.allocator, self.swap_space)
+        self.transfers.swap_out.extend(pairs)
+        for seq, table in zip(seqs, moved_tables):
             self.cpu_tables[seq] = table
         return moved
 
@@ -183,7 +191,9 @@ class PagedKVManager(KVCacheManager):
     def swap_in(self, seqs: list[int]) -> int:
         tables = [self.cpu_tables.pop(s) for s in seqs]
         moved = len(distinct_blocks(tables))
-        for seq, table in zip(seqs, remap(tables, self.swap_space, self.allocator)):
+        moved_tables, pairs = remap(tables, self.swap_space, self.allocator)
+        self.transfers.swap_in.extend(pairs)
+        for seq, table in zip(seqs, moved_tables):
             self._install(seq, table)
         if len(seqs) > 1:
             self.cow.watch(seqs)

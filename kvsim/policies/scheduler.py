@@ -25,7 +25,7 @@ import numpy as np
 
 from kvsim.errors import KvsimError
 from kvsim.policies.beam import BeamModel
-from kvsim.policies.kv_manager import CacheUsage, KVCacheManager
+from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, KVCacheManager
 from kvsim.policies.prefix_cache import block_hashes
 from kvsim.policies.request import Request, Status
 
@@ -50,6 +50,7 @@ class StepPlan:
     # Every sequence the step advances, when more than ``seqs`` (a group's prompt is
     # prefilled once for all its sequences); None means ``seqs``.
     advanced: np.ndarray | None = None
+    transfers: BlockTransfers = field(default_factory=BlockTransfers)  # the moves themselves
 
 
 class SequenceTable:
@@ -187,7 +188,8 @@ class Scheduler:
         if len(seqs) < sum(len(r.seqs) for r in admitted):
             advanced = np.array([s for r in admitted for s in r.seqs], dtype=np.int64)
         return StepPlan(PREFILL, admitted, seqs, new_tokens=new, context_lens=context,
-                        block_copies=self._take_copies(), advanced=advanced)
+                        block_copies=self._take_copies(), advanced=advanced,
+                        transfers=self.kv.take_transfers())
 
     def _prefill_tokens(self, request: Request) -> int:
         """Tokens the group's prefill computes: the root's, plus what each other sequence
@@ -298,7 +300,8 @@ class Scheduler:
             return None
         return StepPlan(DECODE, list(self.running), seqs, new_tokens=np.ones_like(seqs),
                         context_lens=tokens, preempted=preempted, block_copies=self._take_copies(),
-                        swap_in_blocks=swapped_in, swap_out_blocks=self._swap_out)
+                        swap_in_blocks=swapped_in, swap_out_blocks=self._swap_out,
+                        transfers=self.kv.take_transfers())
 
     def _swap_in(self) -> int:
         """Bring swapped groups back, oldest first, while they fit (with room for their next

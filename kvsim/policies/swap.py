@@ -16,9 +16,11 @@ def distinct_blocks(tables: list[list[int]]) -> list[int]:
     return list(dict.fromkeys(block for table in tables for block in table))
 
 
-def remap(tables: list[list[int]], source: BlockAllocator, target: BlockAllocator) -> list[list[int]]:
+def remap(tables: list[list[int]], source: BlockAllocator,
+          target: BlockAllocator) -> tuple[list[list[int]], list[tuple[int, int]]]:
     """Move ``tables`` from ``source`` to ``target``: one new block per distinct old block,
-    referenced by as many tables as before; the old references are released."""
+    referenced by as many tables as before; the old references are released. Returns the
+    new tables and the (old, new) block pairs a real executor must copy."""
     old = distinct_blocks(tables)
     mapping = dict(zip(old, target.allocate(len(old))))
     moved = [[mapping[block] for block in table] for table in tables]
@@ -27,4 +29,4 @@ def remap(tables: list[list[int]], source: BlockAllocator, target: BlockAllocato
     target.release(list(mapping.values()))  # allocate() gave each one reference of its own
     for table in tables:
         source.release(table)
-    return moved
+    return moved, list(mapping.items())

@@ -39,6 +39,7 @@ class RunResult:
     trace: Trace
     recorder: Recorder
     summary: dict
+    policy_context: PolicyContext  # builds a fresh scheduler identical to the simulated ones
 
     def summary_document(self) -> dict:
         return {
@@ -133,4 +134,4 @@ def run(config: SimConfig, progress: Callable[[int, int], None] | None = None,
     summary["num_replicas"] = config.num_replicas
     summary["swapped_bytes"] = ((summary["swap_out_blocks"] + summary["swap_in_blocks"])
                                 * capacity.block_bytes)
-    return RunResult(config, model, gpu, capacity, cost_model, trace, recorder, summary)
+    return RunResult(config, model, gpu, capacity, cost_model, trace, recorder, summary, context)

@@ -12,10 +12,10 @@ from kvsim.gpu.executor import RealExecutor  # noqa: E402
 from kvsim.gpu.runner import ModelRunner  # noqa: E402
 from kvsim.hardware import load_gpu  # noqa: E402
 from kvsim.models import spec_from_hf_config  # noqa: E402
-from kvsim.policies.paged import PagedKVManager  # noqa: E402
-from kvsim.policies.scheduler import Scheduler  # noqa: E402
+from kvsim.policies.registry import PolicyContext, get_policy  # noqa: E402
 from kvsim.sim.cluster import RoundRobinRouter  # noqa: E402
 from kvsim.sim.engine import simulate  # noqa: E402
+from kvsim.workloads.sampling import add_sampling  # noqa: E402
 from kvsim.workloads.trace import Trace  # noqa: E402
 
 TINY = spec_from_hf_config({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
@@ -31,22 +31,35 @@ def tiny_trace(n=14, seed=3):
                  rng.integers(1, 25, n))
 
 
-def scheduler():
-    return Scheduler(PagedKVManager(NUM_BLOCKS, BLOCK_SIZE), max_num_seqs=6, max_num_batched_tokens=64)
+def scheduler(preemption="recompute"):
+    context = PolicyContext(NUM_BLOCKS, BLOCK_SIZE, max_num_seqs=6, max_num_batched_tokens=64,
+                            max_model_len=256, preemption=preemption, swap_blocks=64)
+    return get_policy("paged").build(context)
 
 
-def test_executor_reproduces_the_simulated_schedule():
-    trace = tiny_trace()
+@pytest.mark.parametrize("preemption, n, beam", [("recompute", 1, 1), ("swap", 1, 1),
+                                                  ("swap", 2, 1), ("recompute", 1, 2)])
+def test_executor_reproduces_the_simulated_schedule(preemption, n, beam):
+    trace = add_sampling(tiny_trace(), n=n, beam_width=beam)
     cost = RooflineCostModel(TINY, load_gpu("a100-40gb"), BLOCK_SIZE)
-    simulated = simulate(trace, [scheduler()], cost, RoundRobinRouter())
+    simulated = simulate(trace, [scheduler(preemption)], cost, RoundRobinRouter())
 
-    runner = ModelRunner(TINY, NUM_BLOCKS, BLOCK_SIZE, dtype="float32", device="cpu", seed=0)
-    executor = RealExecutor(scheduler(), runner, step_clock=lambda plan: float(cost.plan_durations(plan)[0]),
-                            predictor=cost)
+    runner = ModelRunner(TINY, NUM_BLOCKS, BLOCK_SIZE, dtype="float32", device="cpu", seed=0,
+                         num_host_blocks=64)
+    moved = {"swap_out": 0, "copy_blocks": 0}
+    for name in moved:  # count the block moves the executor really performs
+        def counting(pairs, real=getattr(runner, name), name=name):
+            moved[name] += len(pairs)
+            real(pairs)
+        setattr(runner, name, counting)
+    executor = RealExecutor(scheduler(preemption), runner,
+                            step_clock=lambda plan: float(cost.plan_durations(plan)[0]), predictor=cost)
     executed = executor.run(trace)
 
     sim, real = simulated.requests_frame(), executed.requests_frame()
     assert sim.preemptions.sum() > 0, "the test must exercise preemption"
+    assert (moved["swap_out"] > 0) == (preemption == "swap")
+    assert (moved["copy_blocks"] > 0) == (n > 1 or beam > 1)  # copy-on-write of shared tails
     same = ["status", "prompt_len", "output_len", "preemptions", "recomputed_tokens"]
     pd.testing.assert_frame_equal(sim[same], real[same])
     for column in ("admitted", "first_token", "finish"):  # same admission order and timing
