@@ -320,21 +320,22 @@ def profiles():
 def validate(
     ctx: typer.Context,
     out: Path = typer.Option(Path("validation"), help="Directory for validation.csv, plots and logs."),
+    campaign: Optional[Path] = typer.Option(None, help="JSON list of points, each a dict of `run` options (see docs/validation/)."),
 ):
     """Run traces through the real GPU executor and the simulator, and compare them.
 
     Takes `simcli run` options, each with one value or a comma-separated list (the points are
-    their cross product), e.g. simcli validate --model opt-13b --rate 1,2,4 --num-requests 100.
-    The GPU is the one found; the simulator uses its calibrated profile.
+    their cross product), e.g. simcli validate --model opt-13b --rate 1,2,4 --num-requests 100,
+    or a --campaign file. The GPU is the one found; the simulator uses its calibrated profile.
     """
-    from kvsim.gpu.validate import detect_gpu, relative_errors, run_campaign, step_error_summary
+    from kvsim.gpu.validate import detect_gpu, load_campaign, relative_errors, run_campaign, step_error_summary
     from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
 
     grid = parse_sweep_args(list(ctx.args))
-    grid.setdefault("gpu", [detect_gpu()])
-    names = list(grid)
-    configs = [SimConfig(**dict(zip(names, combo))).validate()
-               for combo in itertools.product(*grid.values())]
+    points = load_campaign(campaign) if campaign else [
+        dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    gpu = detect_gpu()
+    configs = [SimConfig(**{"gpu": gpu, **point}).validate() for point in points]
     table = run_campaign(configs, out, progress=lambda text: err_console.print(text))
     import pandas as pd
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -64,11 +63,31 @@ def _driver_version() -> str:
         return "unknown"
 
 
-def validate_point(config: SimConfig, device: str = "cuda") -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+class RunnerCache:
+    """Keeps the last model runner: building one (weights, KV cache, CUDA graphs) takes tens of
+    seconds on a 13B model, and consecutive points usually share it."""
+
+    def __init__(self, device: str) -> None:
+        self.device, self.key, self.runner = device, None, None
+
+    def get(self, model, num_blocks: int, block_size: int, swap_blocks: int, seed: int, max_batch: int):
+        from kvsim.gpu.runner import ModelRunner
+
+        key = (model, num_blocks, block_size, swap_blocks, seed, max_batch)
+        if key != self.key:
+            self.runner = None  # free the previous model's memory first
+            runner = ModelRunner(model, num_blocks, block_size, device=self.device, seed=seed,
+                                 num_host_blocks=swap_blocks)
+            if runner.device.type == "cuda":
+                runner.capture([b for b in GRAPH_BATCH_SIZES if b <= max_batch])
+            self.key, self.runner = key, runner
+        return self.runner
+
+
+def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """One (model, trace, rate, policy) point: returns the comparison row, the per-request
     latencies of both sides, and the per-step measured vs predicted times."""
     from kvsim.gpu.executor import RealExecutor
-    from kvsim.gpu.runner import ModelRunner
     from kvsim.policies.registry import get_policy
     from kvsim.sim.run import context_check, run
 
@@ -76,17 +95,14 @@ def validate_point(config: SimConfig, device: str = "cuda") -> tuple[dict, pd.Da
     trace, cap, model = simulated.trace, simulated.capacity, simulated.model
     policy, context = get_policy(config.policy), simulated.policy_context
     scheduler = policy.build(context)
-    runner = ModelRunner(model, cap.num_blocks, config.block_size, device=device, seed=config.seed,
-                         num_host_blocks=context.swap_blocks)
-    if runner.device.type == "cuda":
-        runner.capture([b for b in GRAPH_BATCH_SIZES if b <= config.max_num_seqs])
+    runner = runners.get(model, cap.num_blocks, config.block_size, context.swap_blocks,
+                         config.seed, config.max_num_seqs)
     warm = min(4, len(trace))  # first prefills pay cuBLAS/allocator warm-up: keep it out
     RealExecutor(policy.build(context), runner).run(
         Trace("warm-up", np.zeros(warm), trace.prompt_len[:warm], np.minimum(trace.output_len[:warm], 4)))
     executor = RealExecutor(scheduler, runner, predictor=simulated.cost_model, seed=config.seed)
     measured_recorder = executor.run(trace, intake_check=context_check(model))
     measured = summarize(measured_recorder, cap.num_blocks)
-    del runner
 
     row = {"model": model.name, "trace": config.trace, "rate": config.rate,
            "policy": config.policy, "block_size": config.block_size,
@@ -113,23 +129,36 @@ def _label(row: dict) -> str:
 def run_campaign(configs: list[SimConfig], out_dir: Path, progress=print) -> pd.DataFrame:
     out_dir.mkdir(parents=True, exist_ok=True)
     rows, requests, steps = [], [], []
+    runners = RunnerCache("cuda")
     for config in configs:
         progress(f"validating {config.model} {config.trace} rate {config.rate} {config.policy}")
-        row, req, st = validate_point(config)
+        row, req, st = validate_point(config, runners)
         rows.append(row)
         requests.append(req)
         steps.append(st)
-        table = pd.DataFrame(rows)
-        table.to_csv(out_dir / "validation.csv", index=False)  # written as it goes
-    pd.concat(requests).to_csv(out_dir / "requests.csv", index=False)
-    pd.concat(steps).to_csv(out_dir / "steps.csv", index=False)
-    (out_dir / "environment.json").write_text(json.dumps(
-        {**environment(), "configs": [c.to_dict() for c in configs]}, indent=2) + "\n")
+        # Written after every point, so a campaign cut short keeps what it measured.
+        pd.DataFrame(rows).to_csv(out_dir / "validation.csv", index=False)
+        pd.concat(requests).to_csv(out_dir / "requests.csv", index=False)
+        pd.concat(steps).to_csv(out_dir / "steps.csv", index=False)
+        (out_dir / "environment.json").write_text(json.dumps(
+            {**environment(), "configs": [c.to_dict() for c in configs]}, indent=2) + "\n")
     return pd.DataFrame(rows)
 
 
-def campaign_configs(base: SimConfig, rates: list[float]) -> list[SimConfig]:
-    return [replace(base, rate=rate).validate() for rate in rates]
+def load_campaign(path: Path) -> list[dict]:
+    """A campaign file: a JSON list of points, each a dict of SimConfig fields."""
+    try:
+        points = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise KvsimError(f"cannot read campaign {path}: {err}") from None
+    if not isinstance(points, list) or not all(isinstance(p, dict) for p in points):
+        raise KvsimError(f"campaign {path} must be a JSON list of objects")
+    try:
+        for point in points:
+            SimConfig(**point)
+    except TypeError as err:
+        raise KvsimError(f"campaign {path}: {err}") from None
+    return points
 
 
 def relative_errors(table: pd.DataFrame) -> pd.DataFrame:
