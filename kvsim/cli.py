@@ -116,35 +116,53 @@ SWEEP_COLUMNS = ("completed", "rejected", "throughput_req_s", "throughput_output
                  "preemptions")
 
 
-def _field_parser(name: str):
+# What a switch's values may say in a list (e.g. `simcli sweep --prefix-caching false,true`).
+TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
+
+
+def _field_type(command: str, name: str) -> type:
+    """The type of option ``--name`` (a SimConfig field; Optional unwrapped)."""
     hints = typing.get_type_hints(SimConfig)
     if name not in hints:
-        raise KvsimError(f"sweep: unknown option --{name.replace('_', '-')} "
+        raise KvsimError(f"{command}: unknown option --{name.replace('_', '-')} "
                          f"(options: {', '.join('--' + f.name.replace('_', '-') for f in fields(SimConfig))})")
-    kind = hints[name]
-    base = next((t for t in typing.get_args(kind) if t is not type(None)), kind)
+    return next((t for t in typing.get_args(hints[name]) if t is not type(None)), hints[name])
 
-    def parse(text: str):
-        if text.lower() == "none" and base is not str:
-            return None
+
+def _parse_value(command: str, name: str, text: str):
+    """One value of option ``--name``; errors name ``command``, the command the user ran."""
+    base = _field_type(command, name)
+    if text.lower() == "none" and base not in (str, bool):
+        return None
+    if base is bool:  # bool("false") would be True
+        if text.lower() in TRUE_WORDS + FALSE_WORDS:
+            return text.lower() in TRUE_WORDS
+    else:
         try:
             return base(text)
         except ValueError:
-            raise KvsimError(f"sweep: --{name.replace('_', '-')} value {text!r} is not a {base.__name__}") from None
-    return parse
+            pass
+    raise KvsimError(f"{command}: --{name.replace('_', '-')} value {text!r} is not a {base.__name__}")
 
 
-def parse_sweep_args(args: list[str]) -> dict[str, list]:
-    """``--block-size 1,2,4 --rate 0.5,1`` -> {'block_size': [1, 2, 4], 'rate': [0.5, 1.0]}."""
+def parse_option_args(command: str, args: list[str]) -> dict[str, list]:
+    """``--block-size 1,2,4 --rate 0.5,1 --prefix-caching`` -> {'block_size': [1, 2, 4],
+    'rate': [0.5, 1.0], 'prefix_caching': [True]}: any `simcli run` option with one value or a
+    comma-separated list. A switch (boolean option) given alone means true, as in `run`;
+    ``command`` names the command in error messages."""
     grid: dict[str, list] = {}
-    if len(args) % 2:
-        raise KvsimError(f"sweep: expected '--option v1,v2,...' pairs, got {' '.join(args)!r}")
-    for flag, values in zip(args[::2], args[1::2]):
+    rest = list(args)
+    while rest:
+        flag = rest.pop(0)
         if not flag.startswith("--"):
-            raise KvsimError(f"sweep: expected an option, got {flag!r}")
+            raise KvsimError(f"{command}: expected an option, got {flag!r}")
         name = flag[2:].replace("-", "_")
-        parse = _field_parser(name)
-        grid[name] = [parse(v) for v in values.split(",") if v != ""]
+        if not rest or rest[0].startswith("--"):
+            if _field_type(command, name) is not bool:
+                raise KvsimError(f"{command}: {flag} needs a value")
+            grid[name] = [True]
+            continue
+        grid[name] = [_parse_value(command, name, v) for v in rest.pop(0).split(",") if v != ""]
     return grid
 
 
@@ -173,7 +191,7 @@ def sweep(
     """
     import pandas as pd
 
-    grid = parse_sweep_args(list(ctx.args))
+    grid = parse_option_args("sweep", list(ctx.args))
     names = list(grid)
     points = [dict(zip(names, combo)) for combo in itertools.product(*grid.values())] or [{}]
     for point in points:
@@ -204,15 +222,16 @@ def compare(
 ):
     """Run several policies on the same trace: simcli compare --policies paged,orca-max --rate 1,2 [--model ...].
 
-    Any other `simcli run` option can follow, with one value. Every policy sees the same
-    requests, lengths and arrival times.
+    Any other `simcli run` option can follow, with one value (a switch such as
+    --prefix-caching alone). Every policy sees the same requests, lengths and arrival times;
+    --preemption applies to the policies that preempt (paged).
     """
     from kvsim.reports.tables import print_compare_table
-    from kvsim.sim.compare import caption, compare_policies, parse_policies
+    from kvsim.sim.compare import caption, compare_policies, parse_policies, sharing_settings
 
     names = parse_policies(policies)
-    rates = [_field_parser("rate")(v) for v in rate.split(",") if v.strip()]
-    settings = parse_sweep_args(list(ctx.args))
+    rates = [_parse_value("compare", "rate", v) for v in rate.split(",") if v.strip()]
+    settings = parse_option_args("compare", list(ctx.args))
     for name, values in settings.items():
         if name == "policy":
             raise KvsimError("compare: give the policies with --policies")
@@ -228,7 +247,7 @@ def compare(
         task = bar.add_task("comparing", total=len(names) * max(1, len(rates)))
         table = compare_policies(base, names, rates or [base.rate], jobs, on_point=lambda: bar.advance(task))
     text = caption(base, int(table["completed"].iloc[0] + table["rejected"].iloc[0]))
-    print_compare_table(console, table, text)
+    print_compare_table(console, table, text, sharing=bool(sharing_settings(base)))
     if out is not None:
         from kvsim.reports.plots import write_compare_figures
 
@@ -304,14 +323,15 @@ def profiles():
     rows = []
     for path in shipped_profiles():
         doc = load_profile(path)
-        prov, held = doc["provenance"], doc["fit_report"].get("overall_heldout", {})
-        fit = (f"{100 * held['mape']:.1f}% / {100 * held['max_ape']:.1f}%" if held.get("n")
-               else "-")
-        origin = prov["kind"] if prov["kind"] == "measured" else f"derived from {prov['from']}"
+        prov = doc["provenance"]
+        # A derived profile shows the fit of the measured one it comes from.
+        report = doc["fit_report"].get("source", doc["fit_report"])
+        fit = " / ".join(f"{100 * report[k]['heldout']['mape']:.1f}%" for k in ("decode", "prefill"))
+        origin = "measured" if prov["kind"] == "measured" else f"derived ({prov['from'].split('@')[-1]})"
         rows.append([doc["model"]["name"], doc["gpu"]["name"], origin, doc["created"][:10],
                      str(doc["block_size"]), fit])
     print_catalogue(console, "Shipped profiles (kvsim/calibration/profiles)",
-                    ["model", "gpu", "provenance", "date", "block", "held-out MAPE / worst"], rows)
+                    ["model", "gpu", "provenance", "date", "block", "held-out MAPE decode / prefill"], rows)
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -331,7 +351,7 @@ def validate(
     from kvsim.gpu.validate import detect_gpu, load_campaign, relative_errors, run_campaign, step_error_summary
     from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
 
-    grid = parse_sweep_args(list(ctx.args))
+    grid = parse_option_args("validate", list(ctx.args))
     points = load_campaign(campaign) if campaign else [
         dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     gpu = detect_gpu()

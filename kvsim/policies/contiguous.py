@@ -50,7 +50,9 @@ class ContiguousKVManager(KVCacheManager):
         self.num_blocks, self.block_size = num_blocks, block_size
         self.reservation = reservation
         self.allocator = allocator(num_blocks * block_size)
-        self._offset: dict[int, int] = {}  # sequence id -> start of its range
+        # sequence id -> (start of its range, tokens it fills by its end: fixed at admission)
+        self._ranges: dict[int, tuple[int, int]] = {}
+        self._final_total = 0  # their sum, kept so that ``usage`` needs no pass over the ranges
 
     def fits_alone(self, total_tokens: int) -> bool:
         return self.reservation(total_tokens) <= self.allocator.max_allocation
@@ -62,7 +64,8 @@ class ContiguousKVManager(KVCacheManager):
         size = self.reservation(final_tokens)
         if size < final_tokens:
             raise AssertionError(f"reservation of {size} slots for a sequence that fills {final_tokens}")
-        self._offset[seq] = self.allocator.allocate(size)
+        self._ranges[seq] = (self.allocator.allocate(size), final_tokens)
+        self._final_total += final_tokens
 
     def decode_headroom(self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
         return max_steps  # the reservation covers every token the sequence will produce
@@ -74,19 +77,23 @@ class ContiguousKVManager(KVCacheManager):
         """Nothing to allocate: tokens are written into the range reserved at admission."""
 
     def free(self, seq: int) -> None:
-        self.allocator.release(self._offset.pop(seq))
+        offset, final_tokens = self._ranges.pop(seq)
+        self.allocator.release(offset)
+        self._final_total -= final_tokens
 
     def num_used_blocks(self) -> float:
         return (self.allocator.num_slots - self.allocator.num_free) / self.block_size
 
-    def usage(self, seqs: np.ndarray, num_tokens: np.ndarray, final_tokens: np.ndarray) -> CacheUsage:
+    def usage(self, seqs: np.ndarray, num_tokens: np.ndarray) -> CacheUsage:
         # Every held slot belongs to a running sequence (there is no preemption), so the
         # allocator's count of held slots splits into what those sequences store, will
         # store, and will never store.
+        if len(seqs) != len(self._ranges):
+            raise AssertionError(f"usage of {len(seqs)} sequences; {len(self._ranges)} hold ranges")
         held = self.allocator.num_slots - self.allocator.num_free
-        stored, final = int(num_tokens.sum()), int(final_tokens.sum())
-        return CacheUsage(token_states=stored, reserved=final - stored,
-                          internal_fragmentation=held - final, free=self.allocator.num_free)
+        stored = int(num_tokens.sum())
+        return CacheUsage(token_states=stored, reserved=self._final_total - stored,
+                          internal_fragmentation=held - self._final_total, free=self.allocator.num_free)
 
 
 def build_contiguous(ctx: PolicyContext, reservation: ReservationRule) -> Scheduler:
@@ -94,16 +101,16 @@ def build_contiguous(ctx: PolicyContext, reservation: ReservationRule) -> Schedu
     return Scheduler(kv, ctx.max_num_seqs, ctx.max_num_batched_tokens, preemption=False)
 
 
-@register("orca-max", "Orca: contiguous buddy-allocated reservation of the model's full context per request")
+@register("orca-max", "Orca: contiguous buddy-allocated reservation of the model's full context per request", preempts=False)
 def build_orca_max(ctx: PolicyContext) -> Scheduler:
     return build_contiguous(ctx, reserve_max(ctx.max_model_len))
 
 
-@register("orca-pow2", "Orca: contiguous reservation of prompt + output rounded up to a power of two")
+@register("orca-pow2", "Orca: contiguous reservation of prompt + output rounded up to a power of two", preempts=False)
 def build_orca_pow2(ctx: PolicyContext) -> Scheduler:
     return build_contiguous(ctx, reserve_pow2(ctx.max_model_len))
 
 
-@register("orca-oracle", "Orca: contiguous reservation of exactly prompt + output (knows the output length)")
+@register("orca-oracle", "Orca: contiguous reservation of exactly prompt + output (knows the output length)", preempts=False)
 def build_orca_oracle(ctx: PolicyContext) -> Scheduler:
     return build_contiguous(ctx, reserve_exact)

@@ -53,6 +53,19 @@ class CopyOnWrite:
                 self._maybe_shared.discard(seq)
         return found
 
+    def duplicated_tail_slots(self, seqs: np.ndarray, num_tokens: np.ndarray, held: np.ndarray,
+                              tables: dict[int, list[int]]) -> int:
+        """Unwritten slots counted more than once when every sequence's last-block tail
+        (``held * block_size - num_tokens``) is summed: sharers of one partial last block
+        each count its tail, which physically exists once, as the fullest sharer leaves it."""
+        if not self._maybe_shared:
+            return 0
+        tails: dict[int, list[int]] = {}  # shared-candidate last block -> its sharers' tails
+        for i in np.flatnonzero(np.isin(seqs, list(self._maybe_shared))).tolist():
+            tail = int(held[i]) * self.block_size - int(num_tokens[i])
+            tails.setdefault(tables[int(seqs[i])][-1], []).append(tail)
+        return sum(sum(t) - min(t) for t in tails.values())
+
     def copies_needed(self, writers: list[int], tables: dict[int, list[int]]) -> int:
         """Copies the writers will make: of k writers into a block with r references, the
         last one writes in place if all r are writing."""

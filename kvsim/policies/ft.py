@@ -36,7 +36,7 @@ def max_reservations(num_slots: int, size: int, allocator: type[ContiguousAlloca
     return count
 
 
-@register("ft", "FasterTransformer: request-level batches of up to B max-length reservations, run to completion")
+@register("ft", "FasterTransformer: request-level batches of up to B max-length reservations, run to completion", preempts=False)
 def build_ft(ctx: PolicyContext) -> Scheduler:
     fit = max_reservations(ctx.num_blocks * ctx.block_size, ctx.max_model_len)
     batch = ctx.ft_batch_size or max(1, min(fit, ctx.max_num_seqs))

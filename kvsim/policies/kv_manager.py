@@ -18,10 +18,10 @@ import numpy as np
 class CacheUsage:
     """How the cache's token slots are spent right now (see ``KVCacheManager.usage``)."""
 
-    token_states: int  # slots holding KV of tokens already processed
+    token_states: int  # slots holding KV of tokens already processed (each physical slot once)
     reserved: int  # slots held for tokens the sequence will still produce
     internal_fragmentation: int  # held slots the sequence will never use
-    free: int  # slots held by nobody
+    free: int  # slots the allocator can hand out now
 
 
 @dataclass
@@ -97,5 +97,10 @@ class KVCacheManager(ABC):
         return BlockTransfers()
 
     @abstractmethod
-    def usage(self, seqs: np.ndarray, num_tokens: np.ndarray, final_tokens: np.ndarray) -> CacheUsage:
-        """Account every slot of the cache, from the allocator's actual state."""
+    def usage(self, seqs: np.ndarray, num_tokens: np.ndarray) -> CacheUsage:
+        """Account every slot of the cache once, from the allocator's actual state.
+
+        ``seqs`` must be every sequence that holds KV (the running ones) and ``num_tokens``
+        the tokens whose KV each has written. Called at every engine step, so managers keep
+        running totals and touch the per-sequence arrays as little as they can.
+        """

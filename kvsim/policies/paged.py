@@ -205,13 +205,26 @@ class PagedKVManager(KVCacheManager):
     def num_used_blocks(self) -> int:
         return self.allocator.num_used
 
-    def usage(self, seqs: np.ndarray, num_tokens: np.ndarray, final_tokens: np.ndarray) -> CacheUsage:
-        held = self._held[seqs] * self.block_size
-        # The newest token's KV is written by the next step; its slot already counts as used.
-        stored = int(np.minimum(num_tokens, held).sum())
-        return CacheUsage(token_states=stored, reserved=0,
-                          internal_fragmentation=int(held.sum()) - stored,
-                          free=self.allocator.num_free * self.block_size)
+    def usage(self, seqs: np.ndarray, num_tokens: np.ndarray) -> CacheUsage:
+        """Each physical block once. The held blocks (pinned prefix blocks included) split
+        into written slots (token states) and the unwritten tails of the sequences' last
+        blocks (internal fragmentation); nothing is reserved ahead. Evictable cached blocks
+        count as free: the allocator hands them out on demand exactly like free ones, and
+        their KV is only a chance of a future hit.
+
+        Every sequence holds room for its tokens and less than a block more, so the summed
+        tails are ``logical blocks x block size - tokens``, from a running total and one
+        sum; only sharers of a partial last block (after a fork, until copy-on-write) need
+        a look at their block tables, so that the shared tail counts once.
+        """
+        if len(seqs) != len(self.block_tables):
+            raise AssertionError(f"usage of {len(seqs)} sequences; {len(self.block_tables)} hold blocks")
+        size, free = self.block_size, self.allocator.num_free
+        unwritten = self._logical * size - int(np.add.reduce(num_tokens))
+        if self.cow.active:
+            unwritten -= self.cow.duplicated_tail_slots(seqs, num_tokens, self._held[seqs], self.block_tables)
+        return CacheUsage(token_states=(self.num_blocks - free) * size - unwritten, reserved=0,
+                          internal_fragmentation=unwritten, free=free * size)
 
 
 @register("paged", "vLLM PagedAttention: on-demand blocks through block tables, copy-on-write sharing, preemption by recompute or swap")

@@ -38,14 +38,17 @@ class Policy:
     name: str
     description: str
     build: Callable[[PolicyContext], Scheduler]
+    #: Does it ever preempt? A policy that reserves a request's whole life at admission
+    #: does not, so ``--preemption`` / ``--swap-space`` mean nothing to it.
+    preempts: bool = True
 
 
 _POLICIES: dict[str, Policy] = {}
 
 
-def register(name: str, description: str):
+def register(name: str, description: str, preempts: bool = True):
     def decorator(build: Callable[[PolicyContext], Scheduler]):
-        _POLICIES[name] = Policy(name, description, build)
+        _POLICIES[name] = Policy(name, description, build, preempts)
         return build
     return decorator
 

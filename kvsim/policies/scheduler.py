@@ -383,17 +383,23 @@ class Scheduler:
             self._running_seqs = np.array([s for r in self.running for s in r.seqs], dtype=np.int64)
         return self._running_seqs
 
-    def kv_usage(self, written_only: bool = False) -> CacheUsage:
-        """How the running sequences hold the cache now, from the KV policy's own state.
+    def kv_usage(self, plan: StepPlan, written_only: bool = False) -> CacheUsage:
+        """How the running sequences hold the cache while ``plan`` runs, from the KV policy's
+        own state.
 
-        Each sequence's newest token counts as stored, as in a step in flight (its KV is
-        being written); ``written_only`` leaves it out, which inside ``on_run_end`` gives
-        the cache during the run's last step.
+        A sequence the step advances counts its newest token as stored (its KV is being
+        written); one that sits a prefill step out has not written its newest token's KV.
+        ``written_only`` leaves every newest token out, which inside ``on_run_end`` gives
+        the cache during a decode run's last step.
         """
         seqs = self._batch_seqs()
-        tokens = self.seq_table.num_tokens[seqs]
-        final = tokens + self.seq_table.remaining[seqs] - 1
-        return self.kv.usage(seqs, tokens - 1 if written_only else tokens, final)
+        tokens = self.seq_table.num_tokens[seqs]  # a copy: adjusted in place below
+        if written_only:
+            tokens -= 1
+        elif plan.kind == PREFILL:
+            # The admitted groups were appended to the running list; the rest sit it out.
+            tokens[:len(seqs) - sum(len(r.seqs) for r in plan.requests)] -= 1
+        return self.kv.usage(seqs, tokens)
 
     # -- fast-forward and commit --------------------------------------------------------------
     def headroom(self, plan: StepPlan, max_steps: int) -> int:

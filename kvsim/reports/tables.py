@@ -54,8 +54,8 @@ def print_run_summary(console: Console, result) -> None:
                          f"swapped {s['swapped_bytes'] / GiB:,.2f} GiB"),
         ("sharing", f"saves {s['sharing_memory_saving']:.1%} of blocks; {s['forks']:,} forks, "
                     f"{s['block_copies']:,} block copies"),
-        ("prefix cache", f"hit rate {s['prefix_hit_rate']:.1%}, "
-                         f"{s['prefill_tokens_saved']:,} prefill tokens saved"),
+        ("prefix cache", "off" if s['prefix_hit_rate'] != s['prefix_hit_rate'] else  # NaN: no look-ups
+                         f"hit rate {s['prefix_hit_rate']:.1%}, {s['prefill_tokens_saved']:,} prefill tokens saved"),
         ("engine steps", f"{s['num_steps']:,} in {s['num_step_events']:,} events"),
     )
     for row in rows:
@@ -89,9 +89,18 @@ COMPARE_WASTE = (
     ("internal frag.", "waste_internal_fragmentation", "%"),
     ("external & other", "waste_external_and_other", "%"),
 )
+# A third table when blocks may be shared: what sharing saved, and what it cost.
+COMPARE_SHARING = (
+    ("memory saved\nby sharing", "sharing_memory_saving", "%"),
+    ("forks", "forks", "{:,}"),
+    ("block copies", "block_copies", "{:,}"),
+    ("prefix hit rate", "prefix_hit_rate", "%"),
+)
 
 
 def _compare_cell(value, fmt: str) -> str:
+    if value != value:  # NaN: not measured (e.g. no prefix lookups)
+        return "-"
     if fmt == "ms":
         return f"{value * 1e3:.1f}"
     if fmt == "s":  # 3 significant digits, never in scientific notation
@@ -101,12 +110,16 @@ def _compare_cell(value, fmt: str) -> str:
     return fmt.format(value)
 
 
-def print_compare_table(console: Console, table, caption: str) -> None:
+def print_compare_table(console: Console, table, caption: str, sharing: bool = False) -> None:
     """A ``simcli compare`` table, one row per (policy, rate): serving metrics, then where
-    the KV cache went (time-averaged shares of its slots, summing to 100%)."""
-    for title, columns, note in (
-            ("Policy comparison: serving (same trace for every policy)", COMPARE_SERVING, None),
-            ("Policy comparison: KV cache by use, time average", COMPARE_WASTE, caption)):
+    the KV cache went (time-averaged shares of its slots, summing to 100%), and with
+    ``sharing`` (sampling, beams, prefixes on) what block sharing saved and cost."""
+    tables = [("Policy comparison: serving (same trace for every policy)", COMPARE_SERVING),
+              ("Policy comparison: KV cache by use, time average", COMPARE_WASTE)]
+    if sharing:
+        tables.append(("Policy comparison: block sharing", COMPARE_SHARING))
+    for i, (title, columns) in enumerate(tables):
+        note = caption if i == len(tables) - 1 else None
         out = Table(title=title, caption=note, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
         out.add_column("policy", no_wrap=True)
         out.add_column("rate\nreq/s", justify="right", no_wrap=True)

@@ -2,7 +2,10 @@
 so every difference in the table comes from the policy.
 
 For each request rate the trace is generated once, in the parent process, and handed to
-every policy's run.
+every policy's run. Sharing options (``--n``, ``--beam-width``, shared prefixes, prefix
+caching) shape the trace and apply to every policy: a policy that cannot share blocks
+(contiguous reservation) holds a private copy of each shared prompt instead. Preemption
+options apply to the policies that preempt.
 """
 
 from __future__ import annotations
@@ -33,6 +36,30 @@ def parse_policies(text: str) -> list[str]:
     return names
 
 
+def policy_config(config: SimConfig, name: str) -> SimConfig:
+    """``config`` for policy ``name``. A policy that never preempts runs with the default
+    preemption setting, so ``--preemption swap`` compares paged's swapping with the rest
+    rather than being refused by them."""
+    if get_policy(name).preempts:
+        return config.with_overrides(policy=name)
+    return config.with_overrides(policy=name, preemption=SimConfig.preemption)
+
+
+def sharing_settings(config: SimConfig) -> list[str]:
+    """The options under which block tables share blocks, in words ([] when none is set)."""
+    parts = []
+    if config.n > 1:
+        parts.append(f"n {config.n}" + (" (independent lengths)" if config.independent_sample_lengths else ""))
+    if config.beam_width > 1:
+        parts.append(f"beam width {config.beam_width} (stay {config.beam_stay:g}, skew {config.beam_skew:g})")
+    if config.prefix_len:
+        count = f"{config.num_prefixes} shared prefixes" if config.num_prefixes > 1 else "shared prefix"
+        parts.append(f"{count} of {config.prefix_len} tokens")
+    if config.prefix_caching:
+        parts.append("prefix caching")
+    return parts
+
+
 def _run_point(point: tuple[SimConfig, Trace]) -> dict:
     config, trace = point
     result = run(config, trace=trace)
@@ -46,7 +73,7 @@ def compare_policies(base: SimConfig, policies: list[str], rates: list[float | N
     model = load_model(base.model, base.dtype)
     configs = [base.with_overrides(rate=rate).validate() for rate in rates]
     traces = [prepare_trace(config, model) for config in configs]
-    points = [(config.with_overrides(policy=policy), trace)
+    points = [(policy_config(config, policy), trace)
               for policy in policies for config, trace in zip(configs, traces)]
     rows = []
     with ExitStack() as stack:  # one job runs in this process: no pickling, no start-up
@@ -63,6 +90,10 @@ def caption(base: SimConfig, num_requests: int) -> str:
     model, gpu = load_model(base.model, base.dtype), load_gpu(base.gpu)
     cost = select_cost_model(base, model, gpu)
     gpus = f"{base.num_replicas}x " if base.num_replicas > 1 else ""
-    return (f"{model.name} on {gpus}{gpu.name} · trace {base.trace} ({num_requests} requests, "
-            f"{base.arrival} arrivals, seed {base.seed}) · block size {base.block_size} · "
-            f"cost model {cost.name} ({cost.kind})")
+    settings = sharing_settings(base)
+    if base.preemption == "swap":
+        settings.append(f"preemption by swap ({base.swap_space:g} GiB)")
+    return " · ".join([
+        f"{model.name} on {gpus}{gpu.name}",
+        f"trace {base.trace} ({num_requests} requests, {base.arrival} arrivals, seed {base.seed})",
+        f"block size {base.block_size}", *settings, f"cost model {cost.name} ({cost.kind})"])

@@ -60,7 +60,7 @@ class Replica:
                 raise RuntimeError("requests wait but nothing can be scheduled; "
                                    "the policy admitted a request it can never run")
             start = env.now
-            at_start = scheduler.kv_usage()
+            at_start = scheduler.kv_usage(plan)
             durations = self._durations(plan)
             if plan.swap_in_blocks or plan.swap_out_blocks:
                 durations[0] -= yield from self._transfer(plan)
@@ -80,7 +80,7 @@ class Replica:
     def _at_run_end(self, plan: StepPlan, steps: int) -> None:
         """The cache during a run's last step (only a run of several steps differs from its first)."""
         if steps > 1:
-            self._run_end_usage = self.scheduler.kv_usage(written_only=True)
+            self._run_end_usage = self.scheduler.kv_usage(plan, written_only=True)
 
     def _mean_usage(self, at_start: CacheUsage) -> tuple[float, float, float, float]:
         """Slots per waste category, averaged over the run: a decode run grows token states

@@ -1,9 +1,10 @@
 """`simcli compare` end to end: one table over policies and rates, CSV and figures, bad input."""
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
-from kvsim.cli import app
+from kvsim.cli import app, parse_option_args
 from kvsim.config import SimConfig
 from kvsim.sim import compare
 from kvsim.sim.run import prepare_trace
@@ -55,3 +56,56 @@ def test_bad_input_is_one_line_and_exit_2():
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
         assert len(result.output.strip().splitlines()) == 1
+
+
+def test_compare_shows_sharing_against_contiguous(tmp_path):
+    result = runner.invoke(app, ["compare", "--policies", "paged,orca-oracle", "--beam-width", "4",
+                                 "--rate", "2", "--num-requests", "8", "--jobs", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "block sharing" in result.output and "beam width 4" in result.output
+    paged, oracle = pd.read_csv(tmp_path / "compare.csv").to_dict("records")
+    assert paged["forks"] > 0 and 0 < paged["sharing_memory_saving"] < 1
+    # Contiguous reservation cannot share: private prompt copies, beams copy their parents.
+    assert oracle["forks"] == 0 and oracle["sharing_memory_saving"] == 0
+    assert oracle["block_copies"] > paged["block_copies"]
+
+
+@pytest.mark.parametrize("options, expected", [
+    (["--n", "2", "--independent-sample-lengths", "--prefix-len", "32", "--num-prefixes", "2",
+      "--prefix-popularity", "0.5", "--prefix-caching", "--preemption", "swap", "--swap-space", "2"],
+     dict(n=2, independent_sample_lengths=True, prefix_len=32, num_prefixes=2, prefix_popularity=0.5,
+          prefix_caching=True, preemption="swap", swap_space=2.0)),
+    (["--beam-width", "3", "--beam-stay", "0.2", "--beam-skew", "2", "--prefix-caching", "false"],
+     dict(beam_width=3, beam_stay=0.2, beam_skew=2.0, prefix_caching=False, preemption="recompute")),
+])
+def test_compare_passes_every_run_option_through(monkeypatch, options, expected):
+    configs = []
+    run_point = compare._run_point
+    monkeypatch.setattr(compare, "_run_point", lambda point: configs.append(point[0]) or run_point(point))
+    result = runner.invoke(app, ["compare", "--policies", "paged,orca-oracle", "--rate", "4",
+                                 "--num-requests", "6", "--jobs", "1", *options])
+    assert result.exit_code == 0, result.output
+    assert "block sharing" in result.output
+    assert [c.policy for c in configs] == ["paged", "orca-oracle"]
+    for config in configs:
+        # orca-oracle never preempts, so it runs with the default preemption setting.
+        preemption = expected["preemption"] if config.policy == "paged" else "recompute"
+        assert {name: getattr(config, name) for name in expected} == {**expected, "preemption": preemption}
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "x"], "--seed value 'x' is not a int"),
+    (["--prefix-caching", "maybe"], "--prefix-caching value 'maybe' is not a bool"),
+    (["--n"], "--n needs a value"),
+    (["--nope", "1"], "unknown option --nope"),
+])
+def test_option_errors_name_the_command(command, args, message):
+    result = runner.invoke(app, [command, "--jobs", "1", *args])
+    assert result.exit_code == 2, result.output
+    assert f"{command}: {message}" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_switches_take_true_false_lists():
+    assert parse_option_args("sweep", ["--prefix-caching", "false,true", "--independent-sample-lengths"]) == {
+        "prefix_caching": [False, True], "independent_sample_lengths": [True]}

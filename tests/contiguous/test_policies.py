@@ -40,7 +40,7 @@ def test_each_orca_rule_reserves_its_size(name, expected):
     plan = scheduler.schedule()
     assert plan.kind == PREFILL
     assert scheduler.kv.allocator.allocated_ranges() == [(0, expected)]
-    usage = scheduler.kv_usage()
+    usage = scheduler.kv_usage(plan)
     assert (usage.token_states, usage.reserved) == (100, 29)
     assert usage.internal_fragmentation == expected - 129
     assert usage.free == 64 * 16 - expected

@@ -60,6 +60,8 @@ def test_usage_accounts_every_slot():
     kv = PagedKVManager(num_blocks=10, block_size=4, watermark=0.0)
     kv.admit(0, 5, 20)
     kv.admit(1, 3, 20)
-    usage = kv.usage(np.array([0, 1]), np.array([5, 3]), np.array([20, 20]))
+    usage = kv.usage(np.array([0, 1]), np.array([5, 3]))
     assert usage.token_states == 8 and usage.internal_fragmentation == 4
     assert usage.token_states + usage.reserved + usage.internal_fragmentation + usage.free == 40
+    kv.fork(0, 2)  # shares both blocks, the partial tail included: nothing new is held
+    assert kv.usage(np.array([0, 1, 2]), np.array([5, 3, 5])) == usage

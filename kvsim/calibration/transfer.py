@@ -1,0 +1,82 @@
+"""Derive a profile for a GPU nobody measured, from one that was, by each term's scaling class.
+
+The rule (docs/calibration.md): a coefficient of class
+  * "compute" is multiplied by source / target dense fp16 FLOP/s,
+  * "memory"  by source / target HBM bandwidth,
+  * "pcie"    by source / target PCIe bandwidth,
+  * "fixed"   (host work, launch latency) is kept,
+all from the datasheets (``kvsim.hardware``): the measured GPU's efficiency at each
+rate is assumed to carry over. The result says it is derived, from what, and by which
+ratios; it carries no measurements of its own.
+
+``python -m kvsim.calibration.transfer SRC.json GPU [--out FILE]`` writes one;
+:func:`transfer_error` measures the rule where both ends were measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from dataclasses import asdict
+from pathlib import Path
+
+from kvsim.calibration.fit import prediction_errors
+from kvsim.calibration.profile import TERMS, load_profile, profile_name, save_profile
+from kvsim.hardware import GPUSpec, load_gpu
+from kvsim.models import ModelSpec
+
+RULE = ("compute terms x FLOP/s ratio, memory terms x HBM bandwidth ratio, PCIe terms x PCIe "
+        "bandwidth ratio (datasheets, source over target); fixed terms kept")
+
+
+def scaling_ratios(source: dict, target: GPUSpec) -> dict[str, float]:
+    """Factor applied to each scaling class's coefficients going from ``source`` to ``target``."""
+    return {"fixed": 1.0,
+            "compute": source["fp16_flops"] / target.fp16_flops,
+            "memory": source["hbm_bandwidth"] / target.hbm_bandwidth,
+            "pcie": source["pcie_bandwidth"] / target.pcie_bandwidth}
+
+
+def derive_profile(source: dict, target: GPUSpec, created: str | None = None) -> dict:
+    """``source`` (a measured profile document) transferred to ``target``."""
+    ratios = scaling_ratios(source["gpu"], target)
+    coefficients = {kind: {term: source["coefficients"][kind][term] * ratios[cls] for term, cls in terms}
+                    for kind, terms in TERMS.items()}
+    keep = ("format", "version", "model", "dtype", "tensor_parallel", "block_size", "grid",
+            "graph_batch_sizes", "attention_partition", "term_classes")
+    doc = {k: source[k] for k in keep if k in source}
+    doc.update({
+        "name": profile_name(source["model"]["name"], target.name),
+        "gpu": asdict(target),
+        "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "provenance": {"kind": "derived", "from": source["name"], "source_created": source["created"],
+                       "source_device": source.get("environment", {}).get("device_name"),
+                       "rule": RULE, "ratios": ratios},
+        "coefficients": coefficients,
+        # What the source's fit achieved; the transfer's own error is in docs/calibration.md.
+        "fit_report": {"source": source["fit_report"]},
+    })
+    return doc
+
+
+def transfer_error(source: dict, measured: dict, spec: ModelSpec) -> dict:
+    """Errors of ``source`` transferred to ``measured``'s GPU against every step measured there."""
+    from kvsim.calibration.profile_model import ProfileCostModel, gpu_of
+
+    model = ProfileCostModel(derive_profile(source, gpu_of(measured)), spec, measured["block_size"])
+    return {kind: prediction_errors(model, kind, measured["measurements"][kind])
+            for kind in ("decode", "prefill", "copy", "swap")}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("source", type=Path, help="measured profile")
+    parser.add_argument("gpu", help="target GPU: built-in name or spec file")
+    parser.add_argument("--out", type=Path, help="derived profile (default: MODEL@GPU.json)")
+    args = parser.parse_args(argv)
+    doc = derive_profile(load_profile(args.source), load_gpu(args.gpu))
+    print(save_profile(doc, args.out or Path(f"{doc['name']}.json")))
+
+
+if __name__ == "__main__":
+    main()
