@@ -352,8 +352,13 @@ def validate(
     from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
 
     grid = parse_option_args("validate", list(ctx.args))
-    points = load_campaign(campaign) if campaign else [
-        dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+    if campaign:  # options given beside a campaign apply to all its points (e.g. --profile)
+        if any(len(values) > 1 for values in grid.values()):
+            raise KvsimError("validate: with --campaign, other options take one value")
+        points = [{**point, **{name: values[0] for name, values in grid.items()}}
+                  for point in load_campaign(campaign)]
+    else:
+        points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     gpu = detect_gpu()
     configs = [SimConfig(**{"gpu": gpu, **point}).validate() for point in points]
     table = run_campaign(configs, out, progress=lambda text: err_console.print(text))

@@ -61,3 +61,46 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache
         q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
         is_causal=mask is None, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
     return out.transpose(0, 1)
+
+
+class PaddedGroups:
+    """Uncached prefill sequences batched into a few padded groups of similar length, so a
+    layer's attention is one fused SDPA call per group instead of one call per sequence
+    (which made prefill launch-bound: ~0.3 ms of host time per sequence and layer).
+
+    Right padding is exact under a causal mask: a real query at position i attends only to
+    keys 0..i, all real; padded queries are computed and dropped. Sequences are grouped
+    longest first while padding adds at most ``max_waste`` to the group's attention work.
+    """
+
+    def __init__(self, lengths: list[int], starts: list[int], device, max_waste: float = 0.5) -> None:
+        order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+        groups: list[list[int]] = []
+        for i in order:
+            if groups:
+                group = groups[-1]
+                longest = lengths[group[0]]
+                work = sum(lengths[j] ** 2 for j in group) + lengths[i] ** 2
+                if longest ** 2 * (len(group) + 1) <= (1 + max_waste) * work:
+                    group.append(i)
+                    continue
+            groups.append([i])
+        self.groups = []
+        for group in groups:
+            longest = lengths[group[0]]
+            offsets = torch.arange(longest)
+            lens = torch.tensor([lengths[i] for i in group])
+            first = torch.tensor([starts[i] for i in group])
+            valid = offsets[None, :] < lens[:, None]
+            gather = first[:, None] + torch.minimum(offsets[None, :], lens[:, None] - 1)
+            self.groups.append((len(group), longest, gather.to(device), valid.flatten().nonzero().squeeze(1).to(device),
+                                gather[valid].to(device)))
+
+    def attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor,
+                  scale: float) -> None:
+        """Write the causal self-attention of every grouped token into ``out`` (``[n, heads, d]``)."""
+        gqa = q.shape[1] != k.shape[1]
+        for size, longest, gather, padded_rows, token_rows in self.groups:
+            qg, kg, vg = (t[gather].transpose(1, 2) for t in (q, k, v))  # [G, heads, L, d]
+            og = F.scaled_dot_product_attention(qg, kg, vg, is_causal=True, scale=scale, enable_gqa=gqa)
+            out[token_rows] = og.transpose(1, 2).reshape(size * longest, *out.shape[1:])[padded_rows]

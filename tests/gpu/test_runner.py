@@ -88,6 +88,19 @@ def test_prefill_with_cached_prefix(models):
     _close(logits[0], _hf_logits(hf, seq)[-1])
 
 
+def test_mixed_prefill_batch_of_cached_and_fresh_sequences(models):
+    """Fresh sequences go through padded groups, cached ones through the paged path, in one step."""
+    hf, make = models
+    runner = make()
+    cached_seq = [7, 3, 9, 1, 4, 4, 2, 8, 50, 51, 52]
+    fresh = [[5, 6, 7, 8, 9, 10, 11, 12, 13], [2, 3], [40, 41, 42, 43, 44, 45, 46, 47]]
+    tables = _tables([len(cached_seq)] + [len(s) for s in fresh], 5)
+    runner.prefill([cached_seq[:6]], tables[:1])
+    logits = runner.prefill([cached_seq[6:]] + fresh, tables, num_cached=[6, 0, 0, 0])
+    for row, seq in zip(logits, [cached_seq] + fresh):
+        _close(row, _hf_logits(hf, seq)[-1])
+
+
 def test_copy_on_write_block_gives_same_continuation(models):
     """A forked sequence whose last, partly filled block was copied decodes like the original."""
     _, make = models
