@@ -368,7 +368,9 @@ def validate(
     caption = f"GPU {configs[0].gpu}; " + "; ".join(sorted({f"{c.model} on {c.trace}" for c in configs}))
     latency_scatter(requests, out / "latency_scatter.png", caption)
     step_error_histogram(steps, out / "step_error.png", caption)
-    console.print(relative_errors(table).to_string(index=False, float_format=lambda v: f"{v:+.1%}"))
+    errors = relative_errors(table)
+    console.print(errors.to_string(index=False, formatters={
+        c: (lambda v: f"{v:+.1%}") for c in errors.columns if c.endswith("_rel_error")}))
     console.print(f"per-step cost-model error: {step_error_summary(steps)}")
     console.print(f"wrote {out}/validation.csv, requests.csv, steps.csv, latency_scatter.png, step_error.png")
 

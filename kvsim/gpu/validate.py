@@ -114,7 +114,14 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
         row[f"{metric}_rel_error"] = (s - m) / m if m else float("nan")
     real_requests = measured_recorder.requests_frame()
     sim_requests = simulated.recorder.requests_frame()
+    # Both sides' timelines in full, so any metric can be recomputed without the GPU.
     requests = pd.DataFrame({"point": _label(row), "request_id": real_requests.request_id,
+                             "status": real_requests.status, "prompt_len": real_requests.prompt_len,
+                             "output_len": real_requests.output_len, "arrival": real_requests.arrival,
+                             "first_token_measured": real_requests.first_token,
+                             "first_token_simulated": sim_requests.first_token,
+                             "finish_measured": real_requests.finish,
+                             "finish_simulated": sim_requests.finish,
                              "e2e_measured": real_requests.e2e_latency,
                              "e2e_simulated": sim_requests.e2e_latency})
     steps = pd.DataFrame(executor.step_times, columns=["kind", "num_seqs", "tokens", "measured_s", "predicted_s"])
