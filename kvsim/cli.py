@@ -53,7 +53,7 @@ def run(
     gpu: str = typer.Option("a100-40gb", help="Built-in GPU name or path to a GPU spec JSON."),
     policy: str = typer.Option("paged", help="KV-cache policy (see `simcli policies`)."),
     trace: str = typer.Option("sharegpt", help="Built-in workload (sharegpt, alpaca) or a trace file."),
-    rate: Optional[float] = typer.Option(1.0, help="Requests per second; 0 < rate."),
+    rate: Optional[float] = typer.Option(2.0, help="Requests per second; 0 < rate."),
     num_requests: Optional[int] = typer.Option(None, help="Number of requests [default: 1000, or all that arrive within --duration]."),
     duration: Optional[float] = typer.Option(None, help="Stop generating arrivals after this many seconds."),
     arrival: str = typer.Option("poisson", help="poisson, gamma, or trace (the file's timestamps)."),

@@ -32,7 +32,7 @@ class SimConfig:
     profile: str | None = None
     # Workload
     trace: str = "sharegpt"
-    rate: float | None = 1.0
+    rate: float | None = 2.0  # OPT-13B on an A100-40GB: loaded (57% KV, some preemption), below saturation
     num_requests: int | None = None  # None: 1000, or as many as arrive within `duration`
     duration: float | None = None
     arrival: str = "poisson"
