@@ -10,6 +10,7 @@ import functools
 import itertools
 import sys
 import typing
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 from pathlib import Path
@@ -375,7 +376,13 @@ def validate(
     console.print(f"wrote {out}/validation.csv, requests.csv, steps.csv, latency_scatter.png, step_error.png")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings (e.g. a cost extrapolated past a profile's measured range) as one line each."""
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
+    warnings.showwarning = _show_warning
     try:
         app()
     except KeyboardInterrupt:
