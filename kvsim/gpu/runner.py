@@ -192,22 +192,11 @@ class ModelRunner:
                        self._int_tensor([p for ps in positions for p in ps]),
                        self._int_tensor(self._slots(block_tables, positions)))
 
-        starts = [0]
-        for length in lengths[:-1]:
-            starts.append(starts[-1] + length)
-        fresh = [j for j, c in enumerate(num_cached) if c == 0]
-        groups = ops.PaddedGroups([lengths[j] for j in fresh], [starts[j] for j in fresh], self.device)
-        cached = [j for j, c in enumerate(num_cached) if c > 0]
-
         def attend(i, q, k, v):
-            out = torch.empty_like(q)
-            groups.attention(q, k, v, out, self.scale)
             kc, vc = self.caches[2 * i], self.caches[2 * i + 1]
-            for j in cached:  # a cached prefix is read from the paged cache, one sequence at a time
-                rows = slice(starts[j], starts[j] + lengths[j])
-                out[rows] = ops.prefill_attention(q[rows], k[rows], v[rows], kc, vc, block_tables[j],
-                                                  num_cached[j], self.scale)
-            return out
+            parts = zip(q.split(lengths), k.split(lengths), v.split(lengths), block_tables, num_cached)
+            return torch.cat([ops.prefill_attention(*p[:3], kc, vc, p[3], p[4], self.scale)
+                              for p in parts])
 
         hidden = self._hidden(batch, attend)
         last = torch.tensor(lengths, device=self.device).cumsum(0) - 1
