@@ -115,7 +115,7 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
     real_requests = measured_recorder.requests_frame()
     sim_requests = simulated.recorder.requests_frame()
     # Both sides' timelines in full, so any metric can be recomputed without the GPU.
-    requests = pd.DataFrame({"point": _label(row), "request_id": real_requests.request_id,
+    requests = pd.DataFrame({"point": point_label(config), "request_id": real_requests.request_id,
                              "status": real_requests.status, "prompt_len": real_requests.prompt_len,
                              "output_len": real_requests.output_len, "arrival": real_requests.arrival,
                              "first_token_measured": real_requests.first_token,
@@ -125,12 +125,23 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
                              "e2e_measured": real_requests.e2e_latency,
                              "e2e_simulated": sim_requests.e2e_latency})
     steps = pd.DataFrame(executor.step_times, columns=["kind", "num_seqs", "tokens", "measured_s", "predicted_s"])
-    steps.insert(0, "point", _label(row))
+    steps.insert(0, "point", point_label(config))
     return row, requests, steps
 
 
-def _label(row: dict) -> str:
-    return f"{row['model']} {row['trace']} {row['rate']} req/s {row['policy']}"
+def point_label(config: SimConfig) -> str:
+    """A point's name in plots and CSVs: what sets it apart from the campaign's other points."""
+    label = f"{config.model} {config.trace} {config.rate:g} req/s {config.policy}"
+    default = SimConfig()
+    if config.gpu_memory_utilization != default.gpu_memory_utilization:
+        label += f", memory {config.gpu_memory_utilization:g}"
+    if config.preemption != default.preemption or config.gpu_memory_utilization != default.gpu_memory_utilization:
+        label += f", {config.preemption}"
+    if config.beam_width > 1:
+        label += f", beam {config.beam_width}"
+    if config.n > 1:
+        label += f", n {config.n}"
+    return label
 
 
 def run_campaign(configs: list[SimConfig], out_dir: Path, progress=print) -> pd.DataFrame:
