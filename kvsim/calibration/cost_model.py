@@ -31,11 +31,13 @@ class CostModel(ABC):
 
     @abstractmethod
     def copy_time(self, num_blocks: int) -> float:
-        """Seconds to copy ``num_blocks`` KV blocks inside GPU memory (copy-on-write)."""
+        """Seconds to copy ``num_blocks`` KV blocks inside GPU memory (copy-on-write); none
+        cost nothing."""
 
     @abstractmethod
     def swap_time(self, num_blocks: int) -> float:
-        """Seconds to move ``num_blocks`` KV blocks one way between GPU and host memory."""
+        """Seconds to move ``num_blocks`` KV blocks one way between GPU and host memory; none
+        cost nothing."""
 
     def plan_durations(self, plan, steps: int = 1) -> np.ndarray:
         """Seconds of each of ``steps`` executions of a scheduler's StepPlan (decode plans may
@@ -44,8 +46,9 @@ class CostModel(ABC):
             durations = self.decode_times(len(plan.seqs), int(plan.context_lens.sum()), steps)
         else:
             durations = np.array([self.prefill_time(plan.new_tokens, plan.context_lens)])
-        durations[0] += (self.copy_time(plan.block_copies) + self.swap_time(plan.swap_in_blocks)
-                         + self.swap_time(plan.swap_out_blocks))
+        if plan.block_copies or plan.swap_in_blocks or plan.swap_out_blocks:  # most steps move none
+            durations[0] += (self.copy_time(plan.block_copies) + self.swap_time(plan.swap_in_blocks)
+                             + self.swap_time(plan.swap_out_blocks))
         return durations
 
     def describe(self) -> dict:

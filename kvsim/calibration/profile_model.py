@@ -51,6 +51,7 @@ class ProfileCostModel(CostModel):
         # Copies and swaps were fitted per block of the profile's size; price bytes, not blocks.
         self.block_scale = block_size / doc["block_size"]
         self._warned: set[tuple[str, str]] = set()
+        self._graphs: dict[int, tuple[int, int, float]] = {}
 
     def _check(self, kind: str, **values: float) -> None:
         for axis, value in values.items():
@@ -61,12 +62,21 @@ class ProfileCostModel(CostModel):
                               f"measured {limit:g}; its cost is extrapolated", OutOfRangeWarning,
                               stacklevel=3)
 
+    def _decode_graph(self, batch_size: int) -> tuple[int, int, float]:
+        """The decode graph's rows and partition and the host's time for ``batch_size``
+        sequences: fixed per batch size, and asked for once per simulated event."""
+        graph = self._graphs.get(batch_size)
+        if graph is None:
+            rows, partition = graph_for(self.graph_sizes, self.partitions, batch_size)
+            graph = self._graphs[batch_size] = (rows, partition,
+                                                host_features(batch_size) @ self.coef["host"])
+        return graph
+
     def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
         context = total_context + batch_size * np.arange(steps, dtype=np.float64)
         self._check("decode", batch=batch_size, total_context=float(context[-1]))
-        rows, partition = graph_for(self.graph_sizes, self.partitions, batch_size)
-        gpu = decode_features(batch_size, rows, partition, context)
-        fitted = gpu @ self.coef["decode"] + host_features(batch_size) @ self.coef["host"]
+        rows, partition, host = self._decode_graph(batch_size)
+        fitted = decode_features(batch_size, rows, partition, context) @ self.coef["decode"] + host
         return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps))
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:

@@ -47,23 +47,26 @@ class RooflineCostModel(CostModel):
         a = assumptions
         self._flop_rate = gpu.fp16_flops * a.prefill_flops_efficiency
         self._byte_rate = gpu.hbm_bandwidth * a.memory_efficiency
-        self._block_bytes = block_size * model.kv_bytes_per_token
+        # ModelSpec derives these on every access; the simulator prices a step per event.
+        self._linear_flops = model.linear_flops_per_token
+        self._pair_flops = model.attention_flops_per_pair
+        self._kv_bytes = model.kv_bytes_per_token
+        self._weight_bytes = model.weight_bytes
+        self._block_bytes = block_size * self._kv_bytes
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
-        m = self.model
         new = new_tokens.astype(np.float64)
         cached = context_lens - new
         pairs = float((new * (new + 1) / 2 + new * cached).sum())  # causal attention pairs
-        flops = m.linear_flops_per_token * float(new.sum()) + m.attention_flops_per_pair * pairs
-        kv_bytes = m.kv_bytes_per_token * float(context_lens.sum())  # write new, read cached
-        busy = max(flops / self._flop_rate, (m.weight_bytes + kv_bytes) / self._byte_rate)
+        flops = self._linear_flops * float(new.sum()) + self._pair_flops * pairs
+        kv_bytes = self._kv_bytes * float(context_lens.sum())  # write new, read cached
+        busy = max(flops / self._flop_rate, (self._weight_bytes + kv_bytes) / self._byte_rate)
         return busy + self.assumptions.step_overhead_s
 
     def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
-        m = self.model
         context = total_context + batch_size * np.arange(steps, dtype=np.float64)
-        flops = m.linear_flops_per_token * batch_size + m.attention_flops_per_pair * context
-        bytes_moved = m.weight_bytes + m.kv_bytes_per_token * (context + batch_size)
+        flops = self._linear_flops * batch_size + self._pair_flops * context
+        bytes_moved = self._weight_bytes + self._kv_bytes * (context + batch_size)
         busy = np.maximum(flops / self._flop_rate, bytes_moved / self._byte_rate)
         return busy + self.assumptions.step_overhead_s
 

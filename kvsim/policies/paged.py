@@ -137,17 +137,18 @@ class PagedKVManager(KVCacheManager):
         if self.cow.active:
             self.cow.write(self._writers(seqs, num_tokens), self.block_tables)
         new = self._new_blocks(seqs, num_tokens + steps - 1)
-        growing = np.flatnonzero(new)
+        growing = new.nonzero()[0]
         if not len(growing):
             return
-        blocks = self.allocator.allocate(int(new.sum()))  # one call, then dealt out in order
-        ends = np.cumsum(new[growing]).tolist()
-        start = 0
-        for i, end in zip(growing.tolist(), ends):
-            self.block_tables[int(seqs[i])].extend(blocks[start:end])
-            start = end
+        counts = new[growing].tolist()
+        total = sum(counts)
+        blocks = self.allocator.allocate(total)  # one call, then dealt out in order
+        tables, start = self.block_tables, 0
+        for seq, count in zip(seqs[growing].tolist(), counts):
+            tables[seq].extend(blocks[start:start + count])
+            start += count
         self._held[seqs] += new
-        self._logical += int(new.sum())
+        self._logical += total
 
     def take_block_copies(self) -> int:
         copies, self.cow.copies = self.cow.copies, []

@@ -435,7 +435,7 @@ class Scheduler:
                 if request.beam and request.status is Status.RUNNING and table.remaining[request.seqs[0]]:
                     self._reselect_beams(request)
                     self._running_seqs = None
-        done = np.flatnonzero(table.remaining[seqs] == 0)
+        done = (table.remaining[seqs] == 0).nonzero()[0]
         if not len(done):
             return []
         finished = []
