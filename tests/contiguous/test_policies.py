@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import random_traces
 
 from kvsim.calibration.roofline import RooflineCostModel
 from kvsim.errors import KvsimError
@@ -19,7 +20,6 @@ from kvsim.policies.scheduler import PREFILL, Scheduler
 from kvsim.sim import engine
 from kvsim.sim.cluster import RoundRobinRouter
 from kvsim.sim.metrics import KV_SLOT_COLUMNS, WASTE_KEYS, summarize
-from kvsim.workloads.trace import Trace
 
 MODEL, GPU = load_model("opt-13b"), load_gpu("a100-40gb")
 POLICIES = ("paged", "orca-oracle", "orca-pow2", "orca-max", "ft")
@@ -113,12 +113,7 @@ def test_ft_batch_size_is_settable_and_checked():
 
 @st.composite
 def workloads(draw):
-    n = draw(st.integers(1, 30))
-    gaps = draw(st.lists(st.floats(0, 1.0), min_size=n, max_size=n))
-    prompts = draw(st.lists(st.integers(1, 200), min_size=n, max_size=n))
-    outputs = draw(st.lists(st.integers(1, 200), min_size=n, max_size=n))
-    trace = Trace("random", np.cumsum(gaps), np.array(prompts, dtype=np.int64),
-                  np.array(outputs, dtype=np.int64))
+    trace = draw(random_traces(max_requests=30, max_gap=1.0, max_len=200))
     block_size = draw(st.sampled_from([1, 4, 16]))
     num_blocks = draw(st.integers(512 // block_size, 3000 // block_size))
     return trace, block_size, num_blocks

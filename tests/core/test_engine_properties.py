@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from strategies import random_traces
 
 from kvsim.calibration.roofline import RooflineCostModel
 from kvsim.hardware import load_gpu
@@ -12,7 +13,6 @@ from kvsim.policies.paged import PagedKVManager
 from kvsim.policies.scheduler import Scheduler
 from kvsim.sim import engine
 from kvsim.sim.cluster import LeastLoadedRouter, RoundRobinRouter
-from kvsim.workloads.trace import Trace
 
 MODEL, GPU = load_model("opt-13b"), load_gpu("a100-40gb")
 
@@ -31,12 +31,7 @@ class CheckedScheduler(Scheduler):
 
 @st.composite
 def workloads(draw):
-    n = draw(st.integers(1, 40))
-    gaps = draw(st.lists(st.floats(0, 2.0), min_size=n, max_size=n))
-    prompts = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
-    outputs = draw(st.lists(st.integers(1, 300), min_size=n, max_size=n))
-    trace = Trace("random", np.cumsum(gaps), np.array(prompts, dtype=np.int64),
-                  np.array(outputs, dtype=np.int64))
+    trace = draw(random_traces(max_requests=40, max_gap=2.0, max_len=300))
     block_size = draw(st.sampled_from([1, 2, 4, 16, 64]))
     num_blocks = draw(st.integers(320 // block_size + 1, 2000 // block_size + 2))
     replicas = draw(st.integers(1, 3))
