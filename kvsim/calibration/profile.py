@@ -38,7 +38,6 @@ TERMS: dict[str, tuple[tuple[str, str], ...]] = {
     "copy": (("fixed", "fixed"), ("blocks", "memory")),
     "swap": (("fixed", "fixed"), ("blocks", "pcie")),
 }
-SCALING_CLASSES = ("fixed", "memory", "compute", "pcie")
 # The measured range of each step kind: [min, max] per axis; the cost model warns beyond max.
 GRID_AXES = {
     "decode": ("batch", "total_context"),

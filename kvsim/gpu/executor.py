@@ -57,12 +57,13 @@ class RealExecutor:
             plan = scheduler.schedule()
             if plan is None:
                 raise RuntimeError("requests wait but nothing can be scheduled")
+            usage = scheduler.kv_usage(plan)  # one step: the cache as it runs, as the simulator records
             self._execute(plan)
             finished = scheduler.complete(plan, 1)
             measured = self._elapsed(started, plan)
             self._log_step(plan, measured)
             start, clock = clock, clock + measured
-            recorder.record_step(0, scheduler, plan, start, clock, 1)
+            recorder.record_step(0, scheduler, plan, start, clock, 1, kv_slots=usage.slots())
             if finished:
                 recorder.finished(finished, clock)
                 for request in finished:

@@ -23,6 +23,10 @@ class CacheUsage:
     internal_fragmentation: int  # held slots the sequence will never use
     free: int  # slots the allocator can hand out now
 
+    def slots(self) -> tuple[int, int, int, int]:
+        """The four categories in the order of the step records' columns."""
+        return self.token_states, self.reserved, self.internal_fragmentation, self.free
+
 
 @dataclass
 class BlockTransfers:

@@ -35,7 +35,6 @@ class CachingBlockAllocator(BlockAllocator):
         self._block_of: dict[int, int] = {}  # name -> block
         self._name_of: dict[int, int] = {}  # block -> name
         self._evictable: OrderedDict[int, None] = OrderedDict()  # unreferenced named blocks
-        self.evictions = 0
 
     @property
     def num_free(self) -> int:
@@ -53,7 +52,6 @@ class CachingBlockAllocator(BlockAllocator):
             block, _ = self._evictable.popitem(last=False)
             del self._block_of[self._name_of.pop(block)]
             self._free.append(block)
-            self.evictions += 1
         return super().allocate(count)
 
     def release(self, blocks: list[int]) -> None:

@@ -14,7 +14,6 @@ class Status(Enum):
     RUNNING = "running"
     SWAPPED = "swapped"
     FINISHED = "finished"
-    REJECTED = "rejected"
 
 
 @dataclass(eq=False, slots=True)
@@ -36,7 +35,6 @@ class Request:
     status: Status = Status.WAITING
     num_preemptions: int = 0
     recomputed_tokens: int = 0  # tokens prefilled again after preemptions
-    reject_reason: str = ""
 
     @property
     def max_tokens(self) -> int:

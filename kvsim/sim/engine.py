@@ -85,12 +85,10 @@ class Replica:
     def _mean_usage(self, at_start: CacheUsage) -> tuple[float, float, float, float]:
         """Slots per waste category, averaged over the run: a decode run grows token states
         linearly, so the mean of its first and last step is its average."""
-        first = (at_start.token_states, at_start.reserved, at_start.internal_fragmentation, at_start.free)
         last, self._run_end_usage = self._run_end_usage, None
         if last is None:
-            return first
-        return tuple((a + b) / 2 for a, b in zip(first, (last.token_states, last.reserved,
-                                                          last.internal_fragmentation, last.free)))
+            return at_start.slots()
+        return tuple((a + b) / 2 for a, b in zip(at_start.slots(), last.slots()))
 
     def _next_arrival(self) -> simpy.Event:
         if self._arrival.triggered:

@@ -41,7 +41,6 @@ class Recorder:
         self.reject_reason = np.full(n, "", dtype=object)
         self.steps: list[tuple] = []
         self.counters: Counter[str] = Counter()  # schedulers' sharing and preemption events
-        self.num_done = 0
 
     def arrive(self, request: Request, now: float) -> None:
         rid = request.request_id
@@ -52,7 +51,6 @@ class Recorder:
     def reject(self, request: Request, reason: str) -> None:
         self.status[request.request_id] = STATUS_REJECTED
         self.reject_reason[request.request_id] = reason
-        self.num_done += 1
 
     def record_step(self, replica: int, scheduler, plan, start: float, end: float, steps: int,
                     kv_slots: tuple = (np.nan,) * len(KV_SLOT_COLUMNS)) -> None:
@@ -84,7 +82,6 @@ class Recorder:
             self.status[rid] = STATUS_COMPLETED
             self.preemptions[rid] = request.num_preemptions
             self.recomputed_tokens[rid] = request.recomputed_tokens
-        self.num_done += len(requests)
 
     # -- outputs --------------------------------------------------------------------------
     def requests_frame(self) -> pd.DataFrame:

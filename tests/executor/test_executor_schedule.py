@@ -15,6 +15,7 @@ from kvsim.models import spec_from_hf_config  # noqa: E402
 from kvsim.policies.registry import PolicyContext, get_policy  # noqa: E402
 from kvsim.sim.cluster import RoundRobinRouter  # noqa: E402
 from kvsim.sim.engine import simulate  # noqa: E402
+from kvsim.sim.metrics import KV_SLOT_COLUMNS  # noqa: E402
 from kvsim.workloads.sampling import add_sampling  # noqa: E402
 from kvsim.workloads.trace import Trace  # noqa: E402
 
@@ -76,3 +77,5 @@ def test_executor_measures_wall_time_by_default():
     requests = recorder.requests_frame()
     assert (requests.status == "completed").all()
     assert (requests.finish > requests.first_token).any() and (requests.ttft > 0).all()
+    slots = recorder.steps_frame()[list(KV_SLOT_COLUMNS)]  # the waste breakdown, as simulated runs have it
+    assert slots.notna().all().all() and (slots.sum(axis=1) == NUM_BLOCKS * BLOCK_SIZE).all()
