@@ -68,9 +68,9 @@ class DecodeCase:
         self.context = context
         self.kv_bytes = 2 * batch * context * KV_HEADS * HEAD * self.k.element_size()
 
-    def paged_ms(self) -> float:
+    def paged_ms(self, shape: tuple[int, int] | None = None) -> float:
         return timing.graph_ms(lambda: kernels.paged_decode_attention(
-            self.q, self.k, self.v, self.tables, self.lens, HEAD ** -0.5, self.context))
+            self.q, self.k, self.v, self.tables, self.lens, HEAD ** -0.5, self.context, shape=shape))
 
 
 def sdpa_ms(batch: int, context: int) -> float:
@@ -94,6 +94,23 @@ def bandwidth_table(copy_bw: float) -> list[dict]:
                      "paged_in_order_ms": contiguous_tables, "sdpa_ms": sdpa,
                      "paged_GBps": kv_bytes / paged / 1e6, "copy_fraction": kv_bytes / paged / 1e-3 / copy_bw,
                      "paged_over_sdpa": paged / sdpa})
+        torch.cuda.empty_cache()
+    return rows
+
+
+# (threads per K/V row, tokens in flight per thread group) tried for head size 128.
+VARIANTS = [(4, 2), (4, 4), (8, 2), (8, 4), (8, 8), (16, 4), (16, 8)]
+
+
+def variant_table() -> list[dict]:
+    """The kernel's thread split and unroll against SDPA, to choose DECODE_SHAPES."""
+    rows = []
+    for batch, context in [(8, 2048), (64, 4096), (256, 2048)]:
+        case = DecodeCase(batch, context, 16)
+        row = {"batch": batch, "context": context, "sdpa_ms": sdpa_ms(batch, context)}
+        row.update({f"{tpk}x{u}": case.paged_ms((tpk, u)) for tpk, u in VARIANTS})
+        rows.append(row)
+        del case
         torch.cuda.empty_cache()
     return rows
 
@@ -125,7 +142,7 @@ def runner_table(copy_bw: float) -> list[dict]:
     return rows
 
 
-def markdown(env: dict, copy_bw: float, bw: list, bs: list, run: list) -> str:
+def markdown(env: dict, copy_bw: float, bw: list, bs: list, run: list, variants: list) -> str:
     lines = [f"GPU: {env['gpu']}, driver {env['driver']}, CUDA {env['cuda']}, torch {env['torch']}, "
              f"cupy {env['cupy']}.", "",
              f"Device-to-device copy bandwidth (read + write): **{copy_bw / 1e12:.2f} TB/s**.", "",
@@ -136,6 +153,12 @@ def markdown(env: dict, copy_bw: float, bw: list, bs: list, run: list) -> str:
     lines += [f"| {r['batch']} | {r['context']} | {r['paged_ms']:.3f} | {r['paged_in_order_ms']:.3f} "
               f"| {r['sdpa_ms']:.3f} | {r['paged_GBps']:.0f} | {r['copy_fraction']:.0%} "
               f"| {r['paged_over_sdpa']:.2f} |" for r in bw]
+    names = [f"{t}x{u}" for t, u in VARIANTS]
+    lines += ["", "### Thread split x unroll (head size 128, block size 16; ms, and over SDPA)", "",
+              "| batch | context | SDPA ms | " + " | ".join(names) + " |",
+              "|---|---|---|" + "---|" * len(names)]
+    lines += [f"| {r['batch']} | {r['context']} | {r['sdpa_ms']:.3f} | "
+              + " | ".join(f"{r[n]:.3f} ({r[n] / r['sdpa_ms']:.2f})" for n in names) + " |" for r in variants]
     lines += ["", "### Block size at fixed total context (batch 32 x 4096 tokens)", "",
               "| block size | ms |", "|---|---|"]
     lines += [f"| {r['block_size']} | {r['paged_ms']:.3f} |" for r in bs]
@@ -155,13 +178,14 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     env = environment()
     copy_bw = copy_bandwidth()
+    variants = variant_table()
     bw = bandwidth_table(copy_bw)
     bs = block_size_table()
     run = [] if args.skip_runner else runner_table(copy_bw)
     (args.out / "kernels.json").write_text(json.dumps(
-        {"environment": env, "copy_Bps": copy_bw, "decode": bw, "block_size": bs, "runner": run},
-        indent=1))
-    text = markdown(env, copy_bw, bw, bs, run)
+        {"environment": env, "copy_Bps": copy_bw, "variants": variants, "decode": bw,
+         "block_size": bs, "runner": run}, indent=1))
+    text = markdown(env, copy_bw, bw, bs, run, variants)
     (args.out / "KERNELS.md").write_text(text)
     print(text)
 

@@ -23,7 +23,7 @@ def main() -> None:
     source = load_profile(shipped_profile("opt-13b", "h100-sxm-80gb"))
     target = json.loads(MEASURED.read_text())
     derived = transfer_error(source, target, spec)
-    unchanged = ProfileCostModel(source, spec, target["block_size"])
+    unchanged = ProfileCostModel(source, spec, target["block_size"], engine=False)
     print(f"{'step':8s} {'n':>4s}  transferred MAPE / worst   H100 unchanged MAPE / worst")
     for kind, err in derived.items():
         same = prediction_errors(unchanged, kind, target["measurements"][kind])

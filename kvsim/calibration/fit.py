@@ -2,9 +2,11 @@
 
 Coefficients are fitted with ``scipy.optimize.nnls`` on relative errors (each row divided
 by its measured time), so short and long steps weigh alike and every coefficient is >= 0,
-which keeps the cost monotone. The constant of decode and prefill is then split into the
-time to stream the weights once at the bandwidth measured in the same run (memory-bound:
-scales with HBM bandwidth on another GPU) and the rest (launches and host work: kept).
+which keeps the cost monotone. Prefill's cost in its token count is not fitted but read from
+the measured token table (made monotone); its terms fit what the table leaves. The constant
+of decode (and the token table's first entry) is split into the time to stream the weights
+once at the bandwidth measured in the same run (memory-bound: scales with HBM bandwidth on
+another GPU) and the rest (launches and host work: kept).
 Held-out points are never fitted; the report predicts them with the finished cost model,
 floor included, exactly as the simulator will.
 """
@@ -12,35 +14,38 @@ floor included, exactly as the simulator will.
 from __future__ import annotations
 
 import datetime
+import json
 from dataclasses import asdict
 
 import numpy as np
 from scipy.optimize import nnls
 
-from kvsim.calibration.profile import (FORMAT, TERMS, VERSION, block_features, decode_features,
-                                       graph_for, host_features, model_fields, prefill_features,
-                                       prefill_host_features, profile_name)
+from kvsim.calibration.profile import (FORMAT, TERMS, VERSION, PrefillTokens, block_features,
+                                       decode_features, engine_features, graph_for, host_features,
+                                       model_fields, prefill_features, profile_name)
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
 
 SPLIT_TERMS = ("fixed", "weights")  # one fitted intercept, split by the measured weight read
-HOST_BOUND = 1.25  # a prefill is host-bound where its wall time exceeds GPU busy time by this
 
 
-def nnls_fit(features: np.ndarray, measured: np.ndarray, relative: bool = True) -> np.ndarray:
-    """Non-negative coefficients minimising the (relative, by default) squared error."""
+def nnls_fit(features: np.ndarray, measured: np.ndarray, relative: bool = True,
+             known: np.ndarray | float = 0.0) -> np.ndarray:
+    """Non-negative coefficients for ``measured - known`` minimising the squared error,
+    relative to ``measured`` by default."""
     scale = 1.0 / measured if relative else np.ones_like(measured)
-    coef, _ = nnls(features * scale[:, None], measured * scale)
+    coef, _ = nnls(features * scale[:, None], (measured - known) * scale)
     return coef
 
 
 def _fit_kind(kind: str, rows: np.ndarray, measured: np.ndarray, weight_read_s: float,
-              relative: bool = True) -> dict[str, float]:
-    """Fit one step kind; where TERMS has both "fixed" and "weights", fit them as one."""
+              relative: bool = True, known: np.ndarray | float = 0.0) -> dict[str, float]:
+    """Fit one step kind (``known``: the part of each measurement already accounted for);
+    where TERMS has both "fixed" and "weights", fit them as one."""
     names = [t for t, _ in TERMS[kind]]
     split = all(t in names for t in SPLIT_TERMS)
     keep = [i for i, t in enumerate(names) if not (split and t == "weights")]
-    coef = dict(zip([names[i] for i in keep], nnls_fit(rows[:, keep], measured, relative)))
+    coef = dict(zip([names[i] for i in keep], nnls_fit(rows[:, keep], measured, relative, known)))
     if split:
         coef["weights"] = min(coef["fixed"], weight_read_s)
         coef["fixed"] -= coef["weights"]
@@ -76,17 +81,32 @@ def prediction_errors(model, kind: str, points: list[dict]) -> dict:
     return _errors([_predict(model, kind, p) for p in points], [p["wall_s"] for p in points])
 
 
+def engine_residuals(coefficients: dict, points: list[dict]) -> dict:
+    """How far the fitted engine term is from the measured steps, in seconds (its values are
+    fractions of a millisecond and noisy, so relative errors would say little)."""
+    if not points:
+        return {"n": 0}
+    predicted = np.array([engine_features(p["seqs"]) for p in points]) @ np.array(
+        [coefficients[t] for t, _ in TERMS["engine"]])
+    measured = np.array([p["engine_s"] for p in points])
+    return {"n": len(points), "mean_s": float(measured.mean()),
+            "mean_abs_error_s": float(np.abs(predicted - measured).mean()),
+            "mean_error_s": float((predicted - measured).mean())}
+
+
 def fit_report(doc: dict, raw: dict, spec: ModelSpec) -> dict:
     """Errors of the finished cost model on held-out points (decode, prefill) and, for copies
-    and swaps (too few sizes to hold any out), on the fitted points."""
+    and swaps (too few sizes to hold any out), on the fitted points. Grid points time the
+    runner alone, so the engine term is left out of these predictions and reported apart."""
     from kvsim.calibration.profile_model import ProfileCostModel
 
-    model = ProfileCostModel(doc, spec, doc["block_size"])
+    model = ProfileCostModel(doc, spec, doc["block_size"], engine=False)
     report = {kind: {split: prediction_errors(model, kind, [p for p in raw[kind] if p["heldout"] is held])
                      for split, held in (("heldout", True), ("fitted", False))}
               for kind in ("decode", "prefill")}
     for kind in ("copy", "swap"):
         report[kind] = {"fitted": prediction_errors(model, kind, raw[kind])}
+    report["engine"] = engine_residuals(doc["coefficients"]["engine"], raw["engine"])
     held = [report[k]["heldout"] for k in ("decode", "prefill") if report[k]["heldout"]["n"]]
     n = sum(h["n"] for h in held)
     report["overall_heldout"] = {
@@ -94,6 +114,15 @@ def fit_report(doc: dict, raw: dict, spec: ModelSpec) -> dict:
         "mape": sum(h["mape"] * h["n"] for h in held) / n if n else None,
         "max_ape": max((h["max_ape"] for h in held), default=None)}
     return report
+
+
+def token_table(points: list[dict], weight_read_s: float) -> dict:
+    """The prefill token table from its measurements: wall seconds by token count, each at
+    least the one before (noise must not make more tokens cheaper)."""
+    points = sorted(points, key=lambda p: sum(p["new_tokens"]))
+    seconds = np.maximum.accumulate([p["wall_s"] for p in points])
+    return {"tokens": [int(sum(p["new_tokens"])) for p in points], "seconds": seconds.tolist(),
+            "weights_s": float(min(seconds[0], weight_read_s))}
 
 
 def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
@@ -104,8 +133,8 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
     weight_read_s = spec.weight_bytes / raw["ceilings"]["copy_bandwidth"]
     dec = [p for p in raw["decode"] if not p["heldout"]]
     pre = [p for p in raw["prefill"] if not p["heldout"]]
-    # The host's issue time shows only where it, not the GPU, set the pace.
-    host_bound = [p for p in pre if p["wall_s"] > HOST_BOUND * p["gpu_busy_s"]]
+    table = token_table(raw["prefill_tokens"], weight_read_s)
+    linear = PrefillTokens(table)
     coefficients = {
         "decode": _fit_kind("decode", np.array([
             decode_features(p["batch"], *graph_for(sizes, partitions, p["batch"]), p["total_context"])
@@ -115,17 +144,18 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
                           np.array([max(p["wall_s"] - p["gpu_s"], 0.0) for p in dec]),
                           weight_read_s, relative=False),
         "prefill": _fit_kind("prefill", np.array([prefill_features(*_prefill_args(p)) for p in pre]),
-                             np.array([p["gpu_busy_s"] for p in pre]), weight_read_s),
-        "prefill_host": _fit_kind("prefill_host",
-                                  np.array([prefill_host_features(*_prefill_args(p)) for p in host_bound]),
-                                  np.array([p["wall_s"] for p in host_bound]), weight_read_s)
-        if host_bound else {t: 0.0 for t, _ in TERMS["prefill_host"]},
+                             np.array([p["wall_s"] for p in pre]), weight_read_s,
+                             known=np.array([linear(sum(p["new_tokens"])) for p in pre])),
         "copy": _fit_kind("copy", np.array([block_features(p["blocks"]) for p in raw["copy"]]),
                           np.array([p["wall_s"] for p in raw["copy"]]), weight_read_s),
         "swap": _fit_kind("swap", np.array([block_features(p["blocks"]) for p in raw["swap"]]),
                           np.array([p["wall_s"] for p in raw["swap"]]), weight_read_s),
+        # Mean seconds matter to the simulated clock, outliers included: absolute errors.
+        "engine": _fit_kind("engine", np.array([engine_features(p["seqs"]) for p in raw["engine"]]),
+                            np.array([p["engine_s"] for p in raw["engine"]]), weight_read_s,
+                            relative=False),
     }
-    prefill_tokens = [sum(p["new_tokens"]) for p in raw["prefill"]]
+    prefill_tokens = [sum(p["new_tokens"]) for p in raw["prefill"] + raw["prefill_tokens"]]
     grid = {
         "decode": {"batch": _span([p["batch"] for p in raw["decode"]]),
                    "total_context": _span([p["total_context"] for p in raw["decode"]]),
@@ -136,6 +166,7 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
                     "cached": _span([sum(p["cached_tokens"]) for p in raw["prefill"]])},
         "copy": {"blocks": _span([p["blocks"] for p in raw["copy"]])},
         "swap": {"blocks": _span([p["blocks"] for p in raw["swap"]])},
+        "engine": {"seqs": _span([p["seqs"] for p in raw["engine"]])},
     }
     doc = {
         "format": FORMAT, "version": VERSION, "name": profile_name(spec.name, gpu.name),
@@ -147,9 +178,11 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
         "calibration": {k: raw[k] for k in ("kv_capacity_tokens", "max_batched_tokens", "repeats",
                                             "setup_seconds", "measure_seconds")},
         "grid": grid, "graph_batch_sizes": sizes, "coefficients": coefficients,
+        "prefill_tokens": table,
         "term_classes": {kind: dict(terms) for kind, terms in TERMS.items()},
         "fit_report": {},
-        "measurements": {k: raw[k] for k in ("decode", "prefill", "copy", "swap")},
+        "measurements": {k: raw[k] for k in ("decode", "prefill", "prefill_tokens", "copy", "swap",
+                                             "engine")},
     }
     doc["fit_report"] = fit_report(doc, raw, spec)
     return doc
@@ -165,8 +198,46 @@ def format_report(doc: dict) -> list[str]:
         lines.append(f"  {kind:8s} held out: {pct(r[kind]['heldout'])}; fitted: {pct(r[kind]['fitted'])}")
     for kind in ("copy", "swap"):
         lines.append(f"  {kind:8s} fitted: {pct(r[kind]['fitted'])}")
+    engine, coef = r["engine"], doc["coefficients"]["engine"]
+    if engine.get("n"):
+        lines.append(f"  engine   {1e3 * coef['fixed']:.3f} ms + {1e6 * coef['seqs']:.2f} us/seq per step "
+                     f"(n={engine['n']} steps, mean {1e3 * engine['mean_s']:.3f} ms, "
+                     f"mean |error| {1e3 * engine['mean_abs_error_s']:.3f} ms)")
     overall = r["overall_heldout"]
     if overall["n"]:
         goal = "meets" if overall["mape"] <= 0.03 and overall["max_ape"] <= 0.10 else "misses"
         lines.append(f"  all held out: {pct(overall)} -- {goal} the goal (MAPE <= 3%, worst <= 10%)")
     return lines
+
+
+def refit(doc: dict, spec: ModelSpec, gpu: GPUSpec) -> dict:
+    """``doc`` fitted again from the raw measurements it carries (after a change to the cost
+    model's terms: no GPU needed). Its creation date and calibration times are kept."""
+    raw = {**doc["measurements"], **doc["calibration"], "environment": doc["environment"],
+           "ceilings": doc["ceilings"], "graph_batch_sizes": doc["graph_batch_sizes"],
+           "attention_partition": doc["attention_partition"]}
+    new = fit_profile(raw, spec, gpu, doc["block_size"], created=doc["created"])
+    new["calibration"] = doc["calibration"]
+    return new
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m kvsim.calibration.fit PROFILE.json...``: refit measured profiles in place."""
+    import argparse
+
+    from kvsim.calibration.profile import save_profile
+    from kvsim.calibration.profile_model import gpu_of
+    from kvsim.models import ModelSpec
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("profiles", nargs="+")
+    for path in parser.parse_args(argv).profiles:
+        with open(path) as f:
+            doc = json.load(f)
+        refitted = refit(doc, ModelSpec(**doc["model"]), gpu_of(doc))
+        save_profile(refitted, path)
+        print("\n".join(format_report(refitted)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,18 +1,25 @@
 """Measure one model's step costs on the GPU found, with kvsim's own model runner.
 
-This is the half of calibration that needs a GPU; it imports torch and the runner, never
-the simulator (the device machine has no simpy), and returns plain dicts that
-:mod:`kvsim.calibration.fit` turns into a profile. What is timed, and how:
+This is the half of calibration that needs a GPU; it imports torch, the runner and the real
+executor, never the simulator's engine (the device machine has no simpy), and returns plain
+dicts that :mod:`kvsim.calibration.fit` turns into a profile. What is timed, and how:
 
 * **decode** (batch x context, uniform and mixed per-sequence contexts): the runner's CUDA
   graph replay, timed with CUDA events (GPU time); and the whole synchronous step --
   input preparation, replay, greedy sampling -- by the host clock (wall time). Their
   difference is the executor's per-step host overhead.
 * **prefill** (sequences x prompt length, with and without a cached prefix): the whole
-  eager step by the host clock, and the GPU's busy time (the sum of its kernels' durations,
-  from the torch profiler), since eager launches interleave host and GPU work: the step
-  lasts as long as the slower of the two.
+  eager step by the host clock. Eager launches interleave host and GPU work, so a short
+  prefill lasts as long as the host takes to issue it, a long one as long as the GPU runs,
+  plus launch gaps: only the wall time says which. Apart from the grid, a **token table**:
+  prefills of every multiple of 128 tokens up to the step's token budget, in sequences of
+  32 tokens (attention negligible), which traces the cost as a function of the token
+  count, steps included (GEMM tiles run in whole waves over the SMs).
 * **block copies** and **swaps** out to and in from pinned host memory: the whole call.
+* **the engine's own per-step work** (scheduling, block-table bookkeeping, everything of a
+  step outside the runner): the real executor serves a burst of short synthetic requests,
+  which takes its batch from 1 to the most sequences and back, and times each step's part
+  outside the runner by the host clock.
 
 Every point is warmed up once, then timed ``repeats`` times; the median is kept. The grid
 is fitted; a second set of random points ("held out") is only predicted, for the report.
@@ -32,16 +39,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.autograd import DeviceType
-from torch.profiler import ProfilerActivity, profile
 
 from kvsim.gpu.kernels import partition_size
-from kvsim.gpu.runner import ModelRunner
+from kvsim.gpu.runner import GRAPH_BATCH_SIZES, ModelRunner
 from kvsim.models import ModelSpec
 
 GiB = 1 << 30
-# Decode graphs the way vLLM captures them: 1, 2, 4, then every multiple of 8.
-GRAPH_BATCH_SIZES = (1, 2, 4, *range(8, 257, 8))
 MAX_NUM_SEQS = 256
 DEFAULT_MAX_BATCHED_TOKENS = 2560  # as kvsim.config: vLLM's default in the paper
 
@@ -54,10 +57,12 @@ class Grid:
     decode_contexts: tuple[int, ...] = (32, 128, 512, 1024, 2048, 4096, 8192)
     prefill_seqs: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     prefill_lengths: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+    prefill_table_step: int = 128  # token-table resolution
     copy_blocks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)
     swap_blocks: tuple[int, ...] = (1, 4, 16, 64, 128)
     heldout_decode: int = 24
     heldout_prefill: int = 16
+    engine_requests: int = 512
     repeats: int = 5
     prefill_repeats: int = 3
 
@@ -65,8 +70,10 @@ class Grid:
     def quick(cls) -> "Grid":
         return cls(decode_batches=(1, 4, 16, 64, 256), decode_contexts=(32, 512, 2048, 8192),
                    prefill_seqs=(1, 4, 16, 64), prefill_lengths=(16, 128, 1024, 4096),
+                   prefill_table_step=256,
                    copy_blocks=(1, 16, 256), swap_blocks=(1, 16, 128),
-                   heldout_decode=12, heldout_prefill=8, repeats=3, prefill_repeats=2)
+                   heldout_decode=12, heldout_prefill=8, engine_requests=128, repeats=3,
+                   prefill_repeats=2)
 
 
 def environment() -> dict:
@@ -108,17 +115,6 @@ def _median_wall_seconds(fn: Callable[[], None], repeats: int) -> float:
         torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def _busy_gpu_seconds(fn: Callable[[], None]) -> float:
-    """Sum of the durations of the GPU work (kernels, copies) that one call of ``fn`` runs."""
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        fn()
-        torch.cuda.synchronize()
-    busy = sum(e.device_time_total for e in prof.events() if e.device_type == DeviceType.CUDA) / 1e6
-    if busy <= 0:
-        raise RuntimeError("the torch profiler recorded no GPU work (is CUPTI available?)")
-    return busy
 
 
 def ceilings(repeats: int = 5) -> dict:
@@ -250,17 +246,26 @@ class Calibrator:
         tokens = [self._tokens(n) for n in new]
         r = self.runner
         step = lambda: r.prefill(tokens, tables, cached).argmax(-1).tolist()
-        wall = _median_wall_seconds(step, self.grid.prefill_repeats)
-        return {"new_tokens": new, "cached_tokens": cached, "heldout": heldout, "wall_s": wall,
-                "gpu_busy_s": _busy_gpu_seconds(step)}
+        return {"new_tokens": new, "cached_tokens": cached, "heldout": heldout,
+                "wall_s": _median_wall_seconds(step, self.grid.prefill_repeats)}
+
+    def prefill_token_table(self) -> list[dict]:
+        """Prefills of 16, 32, 64 and every multiple of ``prefill_table_step`` tokens up to the
+        token budget, as sequences of 32 tokens."""
+        budget, step = self.max_batched_tokens, self.grid.prefill_table_step
+        points = []
+        for tokens in sorted({16, 32, 64, *range(step, budget + 1, step), budget}):
+            lengths = [32] * (tokens // 32) + ([tokens % 32] if tokens % 32 else [])
+            points.append(self.prefill_point(lengths, [0] * len(lengths), heldout=False))
+        return points
 
     def prefill_grid(self) -> list[dict]:
         g, limit = self.grid, self.spec.max_model_len
         points = []
         for s in g.prefill_seqs:
-            for n in g.prefill_lengths:
-                if s * n > self.max_batched_tokens or n > limit:
-                    continue
+            # up to the engine's token budget per step, which need not be a power of two
+            largest = min(limit, self.max_batched_tokens // s)
+            for n in sorted({n for n in g.prefill_lengths if n <= largest} | {largest}):
                 points.append(self.prefill_point([n] * s, [0] * s, heldout=False))
                 # a prompt whose first half (up to 16 sequences), or first 7/8 (up to 2), is cached
                 for cached in (n, 7 * n) if s <= 2 else (n,) if s <= 16 else ():
@@ -292,17 +297,43 @@ class Calibrator:
                           "wall_s": _median_wall_seconds(lambda: r.swap_in(pairs), g.repeats)})
         return copies, swaps
 
+    # -- the engine around the runner ---------------------------------------------------------
+
+    def engine_points(self) -> list[dict]:
+        """Every step of a short serving run by the real executor over this runner: its size
+        and the seconds it spent outside the runner. Short prompts and outputs (4-64 and
+        4-192 tokens), all arriving at once, let the batch reach the most sequences."""
+        from kvsim.gpu.executor import STEP_COLUMNS, RealExecutor
+        from kvsim.policies.registry import PolicyContext, get_policy
+        from kvsim.workloads.trace import Trace
+
+        n = self.grid.engine_requests
+        trace = Trace("engine-burst", np.zeros(n), self.rng.integers(4, 65, n),
+                      self.rng.integers(4, 193, n))
+        context = PolicyContext(num_blocks=self.capacity_tokens // self.block_size,
+                                block_size=self.block_size, max_num_seqs=MAX_NUM_SEQS,
+                                max_num_batched_tokens=self.max_batched_tokens,
+                                max_model_len=self.spec.max_model_len)
+        executor = RealExecutor(get_policy("paged").build(context), self.runner, seed=self.seed)
+        executor.run(trace)
+        kind, seqs, engine = (STEP_COLUMNS.index(c) for c in ("kind", "num_seqs", "engine_s"))
+        return [{"kind": step[kind], "seqs": step[seqs], "engine_s": step[engine]}
+                for step in executor.step_times]
+
     def run(self) -> dict:
         """Set up, measure everything, return the raw measurements with their context."""
         t0 = time.perf_counter()
         self.setup()
         decode = self.decode_grid()
         self.log(f"decode: {len(decode)} points, {time.perf_counter() - t0:.0f} s")
-        prefill = self.prefill_grid()
-        self.log(f"prefill: {len(prefill)} points, {time.perf_counter() - t0:.0f} s")
         copies, swaps = self.transfer_points()
+        self.log(f"copies and swaps done, {time.perf_counter() - t0:.0f} s")
+        engine = self.engine_points()
+        self.log(f"engine: {len(engine)} steps served, {time.perf_counter() - t0:.0f} s")
+        prefill = self.prefill_grid()
+        table = self.prefill_token_table()
         seconds = time.perf_counter() - t0
-        self.log(f"copies and swaps done, {seconds:.0f} s in all")
+        self.log(f"prefill: {len(prefill)} points and {len(table)} token counts, {seconds:.0f} s in all")
         # Tokens per split-K partition of the attention kernel in each captured graph.
         partitions = [partition_size(b * self.spec.num_heads, self.spec.max_model_len, 0)
                       for b in self.graph_sizes]
@@ -310,4 +341,5 @@ class Calibrator:
                 "kv_capacity_tokens": self.capacity_tokens, "graph_batch_sizes": self.graph_sizes,
                 "max_batched_tokens": self.max_batched_tokens, "repeats": self.grid.repeats,
                 "setup_seconds": self.setup_seconds, "measure_seconds": seconds,
-                "decode": decode, "prefill": prefill, "copy": copies, "swap": swaps}
+                "decode": decode, "prefill": prefill, "prefill_tokens": table, "copy": copies,
+                "swap": swaps, "engine": engine}

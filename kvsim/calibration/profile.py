@@ -21,7 +21,7 @@ from kvsim.errors import KvsimError
 from kvsim.models import ModelSpec
 
 FORMAT = "kvsim-step-profile"
-VERSION = 1
+VERSION = 2  # 2: the engine's per-step term, prefill's token table
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 
 # Per step kind: (term, scaling class). A term's coefficient multiplies its feature (see
@@ -32,15 +32,17 @@ TERMS: dict[str, tuple[tuple[str, str], ...]] = {
     "decode": (("fixed", "fixed"), ("weights", "memory"), ("batch", "compute"),
                ("context", "memory"), ("partition", "memory"), ("batch_squared", "compute")),
     "host": (("fixed", "fixed"), ("batch", "fixed")),
-    "prefill": (("fixed", "fixed"), ("weights", "memory"), ("seqs", "fixed"),
-                ("tokens", "compute"), ("pairs", "compute"), ("cached", "memory")),
-    "prefill_host": (("fixed", "fixed"), ("seqs", "fixed"), ("cached_seqs", "fixed")),
+    "engine": (("fixed", "fixed"), ("seqs", "fixed")),
+    # Prefill's cost in its token count is the measured token table (see PrefillTokens);
+    # these terms add what the table's short sequences leave out.
+    "prefill": (("seqs", "fixed"), ("pairs", "compute"), ("gathered", "memory"), ("cached", "fixed")),
     "copy": (("fixed", "fixed"), ("blocks", "memory")),
     "swap": (("fixed", "fixed"), ("blocks", "pcie")),
 }
 # The measured range of each step kind: [min, max] per axis; the cost model warns beyond max.
 GRID_AXES = {
     "decode": ("batch", "total_context"),
+    "engine": ("seqs",),
     "prefill": ("tokens", "seqs", "context"),
     "copy": ("blocks",),
     "swap": ("blocks",),
@@ -83,23 +85,68 @@ def decode_features(batch: int, padded_batch: int, partition: int,
 
 
 def host_features(batch: int) -> np.ndarray:
+    """The runner's host work of a decode step: input preparation, launch, sampling readback."""
     return np.array([1.0, float(batch)])
 
 
+def engine_features(num_seqs: int) -> np.ndarray:
+    """The serving loop's own work around the runner, every step: scheduling, block-table and
+    token bookkeeping, per step and per sequence in the batch."""
+    return np.array([1.0, float(num_seqs)])
+
+
 def prefill_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.ndarray:
-    """Prefill: per step, per sequence (eager launches), per new token (linear layers), per
-    causal attention pair, and per cached-prefix token (gathered from the paged cache)."""
+    """Prefill beyond the token table: per sequence, per causal attention pair, per token
+    gathered from the paged cache (a batch with any cached prefix gathers every context),
+    and once for the gather's own launches when there is one."""
     new = np.asarray(new_tokens, dtype=np.float64)
-    cached = np.asarray(context_lens, dtype=np.float64) - new
-    pairs = float((new * (cached + (new + 1) / 2)).sum())
-    return np.array([1.0, 1.0, float(len(new)), float(new.sum()), pairs, float(cached.sum())])
+    context = np.asarray(context_lens, dtype=np.float64)
+    pairs = float((new * (context - new + (new + 1) / 2)).sum())
+    cached = float((context > new).any())
+    return np.array([float(len(new)), pairs, cached * float(context.sum()), cached])
+
+
+class PrefillTokens:
+    """The token table: seconds of a prefill of ``tokens`` tokens, piecewise linear
+    between measured counts (a step function of waves of GEMM tiles, made monotone),
+    extended past the last count along the last segment. ``weights_s`` of its first entry
+    is the time to stream the weights once (memory-bound; the transfer scales it apart)."""
+
+    def __init__(self, table: dict):
+        self.tokens = np.asarray(table["tokens"], dtype=np.float64)
+        self.seconds = np.asarray(table["seconds"], dtype=np.float64)
+        self.weights_s = float(table["weights_s"])
+        self._slope = (self.seconds[-1] - self.seconds[-2]) / (self.tokens[-1] - self.tokens[-2])
+
+    def __call__(self, tokens: float) -> float:
+        if tokens <= self.tokens[-1]:
+            return float(np.interp(tokens, self.tokens, self.seconds))
+        return float(self.seconds[-1] + self._slope * (tokens - self.tokens[-1]))
+
+
+class PrefillTokens:
+    """The token table: seconds of a prefill of ``tokens`` tokens, piecewise linear
+    between measured counts (a step function of waves of GEMM tiles, made monotone),
+    extended past the last count along the last segment. ``weights_s`` of its first entry
+    is the time to stream the weights once (memory-bound; the transfer scales it apart)."""
+
+    def __init__(self, table: dict):
+        self.tokens = np.asarray(table["tokens"], dtype=np.float64)
+        self.seconds = np.asarray(table["seconds"], dtype=np.float64)
+        self.weights_s = float(table["weights_s"])
+        self._slope = (self.seconds[-1] - self.seconds[-2]) / (self.tokens[-1] - self.tokens[-2])
+
+    def __call__(self, tokens: float) -> float:
+        if tokens <= self.tokens[-1]:
+            return float(np.interp(tokens, self.tokens, self.seconds))
+        return float(self.seconds[-1] + self._slope * (tokens - self.tokens[-1]))
 
 
 def prefill_host_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.ndarray:
-    """Host time to issue an eager prefill: per step, per sequence, per sequence whose cached
-    prefix is gathered (more launches)."""
-    cached = np.asarray(context_lens) - np.asarray(new_tokens)
-    return np.array([1.0, float(len(cached)), float((cached > 0).sum())])
+    """Host time to issue an eager prefill: the same launches per layer whatever the batch
+    (one variable-length attention call covers every sequence), and a few more per layer
+    when some prefix is cached (its K/V are gathered from the paged cache)."""
+    return np.array([1.0, float((np.asarray(context_lens) > np.asarray(new_tokens)).any())])
 
 
 def block_features(num_blocks: float) -> np.ndarray:
@@ -108,7 +155,7 @@ def block_features(num_blocks: float) -> np.ndarray:
 
 REQUIRED = ("format", "version", "name", "model", "gpu", "dtype", "tensor_parallel", "block_size",
             "created", "provenance", "grid", "graph_batch_sizes", "attention_partition",
-            "coefficients", "fit_report")
+            "coefficients", "prefill_tokens", "fit_report")
 
 
 def profile_name(model: str, gpu: str) -> str:
@@ -151,6 +198,17 @@ def validate(doc: object, where: str) -> dict:
             value = given.get(term)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
                 raise _fail(where, f"coefficient {kind}.{term} must be a non-negative number (got {value!r})")
+    table = doc["prefill_tokens"]
+    try:
+        tokens, seconds = (np.asarray(table[k], dtype=np.float64) for k in ("tokens", "seconds"))
+        weights_s = float(table["weights_s"])
+    except (TypeError, KeyError, ValueError):
+        raise _fail(where, "prefill_tokens must hold tokens, seconds and weights_s") from None
+    if not (tokens.ndim == 1 and len(tokens) >= 2 and tokens.shape == seconds.shape
+            and (np.diff(tokens) > 0).all() and (np.diff(seconds) >= 0).all()
+            and seconds[0] >= weights_s >= 0):
+        raise _fail(where, "prefill_tokens must give increasing token counts with non-decreasing "
+                           "seconds, the first at least weights_s")
     sizes = doc["graph_batch_sizes"]
     if not isinstance(sizes, list) or not all(isinstance(b, int) and b > 0 for b in sizes) \
             or sizes != sorted(set(sizes)):

@@ -1,7 +1,9 @@
 """Step costs from a profile: fitted physical terms, clamped to the roofline's physical floor.
 
-A decode step costs its GPU time (graph replay) plus the executor's host work; an eager
-prefill step the larger of its GPU busy time and the host's time to issue it. Every
+A decode step costs its GPU time (graph replay) plus the runner's host work; an eager
+prefill step its measured wall time (the token table, which holds where the host rather
+than the GPU sets the pace) plus attention, gathering and per-sequence terms. Every step
+also pays the engine's own work around the runner (scheduling, bookkeeping). Every
 coefficient is non-negative and every feature grows with tokens, context and blocks, so
 the cost is monotone; the floor (datasheet FLOP/s and bandwidth at 100% efficiency)
 is monotone too, and the larger of the two is charged. Asking beyond the measured grid
@@ -16,8 +18,8 @@ from dataclasses import fields
 import numpy as np
 
 from kvsim.calibration.cost_model import CostModel
-from kvsim.calibration.profile import (TERMS, block_features, decode_features, graph_for, host_features,
-                                       prefill_features, prefill_host_features)
+from kvsim.calibration.profile import (TERMS, PrefillTokens, block_features, decode_features,
+                                       engine_features, graph_for, host_features, prefill_features)
 from kvsim.calibration.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
@@ -37,12 +39,18 @@ def gpu_of(doc: dict) -> GPUSpec:
 
 
 class ProfileCostModel(CostModel):
-    def __init__(self, doc: dict, model: ModelSpec, block_size: int, source: str = ""):
+    """``engine=False`` prices the runner's steps alone, as calibration's grid timed them
+    (fit reports); the simulator always includes the engine."""
+
+    def __init__(self, doc: dict, model: ModelSpec, block_size: int, source: str = "",
+                 engine: bool = True):
         self.doc, self.source = doc, source
         self.name = f"profile:{doc['name']}"
         self.kind = doc["provenance"]["kind"]
         self.coef = {kind: np.array([float(doc["coefficients"][kind][t]) for t, _ in terms])
                      for kind, terms in TERMS.items()}
+        self.engine = engine
+        self.prefill_tokens = PrefillTokens(doc["prefill_tokens"])
         self.floor = RooflineCostModel(model, gpu_of(doc), block_size, PHYSICAL_FLOOR)
         self.graph_sizes = np.asarray(doc["graph_batch_sizes"])
         self.partitions = np.asarray(doc["attention_partition"])
@@ -62,14 +70,20 @@ class ProfileCostModel(CostModel):
                               f"measured {limit:g}; its cost is extrapolated", OutOfRangeWarning,
                               stacklevel=3)
 
+    def _engine(self, num_seqs: int) -> float:
+        if not self.engine:
+            return 0.0
+        self._check("engine", seqs=num_seqs)
+        return float(engine_features(num_seqs) @ self.coef["engine"])
+
     def _decode_graph(self, batch_size: int) -> tuple[int, int, float]:
-        """The decode graph's rows and partition and the host's time for ``batch_size``
-        sequences: fixed per batch size, and asked for once per simulated event."""
+        """The decode graph's rows and partition and the host's time (runner and engine) for
+        ``batch_size`` sequences: fixed per batch size, and asked for once per simulated event."""
         graph = self._graphs.get(batch_size)
         if graph is None:
             rows, partition = graph_for(self.graph_sizes, self.partitions, batch_size)
-            graph = self._graphs[batch_size] = (rows, partition,
-                                                host_features(batch_size) @ self.coef["host"])
+            host = float(host_features(batch_size) @ self.coef["host"]) + self._engine(batch_size)
+            graph = self._graphs[batch_size] = (rows, partition, host)
         return graph
 
     def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
@@ -82,10 +96,9 @@ class ProfileCostModel(CostModel):
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
         self._check("prefill", tokens=float(new_tokens.sum()), seqs=len(new_tokens),
                     context=float(context_lens.sum()))
-        # Eager prefill: the host issues kernels while the GPU runs them; the slower one sets the pace.
-        gpu = float(prefill_features(new_tokens, context_lens) @ self.coef["prefill"])
-        host = float(prefill_host_features(new_tokens, context_lens) @ self.coef["prefill_host"])
-        return max(gpu, host, self.floor.prefill_time(new_tokens, context_lens))
+        fitted = self.prefill_tokens(float(new_tokens.sum())) + float(
+            prefill_features(new_tokens, context_lens) @ self.coef["prefill"])
+        return max(fitted, self.floor.prefill_time(new_tokens, context_lens)) + self._engine(len(new_tokens))
 
     def _blocks(self, kind: str, num_blocks: int, floor: float) -> float:
         if num_blocks == 0:

@@ -4,7 +4,9 @@ The rule (docs/calibration.md): a coefficient of class
   * "compute" is multiplied by source / target dense fp16 FLOP/s,
   * "memory"  by source / target HBM bandwidth,
   * "pcie"    by source / target PCIe bandwidth,
-  * "fixed"   (host work, launch latency) is kept,
+  * "fixed"   (host work, launch latency) is kept;
+the prefill token table's first entry splits into the weight read (memory) and the rest
+(fixed), and what each later entry adds to it is compute,
 all from the datasheets (``kvsim.hardware``): the measured GPU's efficiency at each
 rate is assumed to carry over. The result says it is derived, from what, and by which
 ratios; it carries no measurements of its own.
@@ -26,7 +28,8 @@ from kvsim.hardware import GPUSpec, load_gpu
 from kvsim.models import ModelSpec
 
 RULE = ("compute terms x FLOP/s ratio, memory terms x HBM bandwidth ratio, PCIe terms x PCIe "
-        "bandwidth ratio (datasheets, source over target); fixed terms kept")
+        "bandwidth ratio (datasheets, source over target); fixed terms kept; prefill token table: "
+        "weight read x HBM ratio, rest of its first entry kept, increments x FLOP/s ratio")
 
 
 def scaling_ratios(source: dict, target: GPUSpec) -> dict[str, float]:
@@ -42,6 +45,11 @@ def derive_profile(source: dict, target: GPUSpec, created: str | None = None) ->
     ratios = scaling_ratios(source["gpu"], target)
     coefficients = {kind: {term: source["coefficients"][kind][term] * ratios[cls] for term, cls in terms}
                     for kind, terms in TERMS.items()}
+    table = source["prefill_tokens"]
+    first, weights = table["seconds"][0], table["weights_s"]
+    base = weights * ratios["memory"] + (first - weights)
+    prefill_tokens = {"tokens": table["tokens"], "weights_s": weights * ratios["memory"],
+                      "seconds": [base + (s - first) * ratios["compute"] for s in table["seconds"]]}
     keep = ("format", "version", "model", "dtype", "tensor_parallel", "block_size", "grid",
             "graph_batch_sizes", "attention_partition", "term_classes")
     doc = {k: source[k] for k in keep if k in source}
@@ -53,6 +61,7 @@ def derive_profile(source: dict, target: GPUSpec, created: str | None = None) ->
                        "source_device": source.get("environment", {}).get("device_name"),
                        "rule": RULE, "ratios": ratios},
         "coefficients": coefficients,
+        "prefill_tokens": prefill_tokens,
         # What the source's fit achieved; the transfer's own error is in docs/calibration.md.
         "fit_report": {"source": source["fit_report"]},
     })
@@ -63,7 +72,8 @@ def transfer_error(source: dict, measured: dict, spec: ModelSpec) -> dict:
     """Errors of ``source`` transferred to ``measured``'s GPU against every step measured there."""
     from kvsim.calibration.profile_model import ProfileCostModel, gpu_of
 
-    model = ProfileCostModel(derive_profile(source, gpu_of(measured)), spec, measured["block_size"])
+    model = ProfileCostModel(derive_profile(source, gpu_of(measured)), spec, measured["block_size"],
+                             engine=False)
     return {kind: prediction_errors(model, kind, measured["measurements"][kind])
             for kind in ("decode", "prefill", "copy", "swap")}
 

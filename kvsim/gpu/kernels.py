@@ -17,7 +17,10 @@ import torch
 
 CSRC = Path(__file__).parent / "csrc"
 HEAD_SIZES = (64, 80, 96, 128, 256)
-MAX_PARTITION = 512  # most tokens per split-K partition; MAX_PART in paged_attention.cu
+MAX_PARTITION = 512  # most tokens per split-K partition
+# Threads per K/V row and tokens in flight per thread group, by head size (see
+# paged_attention.cu); chosen by benchmarks/bench_kernels.py's variant table.
+DECODE_SHAPES = {64: (8, 4), 80: (8, 4), 96: (8, 4), 128: (8, 4), 256: (16, 4)}
 _THREADS = 128
 _DTYPES = {torch.float16: "Half", torch.bfloat16: "BFloat16"}
 
@@ -37,26 +40,46 @@ def partition_size(num_rows: int, max_context_len: int, device: int) -> int:
     return size
 
 
-def _decode_name(dtype: str, head: int) -> str:
-    return f"paged_decode<{dtype}, {head}>"
+def _decode_name(dtype: str, head: int, shape: tuple[int, int] | None = None) -> str:
+    threads_per_row, unroll = shape or DECODE_SHAPES[head]
+    return f"paged_decode<{dtype}, {head}, {threads_per_row}, {unroll}>"
+
+
+def _template_names() -> list[str]:
+    """The template instances every module compiles (extern "C" kernels need no name)."""
+    return ([_decode_name(t, h) for t in _DTYPES.values() for h in HEAD_SIZES]
+            + [f"paged_decode_reduce<{t}>" for t in _DTYPES.values()])
 
 
 @functools.cache
-def _module():
+def _module(extra_names: tuple[str, ...] = ()):
     import cupy
 
-    names = [_decode_name(t, h) for t in _DTYPES.values() for h in HEAD_SIZES]
-    names += [f"paged_decode_reduce<{t}>" for t in _DTYPES.values()]
     source = "\n".join((CSRC / f).read_text() for f in ("paged_attention.cu", "cache_ops.cu"))
-    return cupy.RawModule(code=source, options=("-std=c++17", f"-I{CSRC}"), name_expressions=names)
+    return cupy.RawModule(code=source, options=("-std=c++17", f"-I{CSRC}"),
+                          name_expressions=_template_names() + list(extra_names))
+
+
+@functools.cache
+def _function(name: str):
+    """The compiled kernel; an instance outside the default set (a benchmark variant) gets a
+    module of its own."""
+    known = "<" not in name or name in _template_names()
+    return (_module() if known else _module((name,))).get_function(name)
+
+
+@functools.cache
+def _cupy_stream(pointer: int):
+    """cupy's handle on a torch stream, made once per stream rather than at every launch
+    (eager prefill launches a few kernels per layer)."""
+    import cupy
+
+    return cupy.cuda.ExternalStream(pointer)
 
 
 def _launch(name: str, grid, block, args) -> None:
-    import cupy
-
-    kernel = _module().get_function(name)
-    with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
-        kernel(grid, block, args)
+    with _cupy_stream(torch.cuda.current_stream().cuda_stream):
+        _function(name)(grid, block, args)
 
 
 def _ptr(t: torch.Tensor) -> np.uint64:
@@ -71,12 +94,13 @@ def _dtype_tag(t: torch.Tensor) -> str:
 
 def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
                            block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
-                           max_context_len: int, out: torch.Tensor | None = None) -> torch.Tensor:
+                           max_context_len: int, out: torch.Tensor | None = None,
+                           shape: tuple[int, int] | None = None) -> torch.Tensor:
     """Decode attention; see csrc/paged_attention.cu. ``q`` may be a row-strided view.
 
     ``max_context_len`` sizes the grid (one block per partition, see ``partition_size``);
     a CUDA graph captures it at the model's maximum so that any mix of shorter contexts
-    replays.
+    replays. ``shape`` overrides ``DECODE_SHAPES`` (benchmarks compare variants).
     """
     num_seqs, num_heads, head = q.shape
     _, block_size, num_kv_heads, _ = k_cache.shape
@@ -94,7 +118,7 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     part_stats = torch.empty(num_seqs, num_heads, max_parts, 2, dtype=torch.float32, device=q.device)
     if num_seqs == 0:
         return out
-    _launch(_decode_name(tag, head), (num_heads, num_seqs, max_parts), (_THREADS,), (
+    _launch(_decode_name(tag, head, shape), (num_heads, num_seqs, max_parts), (_THREADS,), (
         _ptr(out), _ptr(part_out), _ptr(part_stats), _ptr(q), _ptr(k_cache), _ptr(v_cache),
         _ptr(block_tables), _ptr(context_lens), np.float32(scale), np.int32(block_size),
         np.int32(num_kv_heads), np.int32(block_tables.stride(0)), np.int64(q.stride(0)),

@@ -3,6 +3,8 @@ reference otherwise. The model runner calls only these."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -40,23 +42,73 @@ def copy_blocks(src: list[torch.Tensor], dst: list[torch.Tensor], pairs: list[tu
         reference.copy_blocks(src, dst, pairs)
 
 
-def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, block_table: list[int], num_cached: int,
-                      scale: float) -> torch.Tensor:
-    """One sequence's new tokens (q, k, v ``[n, heads, d]``) attend causally to themselves
-    and to its ``num_cached`` earlier tokens in the paged cache (already holding k, v).
+@dataclass
+class PrefillLayout:
+    """Where a batched prefill's sequences sit, built once per step and read by every layer.
 
-    PyTorch's fused SDPA does the work (flash attention on GPU when nothing is cached).
-    With a cached prefix the whole context is gathered from the cache into contiguous
-    tensors and masked bottom-right causally.
+    The new tokens of sequence i are rows ``new_offsets[i] .. new_offsets[i + 1]`` of q, k
+    and v; it has ``cached[i]`` earlier tokens in the paged cache. ``context_slots`` holds
+    the flat cache slots of every sequence's whole context (cached and new), concatenated,
+    and ``context_offsets`` where each starts; both are None when nothing is cached.
+    ``*_offsets`` are int32 device tensors (cumulative lengths, first 0).
     """
-    if num_cached:
-        length = num_cached + q.shape[0]
-        k = reference.gather_kv(k_cache, block_table, length)
-        v = reference.gather_kv(v_cache, block_table, length)
-        mask = torch.ones(q.shape[0], length, dtype=torch.bool, device=q.device).tril(num_cached)
-    else:
-        mask = None
+
+    new_lengths: list[int]
+    cached: list[int]
+    new_offsets: torch.Tensor
+    context_offsets: torch.Tensor | None = None
+    context_slots: torch.Tensor | None = None
+
+    @property
+    def any_cached(self) -> bool:
+        return self.context_slots is not None
+
+
+def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PrefillLayout,
+                  context_offsets: torch.Tensor, scale: float) -> torch.Tensor:
+    """PyTorch's flash-attention kernel over packed variable-length sequences (causal, the
+    queries aligned with the end of each context; grouped-query heads handled natively).
+    Called through aten directly: the public wrapper, torch.nn.attention.varlen, took 75 us
+    of host time per call against 19 us here (H100 machine, torch 2.11), and eager prefill
+    pays it in every layer."""
+    longest = max(n + c for n, c in zip(layout.new_lengths, layout.cached))
+    return torch.ops.aten._flash_attention_forward(
+        q, k, v, layout.new_offsets, context_offsets, max(layout.new_lengths), longest,
+        0.0, True, False, scale=scale)[0]
+
+
+def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+                      v_cache: torch.Tensor, layout: PrefillLayout, scale: float) -> torch.Tensor:
+    """New tokens (q, k, v ``[total_new, heads, d]``) attend causally to themselves and to
+    their sequence's cached tokens in the paged cache (which already holds k and v).
+
+    On GPU, one variable-length flash-attention call covers the whole batch: the host issues
+    the same few launches whatever the number of sequences. A cached prefix is gathered from
+    the cache first (one indexing op for all sequences); the causal mask then aligns each
+    sequence's queries with the end of its context. On CPU each sequence runs through SDPA
+    in turn.
+    """
+    if layout.any_cached:  # whole rows by index_select: a bandwidth-bound copy
+        k, v = (cache.view(-1, cache[0, 0].numel()).index_select(0, layout.context_slots)
+                .view(-1, *cache.shape[2:]) for cache in (k_cache, v_cache))
+    if q.is_cuda:
+        return _flash_varlen(q, k, v, layout, layout.context_offsets if layout.any_cached
+                             else layout.new_offsets, scale)
+    outputs, q_start, k_start = [], 0, 0
+    for n, c in zip(layout.new_lengths, layout.cached):
+        outputs.append(sequence_prefill_attention(q[q_start:q_start + n], k[k_start:k_start + n + c],
+                                                  v[k_start:k_start + n + c], c, scale))
+        q_start, k_start = q_start + n, k_start + n + c
+    return torch.cat(outputs)
+
+
+def sequence_prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_cached: int,
+                               scale: float) -> torch.Tensor:
+    """One sequence: q ``[n, heads, d]`` over its whole context k, v ``[num_cached + n, ...]``,
+    causal with the queries at the context's end, through PyTorch's fused SDPA."""
+    n, length = q.shape[0], k.shape[0]
+    mask = (torch.ones(n, length, dtype=torch.bool, device=q.device).tril(num_cached)
+            if num_cached else None)
     out = F.scaled_dot_product_attention(
         q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
         is_causal=mask is None, scale=scale, enable_gqa=q.shape[1] != k.shape[1])

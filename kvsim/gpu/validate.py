@@ -24,7 +24,6 @@ COMPARED = ("throughput_req_s", "throughput_output_tok_s", "ttft_s_mean", "ttft_
             "ttft_s_p90", "ttft_s_p99", "tpot_s_mean", "tpot_s_p50", "tpot_s_p90", "tpot_s_p99",
             "e2e_latency_s_mean", "e2e_latency_s_p50", "e2e_latency_s_p90", "e2e_latency_s_p99",
             "normalized_latency_s_per_token", "mean_batch_size", "preemptions")
-GRAPH_BATCH_SIZES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 80, 96, 128, 160, 192, 224, 256)
 GPU_NAMES = {"H100": "h100-sxm-80gb", "H200": "h200-141gb", "A100-SXM4-80GB": "a100-80gb",
              "A100-SXM4-40GB": "a100-40gb"}
 
@@ -71,7 +70,7 @@ class RunnerCache:
         self.device, self.key, self.runner = device, None, None
 
     def get(self, model, num_blocks: int, block_size: int, swap_blocks: int, seed: int, max_batch: int):
-        from kvsim.gpu.runner import ModelRunner
+        from kvsim.gpu.runner import GRAPH_BATCH_SIZES, ModelRunner
 
         key = (model, num_blocks, block_size, swap_blocks, seed, max_batch)
         if key != self.key:
@@ -87,7 +86,7 @@ class RunnerCache:
 def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """One (model, trace, rate, policy) point: returns the comparison row, the per-request
     latencies of both sides, and the per-step measured vs predicted times."""
-    from kvsim.gpu.executor import RealExecutor
+    from kvsim.gpu.executor import STEP_COLUMNS, RealExecutor
     from kvsim.policies.registry import get_policy
     from kvsim.sim.run import context_check, run
 
@@ -124,7 +123,7 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
                              "finish_simulated": sim_requests.finish,
                              "e2e_measured": real_requests.e2e_latency,
                              "e2e_simulated": sim_requests.e2e_latency})
-    steps = pd.DataFrame(executor.step_times, columns=["kind", "num_seqs", "tokens", "measured_s", "predicted_s"])
+    steps = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
     steps.insert(0, "point", point_label(config))
     return row, requests, steps
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from kvsim.calibration.fit import fit_profile
-from kvsim.calibration.profile import (block_features, decode_features, graph_for, host_features,
-                                       prefill_features, prefill_host_features)
+from kvsim.calibration.profile import (block_features, decode_features, engine_features, graph_for,
+                                       host_features, prefill_features)
 from kvsim.hardware import BUILTIN_GPUS
 from kvsim.models import load_model
 
@@ -16,13 +16,20 @@ TRUE = {
     "decode": {"fixed": 2e-3, "weights": SPEC.weight_bytes / COPY_BANDWIDTH, "batch": 5e-6,
                "context": 3e-7, "partition": 2e-6, "batch_squared": 5e-8},
     "host": {"fixed": 3e-4, "batch": 1.5e-5},
-    "prefill": {"fixed": 1e-3, "weights": SPEC.weight_bytes / COPY_BANDWIDTH, "seqs": 1e-3,
-                "tokens": 3e-5, "pairs": 6e-8, "cached": 3e-6},
-    "prefill_host": {"fixed": 0.03, "seqs": 0.01, "cached_seqs": 0.012},
+    "engine": {"fixed": 4e-4, "seqs": 6e-6},
+    "prefill": {"seqs": 1e-3, "pairs": 6e-8, "gathered": 3e-6, "cached": 4e-3},
     "copy": {"fixed": 4e-4, "blocks": 9e-6},
     "swap": {"fixed": 5e-4, "blocks": 2.5e-4},
 }
 SIZES = [1, 2, 4, *range(8, 257, 8)]
+TABLE_TOKENS = [16, 32, 64, *range(128, 2561, 128)]
+
+
+def linear_layers(tokens: int) -> float:
+    """The true token-table cost: the weight read, launches, and a cost per token that grows
+    past 1024 tokens (piecewise linear with a knot at a table point, so the table holds it
+    exactly)."""
+    return SPEC.weight_bytes / COPY_BANDWIDTH + 1e-3 + 3e-5 * tokens + 1e-5 * max(0, tokens - 1024)
 PARTITIONS = [128, 256] + [512] * (len(SIZES) - 2)
 
 
@@ -46,11 +53,12 @@ def synthetic_raw(coef=TRUE, seed=0) -> dict:
             s = int(rng.integers(1, 33))
             new = rng.integers(1, 2048 // s + 2, s)
             cached = rng.integers(0, 1024, s) * (rng.random(s) < 0.5)
-            gpu = float(prefill_features(new, new + cached) @ _vec("prefill", coef))
-            host = float(prefill_host_features(new, new + cached) @ _vec("prefill_host", coef))
+            wall = linear_layers(int(new.sum())) + float(prefill_features(new, new + cached) @ _vec("prefill", coef))
             prefill.append({"new_tokens": new.tolist(), "cached_tokens": cached.tolist(),
-                            "heldout": heldout, "gpu_busy_s": gpu, "wall_s": max(gpu, host)})
+                            "heldout": heldout, "wall_s": wall})
     blocks = [1, 4, 16, 64, 256]
+    engine = [{"kind": "decode", "seqs": int(b), "engine_s": float(engine_features(b) @ _vec("engine", coef))}
+              for b in rng.integers(1, 257, 40)]
     return {
         "environment": {"device_name": "synthetic"},
         "ceilings": {"copy_bandwidth": COPY_BANDWIDTH, "matmul_flops": 7e14},
@@ -60,6 +68,9 @@ def synthetic_raw(coef=TRUE, seed=0) -> dict:
         "copy": [{"blocks": k, "wall_s": float(block_features(k) @ _vec("copy", coef))} for k in blocks],
         "swap": [{"blocks": k, "direction": "out", "wall_s": float(block_features(k) @ _vec("swap", coef))}
                  for k in blocks],
+        "engine": engine,
+        "prefill_tokens": [{"new_tokens": [t], "cached_tokens": [0], "heldout": False,
+                            "wall_s": linear_layers(t)} for t in TABLE_TOKENS],
     }
 
 

@@ -42,6 +42,12 @@ def test_round_trip(tmp_path, synthetic_profile):
     (lambda d: {**d, "provenance": {"kind": "guessed"}}, "provenance.kind"),
     (lambda d: {**d, "graph_batch_sizes": [4, 2]}, "graph_batch_sizes"),
     (lambda d: {**d, "grid": {}}, "grid.decode.batch"),
+    (lambda d: {k: v for k, v in d.items() if k != "prefill_tokens"}, "missing field(s) prefill_tokens"),
+    (lambda d: {**d, "prefill_tokens": {"tokens": [16, 8], "seconds": [1.0, 2.0], "weights_s": 0.5}},
+     "increasing token counts"),
+    (lambda d: {**d, "prefill_tokens": {"tokens": [16, 32], "seconds": [1.0, 0.5], "weights_s": 0.5}},
+     "non-decreasing"),
+    (lambda d: {**d, "prefill_tokens": {"tokens": [16, 32]}}, "prefill_tokens must hold"),
 ])
 def test_bad_profiles_give_one_clear_error(tmp_path, synthetic_profile, mutate, message):
     path = _write(tmp_path, mutate(synthetic_profile))

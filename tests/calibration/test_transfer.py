@@ -17,6 +17,12 @@ def test_each_class_scales_by_its_datasheet_ratio(synthetic_profile):
         for term, cls in terms:
             assert derived["coefficients"][kind][term] == pytest.approx(
                 synthetic_profile["coefficients"][kind][term] * ratio[cls])
+    source, table = synthetic_profile["prefill_tokens"], derived["prefill_tokens"]
+    assert table["weights_s"] == pytest.approx(source["weights_s"] * ratio["memory"])
+    rest = source["seconds"][0] - source["weights_s"]  # launches and host work: kept
+    assert table["seconds"][0] == pytest.approx(table["weights_s"] + rest)
+    for new, old in zip(table["seconds"], source["seconds"]):  # what more tokens add is compute
+        assert new - table["seconds"][0] == pytest.approx((old - source["seconds"][0]) * ratio["compute"])
     assert derived["provenance"]["kind"] == "derived"
     assert derived["provenance"]["from"] == "opt-13b@h100-sxm-80gb"
     assert derived["name"] == "opt-13b@a100-40gb" and "measurements" not in derived

@@ -8,7 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kvsim.calibration.roofline import RooflineCostModel  # noqa: E402
-from kvsim.gpu.executor import RealExecutor  # noqa: E402
+from kvsim.gpu.executor import STEP_COLUMNS, RealExecutor  # noqa: E402
 from kvsim.gpu.runner import ModelRunner  # noqa: E402
 from kvsim.hardware import load_gpu  # noqa: E402
 from kvsim.models import spec_from_hf_config  # noqa: E402
@@ -66,8 +66,8 @@ def test_executor_reproduces_the_simulated_schedule(preemption, n, beam):
     for column in ("admitted", "first_token", "finish"):  # same admission order and timing
         np.testing.assert_allclose(real[column], sim[column], rtol=1e-9)
     assert int(simulated.steps_frame().steps.sum()) == len(executed.steps)
-    measured, predicted = np.array([t[3] for t in executor.step_times]), np.array([t[4] for t in executor.step_times])
-    np.testing.assert_allclose(measured, predicted)
+    steps = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
+    np.testing.assert_allclose(steps.measured_s, steps.predicted_s)
 
 
 def test_executor_measures_wall_time_by_default():
@@ -79,3 +79,13 @@ def test_executor_measures_wall_time_by_default():
     assert (requests.finish > requests.first_token).any() and (requests.ttft > 0).all()
     slots = recorder.steps_frame()[list(KV_SLOT_COLUMNS)]  # the waste breakdown, as simulated runs have it
     assert slots.notna().all().all() and (slots.sum(axis=1) == NUM_BLOCKS * BLOCK_SIZE).all()
+
+
+def test_engine_time_is_the_step_outside_the_runner():
+    """Each step's engine time (scheduling, bookkeeping) is positive and a part of the step."""
+    runner = ModelRunner(TINY, NUM_BLOCKS, BLOCK_SIZE, dtype="float32", device="cpu", seed=0)
+    executor = RealExecutor(scheduler(), runner)
+    executor.run(tiny_trace(n=4))
+    steps = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
+    assert len(steps) > 0
+    assert (steps.engine_s > 0).all() and (steps.engine_s < steps.measured_s).all()

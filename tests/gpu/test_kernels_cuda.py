@@ -115,3 +115,21 @@ def test_copy_blocks_and_swap_exact():
     kernels.copy_blocks(host, caches, torch.tensor(in_pairs, device="cuda"))
     for c, h in zip(caches, host):
         assert torch.equal(c[[20, 21]].cpu(), h[[0, 7]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head", [64, 128])
+@pytest.mark.parametrize("heads,kv_heads", [(8, 8), (8, 2)])
+@pytest.mark.parametrize("cached", [[0, 0, 0, 0], [0, 40, 300, 7]])
+def test_batched_prefill_attention(dtype, head, heads, kv_heads, cached):
+    """The GPU path (one variable-length flash-attention call, cached prefixes gathered from
+    the paged cache) against float64 attention over contiguous K/V."""
+    from attention_cases import prefill_case
+    from kvsim.gpu import ops
+
+    args, expect = prefill_case([5, 130, 1, 64], cached, heads, kv_heads, head, block_size=16,
+                                dtype=dtype, device="cuda", seed=head + kv_heads + sum(cached))
+    out = ops.prefill_attention(*args)
+    err = _rel_err(out, expect.to("cuda"))
+    print(f"prefill rel err {err:.2e}")
+    assert err < 1e-2, err

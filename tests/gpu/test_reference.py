@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from attention_cases import prefill_case  # noqa: E402
 from kvsim.gpu import ops, reference  # noqa: E402
 
 
@@ -69,19 +70,9 @@ def test_copy_blocks_reads_before_writes():
     assert torch.equal(host[1], a[5]) and torch.equal(host[0], torch.zeros(2, 1, 4))
 
 
-@pytest.mark.parametrize("num_cached", [0, 5])
+@pytest.mark.parametrize("cached", [[0, 0, 0], [5, 0, 17], [3, 9, 1]])
 @pytest.mark.parametrize("heads,kv_heads", [(4, 4), (4, 2)])
-def test_prefill_attention_with_cached_prefix(num_cached, heads, kv_heads):
-    rng, d, n, block_size = random.Random(num_cached), 16, 6, 4
-    total = num_cached + n
-    k_all = torch.randn(total, kv_heads, d)
-    v_all = torch.randn(total, kv_heads, d)
-    q = torch.randn(n, heads, d)
-    table = rng.sample(range(8), -(-total // block_size))
-    k_cache, v_cache = torch.randn(8, block_size, kv_heads, d), torch.randn(8, block_size, kv_heads, d)
-    _scatter(k_cache, table, k_all)
-    _scatter(v_cache, table, v_all)
-    out = ops.prefill_attention(q, k_all[num_cached:], v_all[num_cached:], k_cache, v_cache,
-                                table, num_cached, 0.3)
-    expect = reference.attention(q, k_all, v_all, 0.3, causal_offset=num_cached)
+def test_batched_prefill_attention_with_cached_prefixes(cached, heads, kv_heads):
+    args, expect = prefill_case([6, 1, 11], cached, heads, kv_heads, 16, block_size=4, seed=sum(cached))
+    out = ops.prefill_attention(*args)
     torch.testing.assert_close(out, expect, rtol=1e-5, atol=1e-5)

@@ -40,31 +40,50 @@ __device__ __forceinline__ void unpack(u32 w, float* out) {
   out[1] = to_float<T>((u16)(w >> 16));
 }
 
-// Load N consecutive 16-bit values into floats with the widest aligned vector loads that
-// N allows (16 B when N % 8 == 0). The caller guarantees alignment to 2*N bytes' largest
-// power-of-two divisor, which holds for rows of head_dim elements split N per thread.
-// Words are unpacked with shifts, not through a pointer, so the vector stays in registers.
-template <typename T, int N>
-__device__ __forceinline__ void load_row(const u16* __restrict__ p, float (&out)[N]) {
+// N consecutive 16-bit values kept packed, two per 32-bit word, until they are used: a row
+// in flight costs half the registers of its floats.
+template <int N> struct Packed {
   static_assert(N % 2 == 0, "rows are split into an even number of elements per thread");
+  u32 w[N / 2];
+};
+
+// Load N consecutive 16-bit values with the widest aligned vector loads that N allows
+// (16 B when N % 8 == 0). The caller guarantees alignment to 2*N bytes' largest
+// power-of-two divisor, which holds for rows of head_dim elements split N per thread.
+template <int N>
+__device__ __forceinline__ void load_packed(const u16* __restrict__ p, Packed<N>& out) {
   if constexpr (N % 8 == 0) {
 #pragma unroll
     for (int i = 0; i < N / 8; ++i) {
       const uint4 v = reinterpret_cast<const uint4*>(p)[i];
-      unpack<T>(v.x, out + 8 * i);
-      unpack<T>(v.y, out + 8 * i + 2);
-      unpack<T>(v.z, out + 8 * i + 4);
-      unpack<T>(v.w, out + 8 * i + 6);
+      out.w[4 * i] = v.x;
+      out.w[4 * i + 1] = v.y;
+      out.w[4 * i + 2] = v.z;
+      out.w[4 * i + 3] = v.w;
     }
   } else if constexpr (N % 4 == 0) {
 #pragma unroll
     for (int i = 0; i < N / 4; ++i) {
       const uint2 v = reinterpret_cast<const uint2*>(p)[i];
-      unpack<T>(v.x, out + 4 * i);
-      unpack<T>(v.y, out + 4 * i + 2);
+      out.w[2 * i] = v.x;
+      out.w[2 * i + 1] = v.y;
     }
   } else {
 #pragma unroll
-    for (int i = 0; i < N / 2; ++i) unpack<T>(reinterpret_cast<const u32*>(p)[i], out + 2 * i);
+    for (int i = 0; i < N / 2; ++i) out.w[i] = reinterpret_cast<const u32*>(p)[i];
   }
+}
+
+// Packed words to floats; unpacked with shifts, not through a pointer, so all stays in registers.
+template <typename T, int N>
+__device__ __forceinline__ void unpack_row(const Packed<N>& in, float (&out)[N]) {
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i) unpack<T>(in.w[i], out + 2 * i);
+}
+
+template <typename T, int N>
+__device__ __forceinline__ void load_row(const u16* __restrict__ p, float (&out)[N]) {
+  Packed<N> packed;
+  load_packed<N>(p, packed);
+  unpack_row<T, N>(packed, out);
 }
