@@ -124,31 +124,6 @@ class PrefillTokens:
         return float(self.seconds[-1] + self._slope * (tokens - self.tokens[-1]))
 
 
-class PrefillTokens:
-    """The token table: seconds of a prefill of ``tokens`` tokens, piecewise linear
-    between measured counts (a step function of waves of GEMM tiles, made monotone),
-    extended past the last count along the last segment. ``weights_s`` of its first entry
-    is the time to stream the weights once (memory-bound; the transfer scales it apart)."""
-
-    def __init__(self, table: dict):
-        self.tokens = np.asarray(table["tokens"], dtype=np.float64)
-        self.seconds = np.asarray(table["seconds"], dtype=np.float64)
-        self.weights_s = float(table["weights_s"])
-        self._slope = (self.seconds[-1] - self.seconds[-2]) / (self.tokens[-1] - self.tokens[-2])
-
-    def __call__(self, tokens: float) -> float:
-        if tokens <= self.tokens[-1]:
-            return float(np.interp(tokens, self.tokens, self.seconds))
-        return float(self.seconds[-1] + self._slope * (tokens - self.tokens[-1]))
-
-
-def prefill_host_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.ndarray:
-    """Host time to issue an eager prefill: the same launches per layer whatever the batch
-    (one variable-length attention call covers every sequence), and a few more per layer
-    when some prefix is cached (its K/V are gathered from the paged cache)."""
-    return np.array([1.0, float((np.asarray(context_lens) > np.asarray(new_tokens)).any())])
-
-
 def block_features(num_blocks: float) -> np.ndarray:
     return np.array([1.0, float(num_blocks)])
 
