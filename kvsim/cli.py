@@ -12,7 +12,7 @@ import sys
 import typing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Optional
 
@@ -342,12 +342,15 @@ def validate(
     ctx: typer.Context,
     out: Path = typer.Option(Path("validation"), help="Directory for validation.csv, plots and logs."),
     campaign: Optional[Path] = typer.Option(None, help="JSON list of points, each a dict of `run` options (see docs/validation/)."),
+    calibrate_first: bool = typer.Option(False, "--calibrate", help="Calibrate each model on this GPU first (profiles written to --out) and simulate with those profiles."),
 ):
     """Run traces through the real GPU executor and the simulator, and compare them.
 
     Takes `simcli run` options, each with one value or a comma-separated list (the points are
     their cross product), e.g. simcli validate --model opt-13b --rate 1,2,4 --num-requests 100,
-    or a --campaign file. The GPU is the one found; the simulator uses its calibrated profile.
+    or a --campaign file. The GPU is the one found; the simulator uses its calibrated profile,
+    or with --calibrate one measured on this very machine just before (host speed, which sets
+    the pace of short eager prefills, differs between machines of one GPU model).
     """
     from kvsim.gpu.validate import detect_gpu, load_campaign, relative_errors, run_campaign, step_error_summary
     from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
@@ -362,6 +365,8 @@ def validate(
         points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
     gpu = detect_gpu()
     configs = [SimConfig(**{"gpu": gpu, **point}).validate() for point in points]
+    if calibrate_first:
+        configs = _with_fresh_profiles(configs, out)
     table = run_campaign(configs, out, progress=lambda text: err_console.print(text))
     import pandas as pd
 
@@ -374,6 +379,20 @@ def validate(
         c: (lambda v: f"{v:+.1%}") for c in errors.columns if c.endswith("_rel_error")}))
     console.print(f"per-step cost-model error: {step_error_summary(steps)}")
     console.print(f"wrote {out}/validation.csv, requests.csv, steps.csv, latency_scatter.png, step_error.png")
+
+
+def _with_fresh_profiles(configs: list[SimConfig], out: Path) -> list[SimConfig]:
+    """Each config pointed at a profile calibrated now, on this GPU, one per model and block size."""
+    from kvsim.calibration.calibrate import calibrate as run_calibration
+
+    profiles: dict[tuple[str, int], Path] = {}
+    for config in configs:
+        key = (config.model, config.block_size)
+        if key not in profiles:
+            _, profiles[key] = run_calibration(
+                config.model, out / f"{config.model}-block{config.block_size}.profile.json",
+                block_size=config.block_size, log=lambda text: err_console.print(text))
+    return [replace(c, profile=str(profiles[(c.model, c.block_size)])) for c in configs]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

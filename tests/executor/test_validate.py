@@ -41,3 +41,26 @@ def test_bad_campaign_files_are_one_line_errors(tmp_path, content, message):
     path.write_text(content)
     result = CliRunner().invoke(app, ["validate", "--campaign", str(path)])
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+
+
+def test_calibrate_first_measures_each_model_and_block_size_once(monkeypatch, tmp_path):
+    """--calibrate: one calibration per (model, block size), every point simulated with its own."""
+    from kvsim import cli
+    from kvsim.calibration import calibrate as calibrate_module
+    from kvsim.config import SimConfig
+
+    calls = []
+
+    def fake_calibrate(model, out, block_size=16, log=print, **_):
+        calls.append((model, block_size))
+        return {}, out
+
+    monkeypatch.setattr(calibrate_module, "calibrate", fake_calibrate)
+    configs = [SimConfig(model=m, block_size=b, rate=r, gpu="h100-sxm-80gb")
+               for m, b, r in [("opt-13b", 16, 1.0), ("opt-13b", 16, 2.0), ("llama-2-7b", 16, 1.0),
+                               ("opt-13b", 32, 1.0)]]
+    fresh = cli._with_fresh_profiles(configs, tmp_path)
+    assert calls == [("opt-13b", 16), ("llama-2-7b", 16), ("opt-13b", 32)]
+    assert fresh[0].profile == fresh[1].profile != fresh[3].profile
+    assert all(c.profile.startswith(str(tmp_path)) for c in fresh)
+    assert [c.rate for c in fresh] == [1.0, 2.0, 1.0, 1.0]
