@@ -227,7 +227,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from kvsim.calibration.profile import save_profile
     from kvsim.calibration.profile_model import gpu_of
-    from kvsim.models import ModelSpec
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("profiles", nargs="+")

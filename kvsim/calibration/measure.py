@@ -7,7 +7,7 @@ dicts that :mod:`kvsim.calibration.fit` turns into a profile. What is timed, and
 * **decode** (batch x context, uniform and mixed per-sequence contexts): the runner's CUDA
   graph replay, timed with CUDA events (GPU time); and the whole synchronous step --
   input preparation, replay, greedy sampling -- by the host clock (wall time). Their
-  difference is the executor's per-step host overhead.
+  difference is the runner's per-step host overhead.
 * **prefill** (sequences x prompt length, with and without a cached prefix): the whole
   eager step by the host clock. Eager launches interleave host and GPU work, so a short
   prefill lasts as long as the host takes to issue it, a long one as long as the GPU runs,
