@@ -68,7 +68,7 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _offsets(lengths: np.ndarray) -> np.ndarray:
-    return np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    return np.concatenate([[0], np.cumsum(lengths)])
 
 
 class ModelRunner:
