@@ -134,7 +134,7 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
     dec = [p for p in raw["decode"] if not p["heldout"]]
     pre = [p for p in raw["prefill"] if not p["heldout"]]
     table = token_table(raw["prefill_tokens"], weight_read_s)
-    linear = PrefillTokens(table)
+    linear = PrefillTokens(table, raw["prefill_padding"])
     coefficients = {
         "decode": _fit_kind("decode", np.array([
             decode_features(p["batch"], *graph_for(sizes, partitions, p["batch"]), p["total_context"])
@@ -177,7 +177,8 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
         "environment": raw["environment"], "ceilings": raw["ceilings"],
         "calibration": {k: raw[k] for k in ("kv_capacity_tokens", "max_batched_tokens", "repeats",
                                             "setup_seconds", "measure_seconds")},
-        "grid": grid, "graph_batch_sizes": sizes, "coefficients": coefficients,
+        "grid": grid, "graph_batch_sizes": sizes,
+        "prefill_padding": raw["prefill_padding"], "coefficients": coefficients,
         "prefill_tokens": table,
         "term_classes": {kind: dict(terms) for kind, terms in TERMS.items()},
         "fit_report": {},
@@ -215,6 +216,7 @@ def refit(doc: dict, spec: ModelSpec, gpu: GPUSpec) -> dict:
     model's terms: no GPU needed). Its creation date and calibration times are kept."""
     raw = {**doc["measurements"], **doc["calibration"], "environment": doc["environment"],
            "ceilings": doc["ceilings"], "graph_batch_sizes": doc["graph_batch_sizes"],
+           "prefill_padding": doc["prefill_padding"],
            "attention_partition": doc["attention_partition"]}
     new = fit_profile(raw, spec, gpu, doc["block_size"], created=doc["created"])
     new["calibration"] = doc["calibration"]

@@ -8,13 +8,14 @@ dicts that :mod:`kvsim.calibration.fit` turns into a profile. What is timed, and
   graph replay, timed with CUDA events (GPU time); and the whole synchronous step --
   input preparation, replay, greedy sampling -- by the host clock (wall time). Their
   difference is the runner's per-step host overhead.
-* **prefill** (sequences x prompt length, with and without a cached prefix): the whole
-  eager step by the host clock. Eager launches interleave host and GPU work, so a short
-  prefill lasts as long as the host takes to issue it, a long one as long as the GPU runs,
-  plus launch gaps: only the wall time says which. Apart from the grid, a **token table**:
-  prefills of every multiple of 128 tokens up to the step's token budget, in sequences of
-  32 tokens (attention negligible), which traces the cost as a function of the token
-  count, steps included (GEMM tiles run in whole waves over the SMs).
+* **prefill** (sequences x prompt length, with and without a cached prefix, short and
+  long): the whole step by the host clock, as the executor runs it (piecewise graphs up to
+  ~1k tokens, eager above, attention eager throughout): where the host or the GPU sets the
+  pace, and the launch gaps, only the wall time says. Apart from the grid, a **token
+  table**: prefills of every prefill graph's size and of every multiple of 128 tokens above
+  up to the step's token budget, in sequences of 32 tokens (attention negligible), which
+  traces the cost as a function of the token count, steps included (GEMM tiles run in
+  whole waves over the SMs).
 * **block copies** and **swaps** out to and in from pinned host memory: the whole call.
 * **the engine's own per-step work** (scheduling, block-table bookkeeping, everything of a
   step outside the runner): the real executor serves a burst of short synthetic requests,
@@ -41,7 +42,8 @@ import numpy as np
 import torch
 
 from kvsim.gpu.kernels import partition_size
-from kvsim.gpu.runner import GRAPH_BATCH_SIZES, ModelRunner
+from kvsim.gpu.runner import (GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, PREFILL_MULTIPLE, PREFILL_SIZES,
+                              ModelRunner, padded_prefill_tokens)
 from kvsim.models import ModelSpec
 
 GiB = 1 << 30
@@ -57,20 +59,18 @@ class Grid:
     decode_contexts: tuple[int, ...] = (32, 128, 512, 1024, 2048, 4096, 8192)
     prefill_seqs: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     prefill_lengths: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-    prefill_table_step: int = 128  # token-table resolution
     copy_blocks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)
     swap_blocks: tuple[int, ...] = (1, 4, 16, 64, 128)
     heldout_decode: int = 24
     heldout_prefill: int = 16
     engine_requests: int = 512
     repeats: int = 5
-    prefill_repeats: int = 3
+    prefill_repeats: int = 5
 
     @classmethod
     def quick(cls) -> "Grid":
         return cls(decode_batches=(1, 4, 16, 64, 256), decode_contexts=(32, 512, 2048, 8192),
                    prefill_seqs=(1, 4, 16, 64), prefill_lengths=(16, 128, 1024, 4096),
-                   prefill_table_step=256,
                    copy_blocks=(1, 16, 256), swap_blocks=(1, 16, 128),
                    heldout_decode=12, heldout_prefill=8, engine_requests=128, repeats=3,
                    prefill_repeats=2)
@@ -188,11 +188,13 @@ class Calibrator:
         self.blocks = _Blocks(num_blocks, self.block_size)
         self.capacity_tokens = num_blocks * self.block_size
         self.graph_sizes = [b for b in GRAPH_BATCH_SIZES if b <= max(self.grid.decode_batches)]
-        self.runner.capture(self.graph_sizes)
+        self.prefill_graph_tokens = [t for t in PREFILL_GRAPH_TOKENS if t <= self.max_batched_tokens]
+        self.runner.capture(self.graph_sizes, self.prefill_graph_tokens)
         torch.cuda.synchronize()
         self.setup_seconds = time.perf_counter() - t0
         self.log(f"setup {self.setup_seconds:.1f} s: {num_blocks} blocks of {self.block_size} "
                  f"({self.capacity_tokens} tokens), {len(self.graph_sizes)} decode graphs, "
+                 f"{len(self.prefill_graph_tokens)} prefill graph sizes, "
                  f"copy {self.ceilings['copy_bandwidth'] / 1e12:.2f} TB/s, "
                  f"matmul {self.ceilings['matmul_flops'] / 1e12:.0f} TFLOP/s")
 
@@ -250,11 +252,9 @@ class Calibrator:
                 "wall_s": _median_wall_seconds(step, self.grid.prefill_repeats)}
 
     def prefill_token_table(self) -> list[dict]:
-        """Prefills of 16, 32, 64 and every multiple of ``prefill_table_step`` tokens up to the
-        token budget, as sequences of 32 tokens."""
-        budget, step = self.max_batched_tokens, self.grid.prefill_table_step
+        """Prefills of every padded size up to the token budget's, as sequences of 32 tokens."""
         points = []
-        for tokens in sorted({16, 32, 64, *range(step, budget + 1, step), budget}):
+        for tokens in sorted({padded_prefill_tokens(t) for t in range(1, self.max_batched_tokens + 1)}):
             lengths = [32] * (tokens // 32) + ([tokens % 32] if tokens % 32 else [])
             points.append(self.prefill_point(lengths, [0] * len(lengths), heldout=False))
         return points
@@ -271,12 +271,20 @@ class Calibrator:
                 for cached in (n, 7 * n) if s <= 2 else (n,) if s <= 16 else ():
                     if n + cached <= limit and s * (n + cached) <= self.capacity_tokens // 2:
                         points.append(self.prefill_point([n] * s, [cached] * s, heldout=False))
+            # short prompts after prefixes that fill the context (a shared prompt, a
+            # continuation): the most gathered per new token
+            for n in (16, 128):
+                if s * n <= self.max_batched_tokens and s * limit <= self.capacity_tokens:
+                    points.append(self.prefill_point([n] * s, [limit - n] * s, heldout=False))
         for _ in range(g.heldout_prefill):
             s = int(2 ** self.rng.uniform(0, math.log2(max(g.prefill_seqs))))
             budget = self.max_batched_tokens // s
             new = [int(x) for x in np.exp(self.rng.uniform(math.log(8), math.log(min(budget, limit)), s))]
             use_cache = self.rng.random() < 0.5
-            cached = [int(self.rng.integers(0, limit - n + 1)) if use_cache else 0 for n in new]
+            cached = np.array([self.rng.integers(0, limit - n + 1) if use_cache else 0 for n in new])
+            # no more context than the KV cache holds
+            room = max(self.capacity_tokens - sum(new), 0)
+            cached = (cached * min(1.0, room / max(cached.sum(), 1))).astype(int).tolist()
             points.append(self.prefill_point(new, cached, heldout=True))
         return points
 
@@ -339,6 +347,8 @@ class Calibrator:
                       for b in self.graph_sizes]
         return {"environment": environment(), "ceilings": self.ceilings, "attention_partition": partitions,
                 "kv_capacity_tokens": self.capacity_tokens, "graph_batch_sizes": self.graph_sizes,
+                "prefill_padding": {"sizes": list(PREFILL_SIZES), "multiple": PREFILL_MULTIPLE,
+                                    "graphs": self.prefill_graph_tokens},
                 "max_batched_tokens": self.max_batched_tokens, "repeats": self.grid.repeats,
                 "setup_seconds": self.setup_seconds, "measure_seconds": seconds,
                 "decode": decode, "prefill": prefill, "prefill_tokens": table, "copy": copies,

@@ -12,6 +12,8 @@ KvsimError.
 from __future__ import annotations
 
 import json
+import bisect
+import math
 from dataclasses import fields
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from kvsim.errors import KvsimError
 from kvsim.models import ModelSpec
 
 FORMAT = "kvsim-step-profile"
-VERSION = 2  # 2: the engine's per-step term, prefill's token table
+VERSION = 3  # 2: the engine's per-step term, prefill's token table; 3: padded prefills
 SHIPPED_DIR = Path(__file__).parent / "profiles"
 
 # Per step kind: (term, scaling class). A term's coefficient multiplies its feature (see
@@ -35,7 +37,8 @@ TERMS: dict[str, tuple[tuple[str, str], ...]] = {
     "engine": (("fixed", "fixed"), ("seqs", "fixed")),
     # Prefill's cost in its token count is the measured token table (see PrefillTokens);
     # these terms add what the table's short sequences leave out.
-    "prefill": (("seqs", "fixed"), ("pairs", "compute"), ("gathered", "memory"), ("cached", "fixed")),
+    "prefill": (("seqs", "fixed"), ("pairs", "compute"), ("gathered", "memory"), ("cached", "fixed"),
+                ("longest", "compute")),
     "copy": (("fixed", "fixed"), ("blocks", "memory")),
     "swap": (("fixed", "fixed"), ("blocks", "pcie")),
 }
@@ -98,27 +101,41 @@ def engine_features(num_seqs: int) -> np.ndarray:
 def prefill_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.ndarray:
     """Prefill beyond the token table: per sequence, per causal attention pair, per token
     gathered from the paged cache (a batch with any cached prefix gathers every context),
-    and once for the gather's own launches when there is one."""
+    once for the gather's own launches when there is one, and per token of the longest
+    context: attention's critical path, since one SM walks a (query tile, head)'s whole
+    context in every layer; it sets the pace when few sequences leave SMs idle (a short
+    prompt after a long cached prefix)."""
     new = np.asarray(new_tokens, dtype=np.float64)
     context = np.asarray(context_lens, dtype=np.float64)
     pairs = float((new * (context - new + (new + 1) / 2)).sum())
     cached = float((context > new).any())
-    return np.array([float(len(new)), pairs, cached * float(context.sum()), cached])
+    return np.array([float(len(new)), pairs, cached * float(context.sum()), cached, float(context.max())])
+
+
+def padded_tokens(padding: dict, tokens: float) -> float:
+    """The rows a prefill of ``tokens`` new tokens runs as, by the profile's ``prefill_padding``:
+    the next of its ``sizes``, or above them the next multiple of ``multiple``."""
+    fits = bisect.bisect_left(padding["sizes"], tokens)
+    if fits < len(padding["sizes"]):
+        return padding["sizes"][fits]
+    return math.ceil(tokens / padding["multiple"]) * padding["multiple"]
 
 
 class PrefillTokens:
-    """The token table: seconds of a prefill of ``tokens`` tokens, piecewise linear
-    between measured counts (a step function of waves of GEMM tiles, made monotone),
-    extended past the last count along the last segment. ``weights_s`` of its first entry
-    is the time to stream the weights once (memory-bound; the transfer scales it apart)."""
+    """The token table: seconds of a prefill of ``tokens`` new tokens, measured at every
+    padded size the runner runs (a step function of waves of GEMM tiles, made monotone),
+    extended past the last along the last segment. ``weights_s`` of its first entry is the
+    time to stream the weights once (memory-bound; the transfer scales it apart)."""
 
-    def __init__(self, table: dict):
+    def __init__(self, table: dict, padding: dict):
         self.tokens = np.asarray(table["tokens"], dtype=np.float64)
         self.seconds = np.asarray(table["seconds"], dtype=np.float64)
         self.weights_s = float(table["weights_s"])
+        self.padding = padding
         self._slope = (self.seconds[-1] - self.seconds[-2]) / (self.tokens[-1] - self.tokens[-2])
 
     def __call__(self, tokens: float) -> float:
+        tokens = padded_tokens(self.padding, tokens)
         if tokens <= self.tokens[-1]:
             return float(np.interp(tokens, self.tokens, self.seconds))
         return float(self.seconds[-1] + self._slope * (tokens - self.tokens[-1]))
@@ -129,8 +146,8 @@ def block_features(num_blocks: float) -> np.ndarray:
 
 
 REQUIRED = ("format", "version", "name", "model", "gpu", "dtype", "tensor_parallel", "block_size",
-            "created", "provenance", "grid", "graph_batch_sizes", "attention_partition",
-            "coefficients", "prefill_tokens", "fit_report")
+            "created", "provenance", "grid", "graph_batch_sizes", "prefill_padding",
+            "attention_partition", "coefficients", "prefill_tokens", "fit_report")
 
 
 def profile_name(model: str, gpu: str) -> str:
@@ -184,10 +201,16 @@ def validate(doc: object, where: str) -> dict:
             and seconds[0] >= weights_s >= 0):
         raise _fail(where, "prefill_tokens must give increasing token counts with non-decreasing "
                            "seconds, the first at least weights_s")
-    sizes = doc["graph_batch_sizes"]
-    if not isinstance(sizes, list) or not all(isinstance(b, int) and b > 0 for b in sizes) \
-            or sizes != sorted(set(sizes)):
-        raise _fail(where, "graph_batch_sizes must be increasing positive integers")
+    padding = doc["prefill_padding"]
+    for field, given in (("graph_batch_sizes", doc["graph_batch_sizes"]),
+                         ("prefill_padding.sizes", padding.get("sizes") if isinstance(padding, dict) else None),
+                         ("prefill_padding.multiple", [padding.get("multiple")] if isinstance(padding, dict) else None)):
+        if not isinstance(given, list) or not all(isinstance(b, int) and b > 0 for b in given) \
+                or given != sorted(set(given)):
+            raise _fail(where, f"{field} must be increasing positive integers")
+    padded = {padded_tokens(padding, t) for t in range(1, int(tokens[-1]) + 1)}
+    if not padded <= set(tokens.tolist()):
+        raise _fail(where, "prefill_tokens must be measured at every padded prefill size")
     grid = doc["grid"]
     for kind, axes in GRID_AXES.items():
         for axis in axes:
@@ -198,7 +221,7 @@ def validate(doc: object, where: str) -> dict:
     if not isinstance(doc["block_size"], int) or doc["block_size"] < 1:
         raise _fail(where, "block_size must be a positive integer")
     parts = doc["attention_partition"]
-    if not (isinstance(parts, list) and len(parts) == len(sizes)
+    if not (isinstance(parts, list) and len(parts) == len(doc["graph_batch_sizes"])
             and all(isinstance(v, int) and v > 0 for v in parts)):
         raise _fail(where, "attention_partition must give a positive size per graph batch size")
     return doc

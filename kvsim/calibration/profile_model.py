@@ -1,8 +1,8 @@
 """Step costs from a profile: fitted physical terms, clamped to the roofline's physical floor.
 
-A decode step costs its GPU time (graph replay) plus the runner's host work; an eager
-prefill step its measured wall time (the token table, which holds where the host rather
-than the GPU sets the pace) plus attention, gathering and per-sequence terms. Every step
+A decode step costs its GPU time (graph replay) plus the runner's host work; a prefill
+step its measured wall time by token count (the token table: graphed pieces up to ~1k
+tokens, eager above, launch gaps included) plus attention, gathering and per-sequence terms. Every step
 also pays the engine's own work around the runner (scheduling, bookkeeping). Every
 coefficient is non-negative and every feature grows with tokens, context and blocks, so
 the cost is monotone; the floor (datasheet FLOP/s and bandwidth at 100% efficiency)
@@ -50,7 +50,7 @@ class ProfileCostModel(CostModel):
         self.coef = {kind: np.array([float(doc["coefficients"][kind][t]) for t, _ in terms])
                      for kind, terms in TERMS.items()}
         self.engine = engine
-        self.prefill_tokens = PrefillTokens(doc["prefill_tokens"])
+        self.prefill_tokens = PrefillTokens(doc["prefill_tokens"], doc["prefill_padding"])
         self.floor = RooflineCostModel(model, gpu_of(doc), block_size, PHYSICAL_FLOOR)
         self.graph_sizes = np.asarray(doc["graph_batch_sizes"])
         self.partitions = np.asarray(doc["attention_partition"])

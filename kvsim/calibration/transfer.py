@@ -51,7 +51,7 @@ def derive_profile(source: dict, target: GPUSpec, created: str | None = None) ->
     prefill_tokens = {"tokens": table["tokens"], "weights_s": weights * ratios["memory"],
                       "seconds": [base + (s - first) * ratios["compute"] for s in table["seconds"]]}
     keep = ("format", "version", "model", "dtype", "tensor_parallel", "block_size", "grid",
-            "graph_batch_sizes", "attention_partition", "term_classes")
+            "graph_batch_sizes", "prefill_padding", "attention_partition", "term_classes")
     doc = {k: source[k] for k in keep if k in source}
     doc.update({
         "name": profile_name(source["model"]["name"], target.name),

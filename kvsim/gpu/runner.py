@@ -7,11 +7,14 @@ caches of the same shape take swapped-out blocks.
 
 Decode steps can be captured in CUDA graphs for a set of batch sizes (``capture``); a batch
 then runs as the smallest captured size that holds it, padded with empty rows (context 0).
+Prefills can be captured too, piecewise by token count: the layers' dense work in graphs,
+the attention (shaped by the batch's sequences) eager between them.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import itertools
 from dataclasses import dataclass
 
@@ -30,6 +33,24 @@ _OPT_POS_OFFSET = 2  # OPT's learned positions start at index 2
 # Calibration and the real executor capture the same sizes, so a profile's padding is the
 # executor's.
 GRAPH_BATCH_SIZES = (1, 2, 4, *range(8, 257, 8))
+# A prefill's new tokens (the batch's sum) run padded to the next of PREFILL_SIZES, or above
+# them to a multiple of PREFILL_MULTIPLE: the shapes calibration measures. Unpadded, some
+# token counts ran far slower than the next multiple of 128 (Llama-2-7B on an H100: 1033
+# tokens 62 ms, 1152 tokens 38 ms).
+PREFILL_SIZES = (16, 32, 64)
+PREFILL_MULTIPLE = 128
+# Padded prefills of up to 1024 tokens run as piecewise CUDA graphs, attention eager between
+# the pieces (its shape is the batch's own). Eager, a short prefill's dozen launches per
+# layer took the host longer than the GPU took to run them (15-36 ms against 8-11 ms for
+# OPT-13B and Llama-2-7B on an H100), and the host's speed differed between machines; past
+# ~1024 tokens the GPU outruns the host.
+PREFILL_GRAPH_TOKENS = (*PREFILL_SIZES, *range(PREFILL_MULTIPLE, 1025, PREFILL_MULTIPLE))
+
+
+def padded_prefill_tokens(tokens: int) -> int:
+    """The rows a prefill of ``tokens`` new tokens runs as."""
+    fits = bisect.bisect_left(PREFILL_SIZES, tokens)
+    return PREFILL_SIZES[fits] if fits < len(PREFILL_SIZES) else -(-tokens // PREFILL_MULTIPLE) * PREFILL_MULTIPLE
 
 
 @dataclass
@@ -58,6 +79,21 @@ class _Batch:
     slots: torch.Tensor
     tables: torch.Tensor | None = None
     context_lens: torch.Tensor | None = None
+
+
+@dataclass
+class _PrefillBuffers:
+    """What a prefill's pieces read and write between them, one row per padded token:
+    tokens, positions and slots (``ints``, one row each), the residual stream, the fused
+    Q/K/V and the attention output."""
+
+    ints: torch.Tensor
+    x: torch.Tensor
+    qkv: torch.Tensor
+    attention: torch.Tensor
+
+    def rows(self, n: int) -> "_PrefillBuffers":
+        return _PrefillBuffers(self.ints[:, :n], self.x[:n], self.qkv[:n], self.attention[:n])
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -97,6 +133,8 @@ class ModelRunner:
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.graph_sizes: list[int] = []
         self.static: _Batch | None = None
+        self.prefill_graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}
+        self._prefill_static: _PrefillBuffers | None = None
         self._static_ints: torch.Tensor | None = None  # [3, rows]: static tokens, positions, slots
         if self.device.type == "cuda":
             self._staging = torch.empty(1 << 16, dtype=torch.int64, pin_memory=True)
@@ -163,31 +201,54 @@ class ModelRunner:
         x1, x2 = x.chunk(2, dim=-1)
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
+    def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        x = F.embedding(tokens, self.embed)
+        if self.spec.family == "opt":
+            x = x + F.embedding(positions + _OPT_POS_OFFSET, self.pos_embed)
+        return x
+
+    def _qkv(self, i: int, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+        """Layer i's fused Q/K/V of ``x`` (into ``out`` when given), rotated (LLaMA), with K
+        and V stored at ``slots`` of the layer's cache."""
+        L, s = self.layers[i], self.spec
+        h = self._norm(x, L.ln1)
+        qkv = (torch.addmm(L.qkv_b, h, L.qkv_w.t(), out=out) if L.qkv_b is not None
+               else torch.mm(h, L.qkv_w.t(), out=out))
+        q, k, v = self._split(qkv)
+        if s.family == "llama":
+            q.copy_(self._rope(q, positions))
+            k.copy_(self._rope(k, positions))
+        ops.write_kv(k, v, self.caches[2 * i], self.caches[2 * i + 1], slots)
+        return qkv
+
+    def _split(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        s, n = self.spec, qkv.shape[0]
+        q_dim, kv_dim = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+        return (qkv[:, :q_dim].view(n, s.num_heads, s.head_dim),
+                qkv[:, q_dim:q_dim + kv_dim].view(n, s.num_kv_heads, s.head_dim),
+                qkv[:, q_dim + kv_dim:].view(n, s.num_kv_heads, s.head_dim))
+
+    def _residual(self, i: int, x: torch.Tensor, attention: torch.Tensor) -> None:
+        """Layer i after attention, in place on the residual stream ``x``: output
+        projection, then the MLP."""
+        L = self.layers[i]
+        x.add_(F.linear(attention, L.o_w, L.o_b))
+        h = self._norm(x, L.ln2)
+        if self.spec.family == "opt":
+            h = F.relu(F.linear(h, L.up_w, L.up_b))
+        else:
+            gate, up = F.linear(h, L.up_w).chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        x.add_(F.linear(h, L.down_w, L.down_b))
+
     def _hidden(self, batch: _Batch, attend) -> torch.Tensor:
         """Final hidden states of all tokens; ``attend(layer, q, k, v)`` does the attention."""
-        s = self.spec
-        n, hd = batch.tokens.shape[0], s.head_dim
-        q_dim, kv_dim = s.num_heads * hd, s.num_kv_heads * hd
-        x = F.embedding(batch.tokens, self.embed)
-        if s.family == "opt":
-            x = x + F.embedding(batch.positions + _OPT_POS_OFFSET, self.pos_embed)
-        for i, L in enumerate(self.layers):
-            qkv = F.linear(self._norm(x, L.ln1), L.qkv_w, L.qkv_b)
-            q = qkv[:, :q_dim].view(n, s.num_heads, hd)
-            k = qkv[:, q_dim:q_dim + kv_dim].view(n, s.num_kv_heads, hd)
-            v = qkv[:, q_dim + kv_dim:].view(n, s.num_kv_heads, hd)
-            if s.family == "llama":
-                q, k = self._rope(q, batch.positions), self._rope(k, batch.positions)
-            ops.write_kv(k, v, self.caches[2 * i], self.caches[2 * i + 1], batch.slots)
-            a = attend(i, q, k, v).reshape(n, q_dim)
-            x = x + F.linear(a, L.o_w, L.o_b)
-            h = self._norm(x, L.ln2)
-            if s.family == "opt":
-                h = F.relu(F.linear(h, L.up_w, L.up_b))
-            else:
-                gate, up = F.linear(h, L.up_w).chunk(2, dim=-1)
-                h = F.silu(gate) * up
-            x = x + F.linear(h, L.down_w, L.down_b)
+        n = batch.tokens.shape[0]
+        x = self._embed(batch.tokens, batch.positions)
+        for i in range(len(self.layers)):
+            q, k, v = self._split(self._qkv(i, x, batch.positions, batch.slots))
+            self._residual(i, x, attend(i, q, k, v).reshape(n, -1))
         return x
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -240,26 +301,76 @@ class ModelRunner:
         cached = np.asarray(num_cached or [0] * num_seqs, dtype=np.int64)
         new = np.fromiter(map(len, token_ids), np.int64, num_seqs)
         context = cached + new
+        total = int(new.sum())
         rows = np.arange(num_seqs)
         tables = self._table_array(block_tables, num_seqs)
         positions = _ranges(cached, context)
-        host = [np.fromiter(itertools.chain.from_iterable(token_ids), np.int64, int(new.sum())),
-                positions, self._slots(tables, np.repeat(rows, new), positions), _offsets(new)]
+        # Padding rows: token 0 at position 0, slot -1 (no K/V written).
+        flat = np.zeros((3, padded_prefill_tokens(total)), np.int64)  # tokens, positions, slots
+        flat[2] = -1
+        flat[0, :total] = np.fromiter(itertools.chain.from_iterable(token_ids), np.int64, total)
+        flat[1, :total] = positions
+        flat[2, :total] = self._slots(tables, np.repeat(rows, new), positions)
+        host = [flat, _offsets(new)]
         if cached.any():
             whole = _ranges(np.zeros_like(context), context)
             host += [_offsets(context), self._slots(tables, np.repeat(rows, context), whole)]
         device = self._upload(*host)
-        batch = _Batch(*device[:3])
-        layout = ops.PrefillLayout(new.tolist(), cached.tolist(), device[3].int())
+        layout = ops.PrefillLayout(new.tolist(), cached.tolist(), device[1].int())
         if cached.any():
-            layout.context_offsets, layout.context_slots = device[4].int(), device[5]
+            layout.context_offsets, layout.context_slots = device[2].int(), device[3]
 
         def attend(i, q, k, v):
             return ops.prefill_attention(q, k, v, self.caches[2 * i], self.caches[2 * i + 1],
                                          layout, self.scale)
 
-        hidden = self._hidden(batch, attend)
+        hidden = self._prefill_pieces(total, device[0], attend)
         return self._logits(hidden[layout.new_offsets[1:].long() - 1])
+
+    def _prefill_pieces(self, total: int, flat: torch.Tensor, attend) -> torch.Tensor:
+        """The prefill's rows through every layer, piece by piece with the attention of the
+        first ``total`` (real) rows between the pieces: piece 0 embeds and projects layer 0's
+        Q/K/V, piece i + 1 finishes layer i and projects layer i + 1's. The pieces are the
+        captured graphs of this size if there are any, else run eagerly."""
+        size = flat.shape[1]
+        graphs = self.prefill_graphs.get(size)
+        if graphs:
+            st = self._prefill_static
+            st.ints[:, :size].copy_(flat)
+            buffers = st.rows(size)
+            pieces = [graph.replay for graph in graphs]
+        else:
+            buffers = self._prefill_buffers(size, flat)
+            pieces = self._pieces(buffers)
+        pieces[0]()
+        q, k, v = (t[:total] for t in self._split(buffers.qkv))
+        for i, piece in enumerate(pieces[1:]):
+            buffers.attention[:total].copy_(attend(i, q, k, v).reshape(total, -1))
+            piece()
+        return buffers.x
+
+    def _prefill_buffers(self, rows: int, ints: torch.Tensor) -> _PrefillBuffers:
+        s = self.spec
+        q_dim, kv_dim = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
+        hidden = lambda width: torch.zeros(rows, width, dtype=self.dtype, device=self.device)
+        return _PrefillBuffers(ints, hidden(s.hidden_size), hidden(q_dim + 2 * kv_dim), hidden(q_dim))
+
+    def _pieces(self, buffers: _PrefillBuffers) -> list:
+        """The prefill's pieces over ``buffers`` (see ``_prefill_pieces``), as callables."""
+        tokens, positions, slots = buffers.ints
+        x, qkv, attention = buffers.x, buffers.qkv, buffers.attention
+        last = len(self.layers) - 1
+
+        def embed():
+            x.copy_(self._embed(tokens, positions))
+            self._qkv(0, x, positions, slots, out=qkv)
+
+        def finish(i):
+            self._residual(i, x, attention)
+            if i < last:
+                self._qkv(i + 1, x, positions, slots, out=qkv)
+
+        return [embed, *(functools.partial(finish, i) for i in range(last + 1))]
 
     def _decode_step(self, batch: _Batch, max_context_len: int) -> torch.Tensor:
         def attend(i, q, k, v):
@@ -297,31 +408,50 @@ class ModelRunner:
         graph.replay()
         return logits[:n].clone()  # the graph's output buffer is reused by the next replay
 
-    def capture(self, batch_sizes: list[int]) -> None:
-        """Capture decode steps for these batch sizes in CUDA graphs (largest first, one
-        shared memory pool). The attention grid is sized for ``max_model_len``."""
-        sizes = sorted(set(batch_sizes), reverse=True)
-        m, w = sizes[0], self.table_width
-        zeros = lambda *shape, dt=torch.int64: torch.zeros(shape, dtype=dt, device=self.device)
-        ints = self._static_ints = zeros(3, m)  # tokens, positions, slots: one copy fills all three
-        ints[2] = -1
-        self.static = _Batch(ints[0], ints[1], ints[2], zeros(m, w, dt=torch.int32),
-                             zeros(m, dt=torch.int32) + 1)
+    def _graph(self, step, pool) -> tuple[torch.cuda.CUDAGraph, object]:
+        """``step`` captured in a CUDA graph (after a warm-up outside the capture, which
+        loads kernels and picks GEMM algorithms), and what it returned."""
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            step()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=pool):
+            output = step()
+        return graph, output
+
+    def capture(self, batch_sizes: list[int], prefill_tokens: list[int] = ()) -> None:
+        """Capture decode steps for these batch sizes, and prefills of these token counts, in
+        CUDA graphs (largest first, one shared memory pool: no graph's memory outlives its
+        replay but through the static buffers). The attention grid is sized for
+        ``max_model_len``."""
         pool = torch.cuda.graph_pool_handle()
+        zeros = lambda *shape, dt=torch.int64: torch.zeros(shape, dtype=dt, device=self.device)
+        sizes = sorted(set(batch_sizes), reverse=True)
+        if sizes:
+            m, w = sizes[0], self.table_width
+            ints = self._static_ints = zeros(3, m)  # tokens, positions, slots: one copy fills all three
+            ints[2] = -1
+            self.static = _Batch(ints[0], ints[1], ints[2], zeros(m, w, dt=torch.int32),
+                                 zeros(m, dt=torch.int32) + 1)
         for size in sizes:
             st = self.static
             view = _Batch(st.tokens[:size], st.positions[:size], st.slots[:size],
                           st.tables[:size], st.context_lens[:size])
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):  # warm-up outside capture (kernel loading etc.)
-                self._decode_step(view, self.spec.max_model_len)
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=pool):
-                logits = self._decode_step(view, self.spec.max_model_len)
-            self.graphs[size] = (graph, logits)
+            self.graphs[size] = self._graph(lambda: self._decode_step(view, self.spec.max_model_len), pool)
         self.graph_sizes = sorted(sizes)
+        if prefill_tokens:
+            if any(padded_prefill_tokens(t) != t for t in prefill_tokens):
+                raise ValueError("prefill graphs are for padded token counts only")
+            self._capture_prefill(sorted(set(prefill_tokens), reverse=True), pool)
+
+    def _capture_prefill(self, sizes: list[int], pool) -> None:
+        ints = torch.zeros(3, sizes[0], dtype=torch.int64, device=self.device)
+        ints[2] = -1
+        st = self._prefill_static = self._prefill_buffers(sizes[0], ints)
+        for size in sizes:
+            self.prefill_graphs[size] = [self._graph(piece, pool)[0] for piece in self._pieces(st.rows(size))]
 
     def copy_blocks(self, pairs: list[tuple[int, int]]) -> None:
         """Copy-on-write: block src -> dst in every layer's K and V, one launch."""

@@ -69,16 +69,18 @@ class RunnerCache:
     def __init__(self, device: str) -> None:
         self.device, self.key, self.runner = device, None, None
 
-    def get(self, model, num_blocks: int, block_size: int, swap_blocks: int, seed: int, max_batch: int):
-        from kvsim.gpu.runner import GRAPH_BATCH_SIZES, ModelRunner
+    def get(self, model, num_blocks: int, block_size: int, swap_blocks: int, seed: int, max_batch: int,
+            max_tokens: int):
+        from kvsim.gpu.runner import GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, ModelRunner
 
-        key = (model, num_blocks, block_size, swap_blocks, seed, max_batch)
+        key = (model, num_blocks, block_size, swap_blocks, seed, max_batch, max_tokens)
         if key != self.key:
             self.runner = None  # free the previous model's memory first
             runner = ModelRunner(model, num_blocks, block_size, device=self.device, seed=seed,
                                  num_host_blocks=swap_blocks)
             if runner.device.type == "cuda":
-                runner.capture([b for b in GRAPH_BATCH_SIZES if b <= max_batch])
+                runner.capture([b for b in GRAPH_BATCH_SIZES if b <= max_batch],
+                               [t for t in PREFILL_GRAPH_TOKENS if t <= max_tokens])
             self.key, self.runner = key, runner
         return self.runner
 
@@ -95,7 +97,7 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
     policy, context = get_policy(config.policy), simulated.policy_context
     scheduler = policy.build(context)
     runner = runners.get(model, cap.num_blocks, config.block_size, context.swap_blocks,
-                         config.seed, config.max_num_seqs)
+                         config.seed, config.max_num_seqs, context.max_num_batched_tokens)
     warm = min(4, len(trace))  # first prefills pay cuBLAS/allocator warm-up: keep it out
     RealExecutor(policy.build(context), runner).run(
         Trace("warm-up", np.zeros(warm), trace.prompt_len[:warm], np.minimum(trace.output_len[:warm], 4)))

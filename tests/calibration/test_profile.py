@@ -48,6 +48,9 @@ def test_round_trip(tmp_path, synthetic_profile):
     (lambda d: {**d, "prefill_tokens": {"tokens": [16, 32], "seconds": [1.0, 0.5], "weights_s": 0.5}},
      "non-decreasing"),
     (lambda d: {**d, "prefill_tokens": {"tokens": [16, 32]}}, "prefill_tokens must hold"),
+    (lambda d: {**d, "prefill_padding": {**d["prefill_padding"], "multiple": 64}},
+     "measured at every padded prefill size"),
+    (lambda d: {**d, "prefill_padding": {"sizes": [32, 16], "multiple": 128}}, "prefill_padding.sizes"),
 ])
 def test_bad_profiles_give_one_clear_error(tmp_path, synthetic_profile, mutate, message):
     path = _write(tmp_path, mutate(synthetic_profile))

@@ -128,3 +128,18 @@ def test_swap_out_and_in_preserves_the_sequence(models):
     moved = [b for b in range(40) if b not in table][:2]
     runner.swap_in(list(zip([5, 2], moved)))
     torch.testing.assert_close(runner.decode([1], [7], [moved]), before)
+
+
+def test_runner_pads_prefills_as_profiles_price_them():
+    """The runner's padding and the cost model's reading of a profile's ``prefill_padding``
+    are one rule: a step is priced at the shape it runs as."""
+    from kvsim.calibration.profile import padded_tokens
+    from kvsim.gpu.runner import (PREFILL_GRAPH_TOKENS, PREFILL_MULTIPLE, PREFILL_SIZES,
+                                  padded_prefill_tokens)
+
+    padding = {"sizes": list(PREFILL_SIZES), "multiple": PREFILL_MULTIPLE}
+    for tokens in range(1, 3000):
+        rows = padded_prefill_tokens(tokens)
+        assert rows >= tokens and rows == padded_tokens(padding, tokens)
+    assert all(padded_prefill_tokens(t) == t for t in PREFILL_GRAPH_TOKENS)
+    assert padded_prefill_tokens(65) == 128 and padded_prefill_tokens(1025) == 1152

@@ -1,5 +1,6 @@
 """The runner on the GPU: full-size layers of OPT-13B and Llama-2-7B (two of them) against
-transformers in float32 with the same weights, eager and through captured CUDA graphs."""
+transformers in float32 with the same weights, eager and through captured CUDA graphs
+(decode, and prefill with and without a cached prefix)."""
 
 import pytest
 
@@ -44,12 +45,18 @@ def test_full_size_layers_match_transformers(name, dtype):
 
     logits = runner.prefill(seqs, tables)
     errs = [_rel_err(logits[i], hf_last(s)) for i, s in enumerate(seqs)]
-    runner.capture([1, 2, 4])
+    runner.capture([1, 2, 4], prefill_tokens=[32, 64])
     for step in range(3):
         positions = [len(s) + step for s in seqs]
         logits = runner.decode([f[step] for f in follow], positions, tables)
         errs += [_rel_err(logits[i], hf_last(s + f[:step + 1])) for i, (s, f) in
                  enumerate(zip(seqs, follow))]
+    # A graphed prefill (7 + 50 tokens, padded to 64): the first sequence goes on after its
+    # 103 cached tokens, a fresh one starts in blocks 20-39.
+    extra, fresh = (torch.randint(0, spec.vocab_size, (n,), generator=gen).tolist() for n in (7, 50))
+    logits = runner.prefill([extra, fresh], [tables[0], list(range(20, 40))], [103, 0])
+    errs += [_rel_err(logits[0], hf_last(seqs[0] + follow[0] + extra)),
+             _rel_err(logits[1], hf_last(fresh))]
     print(f"{name} {dtype}: relative logit errors vs transformers fp32: "
           + " ".join(f"{e:.1e}" for e in errs))
     assert max(errs) < bound, errs
