@@ -12,10 +12,10 @@ dicts that :mod:`kvsim.calibration.fit` turns into a profile. What is timed, and
   long): the whole step by the host clock, as the executor runs it (piecewise graphs up to
   ~1k tokens, eager above, attention eager throughout): where the host or the GPU sets the
   pace, and the launch gaps, only the wall time says. Apart from the grid, a **token
-  table**: prefills of every prefill graph's size and of every multiple of 128 tokens above
-  up to the step's token budget, in sequences of 32 tokens (attention negligible), which
-  traces the cost as a function of the token count, steps included (GEMM tiles run in
-  whole waves over the SMs).
+  table**: prefills of every size the runner pads to (16, 32, 64, multiples of 128) up to
+  the step's token budget, in sequences of 32 tokens (attention negligible), which traces
+  the cost as a function of the token count, steps included (GEMM tiles run in whole waves
+  over the SMs).
 * **block copies** and **swaps** out to and in from pinned host memory: the whole call.
 * **the engine's own per-step work** (scheduling, block-table bookkeeping, everything of a
   step outside the runner): the real executor serves a burst of short synthetic requests,

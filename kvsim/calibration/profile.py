@@ -11,8 +11,8 @@ KvsimError.
 
 from __future__ import annotations
 
-import json
 import bisect
+import json
 import math
 from dataclasses import fields
 from pathlib import Path
@@ -201,13 +201,14 @@ def validate(doc: object, where: str) -> dict:
             and seconds[0] >= weights_s >= 0):
         raise _fail(where, "prefill_tokens must give increasing token counts with non-decreasing "
                            "seconds, the first at least weights_s")
+    increasing = lambda v: (isinstance(v, list) and all(isinstance(b, int) and b > 0 for b in v)
+                            and v == sorted(set(v)))
+    if not increasing(doc["graph_batch_sizes"]):
+        raise _fail(where, "graph_batch_sizes must be increasing positive integers")
     padding = doc["prefill_padding"]
-    for field, given in (("graph_batch_sizes", doc["graph_batch_sizes"]),
-                         ("prefill_padding.sizes", padding.get("sizes") if isinstance(padding, dict) else None),
-                         ("prefill_padding.multiple", [padding.get("multiple")] if isinstance(padding, dict) else None)):
-        if not isinstance(given, list) or not all(isinstance(b, int) and b > 0 for b in given) \
-                or given != sorted(set(given)):
-            raise _fail(where, f"{field} must be increasing positive integers")
+    if not (isinstance(padding, dict) and increasing(padding.get("sizes"))
+            and increasing([padding.get("multiple")])):
+        raise _fail(where, "prefill_padding must give increasing positive sizes and a positive multiple")
     padded = {padded_tokens(padding, t) for t in range(1, int(tokens[-1]) + 1)}
     if not padded <= set(tokens.tolist()):
         raise _fail(where, "prefill_tokens must be measured at every padded prefill size")

@@ -50,7 +50,8 @@ def test_round_trip(tmp_path, synthetic_profile):
     (lambda d: {**d, "prefill_tokens": {"tokens": [16, 32]}}, "prefill_tokens must hold"),
     (lambda d: {**d, "prefill_padding": {**d["prefill_padding"], "multiple": 64}},
      "measured at every padded prefill size"),
-    (lambda d: {**d, "prefill_padding": {"sizes": [32, 16], "multiple": 128}}, "prefill_padding.sizes"),
+    (lambda d: {**d, "prefill_padding": {"sizes": [32, 16], "multiple": 128}}, "prefill_padding must give"),
+    (lambda d: {**d, "prefill_padding": {"sizes": [16, 32], "multiple": 0}}, "prefill_padding must give"),
 ])
 def test_bad_profiles_give_one_clear_error(tmp_path, synthetic_profile, mutate, message):
     path = _write(tmp_path, mutate(synthetic_profile))
