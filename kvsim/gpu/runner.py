@@ -34,16 +34,17 @@ _OPT_POS_OFFSET = 2  # OPT's learned positions start at index 2
 # executor's.
 GRAPH_BATCH_SIZES = (1, 2, 4, *range(8, 257, 8))
 # A prefill's new tokens (the batch's sum) run padded to the next of PREFILL_SIZES, or above
-# them to a multiple of PREFILL_MULTIPLE: the shapes calibration measures. Unpadded, some
-# token counts ran far slower than the next multiple of 128 (Llama-2-7B on an H100: 1033
-# tokens 62 ms, 1152 tokens 38 ms).
+# them to a multiple of PREFILL_MULTIPLE: the shapes calibration measures, so every step runs
+# a shape its profile priced. GEMM speed is not monotone in rows (one OPT-13B layer's GEMMs:
+# 1.19 ms at 1033 rows, 1.10 ms at 1152, H100), so interpolating between measured counts
+# could not be trusted.
 PREFILL_SIZES = (16, 32, 64)
 PREFILL_MULTIPLE = 128
 # Padded prefills of up to 1024 tokens run as piecewise CUDA graphs, attention eager between
-# the pieces (its shape is the batch's own). Eager, a short prefill's dozen launches per
-# layer took the host longer than the GPU took to run them (15-36 ms against 8-11 ms for
-# OPT-13B and Llama-2-7B on an H100), and the host's speed differed between machines; past
-# ~1024 tokens the GPU outruns the host.
+# the pieces (its shape is the batch's own). Eager, a short prefill's dozen launches per layer
+# took the host as long as or longer than the GPU took to run them (10-36 ms against 9-13 ms
+# for OPT-13B and Llama-2-7B on an H100), and the host's speed differed between machines;
+# past ~1024 tokens the GPU outruns the host.
 PREFILL_GRAPH_TOKENS = (*PREFILL_SIZES, *range(PREFILL_MULTIPLE, 1025, PREFILL_MULTIPLE))
 
 
