@@ -17,7 +17,6 @@ import statistics
 import time
 
 import torch
-
 import torch.nn.functional as F
 
 from kvsim.gpu.runner import PREFILL_GRAPH_TOKENS, ModelRunner

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 
 from kvsim.gpu.kernels import partition_size
-from kvsim.gpu.runner import (GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, PREFILL_MULTIPLE, PREFILL_SIZES,
-                              ModelRunner, padded_prefill_tokens)
+from kvsim.gpu.runner import (GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, PREFILL_PADDING, ModelRunner,
+                              padded_prefill_tokens)
 from kvsim.models import ModelSpec
 
 GiB = 1 << 30
@@ -347,8 +347,7 @@ class Calibrator:
                       for b in self.graph_sizes]
         return {"environment": environment(), "ceilings": self.ceilings, "attention_partition": partitions,
                 "kv_capacity_tokens": self.capacity_tokens, "graph_batch_sizes": self.graph_sizes,
-                "prefill_padding": {"sizes": list(PREFILL_SIZES), "multiple": PREFILL_MULTIPLE,
-                                    "graphs": self.prefill_graph_tokens},
+                "prefill_padding": {**PREFILL_PADDING, "graphs": self.prefill_graph_tokens},
                 "max_batched_tokens": self.max_batched_tokens, "repeats": self.grid.repeats,
                 "setup_seconds": self.setup_seconds, "measure_seconds": seconds,
                 "decode": decode, "prefill": prefill, "prefill_tokens": table, "copy": copies,

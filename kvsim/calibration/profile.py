@@ -112,9 +112,11 @@ def prefill_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.nda
     return np.array([float(len(new)), pairs, cached * float(context.sum()), cached, float(context.max())])
 
 
-def padded_tokens(padding: dict, tokens: float) -> float:
-    """The rows a prefill of ``tokens`` new tokens runs as, by the profile's ``prefill_padding``:
-    the next of its ``sizes``, or above them the next multiple of ``multiple``."""
+def padded_tokens(padding: dict, tokens: float) -> int:
+    """The rows a prefill of ``tokens`` new tokens runs as, by ``prefill_padding``: the next of
+    its ``sizes``, or above them the next multiple of ``multiple``. The runner pads by this
+    very rule (``kvsim.gpu.runner.PREFILL_PADDING``), and a profile records the padding it was
+    measured under."""
     fits = bisect.bisect_left(padding["sizes"], tokens)
     if fits < len(padding["sizes"]):
         return padding["sizes"][fits]

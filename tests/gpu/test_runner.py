@@ -134,10 +134,9 @@ def test_runner_pads_prefills_as_profiles_price_them():
     """The runner's padding and the cost model's reading of a profile's ``prefill_padding``
     are one rule: a step is priced at the shape it runs as."""
     from kvsim.calibration.profile import padded_tokens
-    from kvsim.gpu.runner import (PREFILL_GRAPH_TOKENS, PREFILL_MULTIPLE, PREFILL_SIZES,
-                                  padded_prefill_tokens)
+    from kvsim.gpu.runner import PREFILL_GRAPH_TOKENS, PREFILL_PADDING, padded_prefill_tokens
 
-    padding = {"sizes": list(PREFILL_SIZES), "multiple": PREFILL_MULTIPLE}
+    padding = dict(PREFILL_PADDING)
     for tokens in range(1, 3000):
         rows = padded_prefill_tokens(tokens)
         assert rows >= tokens and rows == padded_tokens(padding, tokens)
