@@ -54,8 +54,16 @@ class ContiguousKVManager(KVCacheManager):
         self._ranges: dict[int, tuple[int, int]] = {}
         self._final_total = 0  # their sum, kept so that ``usage`` needs no pass over the ranges
 
-    def fits_alone(self, total_tokens: int) -> bool:
-        return self.reservation(total_tokens) <= self.allocator.max_allocation
+    def fits_alone(self, final_tokens: list[int]) -> bool:
+        """Place the reservations in an empty allocator of the same kind: with buddy rounding,
+        ranges that add up to less than the cache can still fail to fit together."""
+        empty = type(self.allocator)(self.num_blocks * self.block_size)
+        for tokens in final_tokens:
+            size = self.reservation(tokens)
+            if not empty.can_allocate(size):
+                return False
+            empty.allocate(size)
+        return True
 
     def can_admit(self, num_tokens: int, final_tokens: int) -> bool:
         return self.allocator.can_allocate(self.reservation(final_tokens))

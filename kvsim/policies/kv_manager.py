@@ -53,8 +53,9 @@ class KVCacheManager(ABC):
         return self.block_size * self.num_blocks
 
     @abstractmethod
-    def fits_alone(self, total_tokens: int) -> bool:
-        """Could a sequence of this many tokens ever run, with the cache otherwise empty?"""
+    def fits_alone(self, final_tokens: list[int]) -> bool:
+        """Could sequences that end at these token counts, each in memory of its own, all run
+        at once with the cache otherwise empty? (A group runs together or not at all.)"""
 
     @abstractmethod
     def can_admit(self, num_tokens: int, final_tokens: int) -> bool:

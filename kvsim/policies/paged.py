@@ -49,8 +49,9 @@ class PagedKVManager(KVCacheManager):
         if seq >= len(self._held):
             self._held = np.concatenate([self._held, np.zeros(max(seq + 1, 2 * len(self._held)) - len(self._held), np.int64)])
 
-    def fits_alone(self, total_tokens: int) -> bool:
-        return blocks_for(total_tokens, self.block_size) <= self.num_blocks - self.watermark_blocks
+    def fits_alone(self, final_tokens: list[int]) -> bool:
+        needed = sum(blocks_for(tokens, self.block_size) for tokens in final_tokens)
+        return needed <= self.num_blocks - self.watermark_blocks
 
     def can_admit(self, num_tokens: int, final_tokens: int) -> bool:
         needed = blocks_for(num_tokens, self.block_size)

@@ -113,19 +113,20 @@ class Scheduler:
                     f"{self.max_num_batched_tokens}")
         if request.width > self.max_num_seqs:
             return f"a group of {request.width} sequences exceeds max-num-seqs {self.max_num_seqs}"
-        if not self.kv.fits_alone(self._group_tokens(request)):
-            return (f"needs {self._group_tokens(request)} token slots; the whole KV cache has "
-                    f"{self.kv.num_slots}")
+        held = self._group_memory(request)
+        if not self.kv.fits_alone(held):
+            return (f"needs {sum(held)} token slots; the whole KV cache has {self.kv.num_slots}")
         return ""
 
-    def _group_tokens(self, request: Request) -> int:
-        """Token slots the whole group holds at its end (a sharing policy holds the prompt's
-        full blocks once; otherwise every sequence holds its own copy)."""
+    def _group_memory(self, request: Request) -> list[int]:
+        """Token slots each piece of the group's own memory holds at its end: a sharing policy
+        holds the prompt's full blocks once and each sequence the rest; otherwise every
+        sequence holds a whole copy."""
         if request.width == 1:
-            return request.max_tokens
+            return [request.max_tokens]
         block = self.kv.block_size
         shared = request.prompt_len // block * block if self.kv.supports_sharing else 0
-        return shared + request.width * (request.max_tokens - shared)
+        return ([shared] if shared else []) + [request.max_tokens - shared] * request.width
 
     def add_request(self, request: Request) -> None:
         lengths = request.sample_output_lens or (request.output_len,) * request.width
@@ -227,19 +228,20 @@ class Scheduler:
             cached = kv.admit_cached(root, root_tokens, names, request.shared_prefix_len // kv.block_size)
             if cached is None:
                 return None
+        if others:
+            for seq in others:
+                kv.fork(root, seq)
+            seqs = np.array(request.seqs, dtype=np.int64)
+            if (tokens[seqs] > request.prompt_len).any() and not self._grow(seqs, request.prompt_len):
+                for seq in request.seqs:
+                    kv.free(seq)
+                return None
+        # Only an admission that holds is counted: a refused one is retried every step.
+        self.counters["forks"] += len(others)
+        if names is not None:
             self.counters["prefix_lookup_blocks"] += min(len(names), (root_tokens - 1) // kv.block_size)
             self.counters["prefix_hit_blocks"] += cached // kv.block_size
             self.counters["prefill_tokens_saved"] += cached
-        if not others:
-            return cached
-        for seq in others:
-            kv.fork(root, seq)
-        self.counters["forks"] += len(others)
-        seqs = np.array(request.seqs, dtype=np.int64)
-        if (tokens[seqs] > request.prompt_len).any() and not self._grow(seqs, request.prompt_len):
-            for seq in request.seqs:
-                kv.free(seq)
-            return None
         return cached
 
     def _grow(self, seqs: np.ndarray, prompt_len: int) -> bool:
@@ -407,11 +409,17 @@ class Scheduler:
 
         A decode batch stays the same until a sequence finishes or one would lack a block,
         so the simulator may charge that many steps at once; a real executor takes one.
+
+        That holds only if every request this step turned away stays turned away. Admission
+        and swap-in need free blocks, and a decode run only takes blocks, so a refusal made
+        in this step lasts until something finishes. A step that preempted made no such
+        refusal: it re-queued its victims and skipped swap-in (vLLM swaps in only in a step
+        that preempts nobody), so the very next step decides afresh.
         """
         if plan.kind != DECODE or max_steps <= 1:
             return 1
-        # Copies, swaps and beam re-selection change the next step: charge one at a time.
-        if plan.block_copies or plan.swap_in_blocks or plan.swap_out_blocks or (
+        # Preemptions, copies, swaps and beam re-selection change the next step: one at a time.
+        if plan.preempted or plan.block_copies or plan.swap_in_blocks or plan.swap_out_blocks or (
                 self._live_beams and any(r.beam for r in plan.requests)):
             return 1
         until_finish = int(self.seq_table.remaining[plan.seqs].min())

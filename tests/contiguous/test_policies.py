@@ -138,3 +138,13 @@ def test_waste_categories_always_sum_to_the_whole_cache(policy, workload):
     if policy == "orca-oracle":
         assert summary["waste_internal_fragmentation"] == 0
     assert summary["completed"] + summary["rejected"] == len(trace)
+
+
+def test_a_group_whose_private_copies_cannot_fit_together_is_rejected_at_intake():
+    """Without sharing every sample reserves its own range; a group whose ranges fit one at a
+    time but not together must be turned away, not admitted to wait forever."""
+    scheduler = get_policy("orca-max").build(context(num_blocks=20, block_size=16, max_model_len=256))
+    pair, single = Request(0, 1, 1), Request(1, 1, 1)
+    pair.width = 2  # two 256-slot reservations; the cache has 320 slots
+    assert "token slots" in scheduler.rejection_reason(pair)
+    assert scheduler.rejection_reason(single) == ""

@@ -65,24 +65,6 @@ def test_no_request_lost_blocks_conserved_time_monotone(workload):
         assert (np.diff(start) > 0).all() and (end[:-1] <= start[1:] + 1e-9).all()
 
 
-@settings(max_examples=30, deadline=None)
-@given(workloads())
-def test_fast_forward_is_exact(workload):
-    """Charging runs of decode steps in one event gives the same schedule as one step per event."""
-    fast, _ = simulate(*workload)
-    original = engine.MAX_STEPS_PER_EVENT
-    engine.MAX_STEPS_PER_EVENT = 1
-    try:
-        slow, _ = simulate(*workload)
-    finally:
-        engine.MAX_STEPS_PER_EVENT = original
-    a, b = fast.requests_frame(), slow.requests_frame()
-    pd.testing.assert_frame_equal(a.drop(columns=["admitted", "first_token", "finish", "ttft", "e2e_latency"]),
-                                  b.drop(columns=["admitted", "first_token", "finish", "ttft", "e2e_latency"]))
-    np.testing.assert_allclose(a.finish.to_numpy(), b.finish.to_numpy(), rtol=1e-9, equal_nan=True)
-    assert fast.steps_frame().steps.sum() == slow.steps_frame().steps.sum()
-
-
 @settings(max_examples=15, deadline=None)
 @given(workloads())
 def test_same_inputs_give_identical_outputs(workload):
