@@ -1,17 +1,20 @@
-"""The profile cost model: monotone, never below the physical floor, warns beyond its grid."""
+"""The cost models: the profile's prices worked out by hand, monotone, never below the
+physical floor, warns beyond its grid; the roofline's formulas."""
 
 import warnings
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from synthetic_steps import BLOCK_SIZE, H100, TRUE, blocks_s, causal_pairs, decode_step_s
 
 from kvsim.calibration.profile import load_profile, shipped_profile
 from kvsim.calibration.profile_model import PHYSICAL_FLOOR, OutOfRangeWarning, ProfileCostModel
-from kvsim.calibration.roofline import RooflineCostModel
+from kvsim.calibration.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
+from kvsim.policies.scheduler import DECODE, PREFILL, StepPlan
 
 SPEC = load_model("opt-13b")
 MODELS = {gpu: ProfileCostModel(load_profile(shipped_profile("opt-13b", gpu)), SPEC, 16)
@@ -86,3 +89,71 @@ def test_block_size_scales_copies_by_bytes():
     doc = MODELS["h100-sxm-80gb"].doc
     at16, at32 = ProfileCostModel(doc, SPEC, 16), ProfileCostModel(doc, SPEC, 32)
     assert at32.copy_time(10) == pytest.approx(at16.copy_time(20))
+
+
+def _plan(kind: str, context_lens, new_tokens=None, **moves) -> StepPlan:
+    context_lens = np.asarray(context_lens, dtype=np.int64)
+    new = np.ones_like(context_lens) if new_tokens is None else np.asarray(new_tokens, dtype=np.int64)
+    return StepPlan(kind, [], np.arange(len(context_lens)), new, context_lens, **moves)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(1, 1500), min_size=1, max_size=8), st.integers(1, 20))
+def test_a_decode_run_prices_each_step_at_its_grown_context(true_profile, contexts, steps):
+    """Charging ``steps`` decode steps at once prices step i as a single step in which every
+    sequence has i more tokens of context, and as the true cost at that context."""
+    model = ProfileCostModel(true_profile, SPEC, BLOCK_SIZE)
+    durations = model.plan_durations(_plan(DECODE, contexts), steps)
+    assert len(durations) == steps
+    for i, charged in enumerate(durations):
+        grown = [c + i for c in contexts]
+        assert charged == pytest.approx(model.plan_durations(_plan(DECODE, grown))[0], rel=1e-12)
+        assert charged == pytest.approx(decode_step_s(TRUE, grown), rel=1e-12)
+
+
+# A run at twice the profile's block size: copies and swaps are priced by bytes.
+RUN_BLOCK = 2 * BLOCK_SIZE
+BLOCK_BYTES = RUN_BLOCK * 2 * SPEC.num_layers * SPEC.num_kv_heads * SPEC.head_dim * 2  # K and V, fp16
+ROOFLINE = RooflineAssumptions()
+
+
+def _move_time(cost: str, kind: str, blocks: int) -> float:
+    """Seconds to copy (inside GPU memory) or swap (over PCIe) ``blocks`` KV blocks."""
+    if cost == "profile":
+        return blocks_s(TRUE, kind, blocks * RUN_BLOCK / BLOCK_SIZE)
+    if kind == "copy":  # read and write every byte at the achievable HBM bandwidth
+        return 2 * blocks * BLOCK_BYTES / (H100.hbm_bandwidth * ROOFLINE.memory_efficiency)
+    return blocks * BLOCK_BYTES / H100.pcie_bandwidth + ROOFLINE.transfer_latency_s
+
+
+@pytest.mark.parametrize("cost", ["profile", "roofline"])
+@pytest.mark.parametrize("move, kind", [("block_copies", "copy"), ("swap_in_blocks", "swap"),
+                                        ("swap_out_blocks", "swap")])
+def test_block_moves_cost_their_copy_and_swap_time(true_profile, cost, move, kind):
+    """A step that copies (copy-on-write) or swaps blocks costs that much more than the same
+    step without, paid once before the first of its steps."""
+    model = (ProfileCostModel(true_profile, SPEC, RUN_BLOCK) if cost == "profile"
+             else RooflineCostModel(SPEC, H100, RUN_BLOCK))
+    for plan, steps in ((lambda **m: _plan(DECODE, [300, 40, 1200], **m), 3),
+                        (lambda **m: _plan(PREFILL, [500, 900], new_tokens=[500, 100], **m), 1)):
+        for blocks in (1, 7, 100):
+            extra = model.plan_durations(plan(**{move: blocks}), steps) - model.plan_durations(plan(), steps)
+            assert extra[0] == pytest.approx(_move_time(cost, kind, blocks), rel=1e-9)
+            assert not extra[1:].any()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 2048), st.integers(0, 4096)), min_size=1, max_size=8))
+@example([(2048, 4096)])  # compute-bound, a seventh of its FLOPs in attention pairs
+def test_roofline_prefill_is_the_slower_of_its_flops_and_bytes(seqs):
+    """Every new token multiplies through the weights and every causal pair costs attention
+    FLOPs; the weights and every context token's KV cross HBM once."""
+    model = RooflineCostModel(SPEC, H100, BLOCK_SIZE)
+    new = np.array([n for n, _ in seqs])
+    context = new + np.array([c for _, c in seqs])
+    flops = (SPEC.linear_flops_per_token * new.sum()
+             + SPEC.attention_flops_per_pair * sum(causal_pairs(n, c) for n, c in seqs))
+    kv_bytes = 2 * SPEC.num_layers * SPEC.num_kv_heads * SPEC.head_dim * 2 * context.sum()
+    expected = max(flops / (H100.fp16_flops * ROOFLINE.prefill_flops_efficiency),
+                   (SPEC.weight_bytes + kv_bytes) / (H100.hbm_bandwidth * ROOFLINE.memory_efficiency))
+    assert model.prefill_time(new, context) == pytest.approx(expected + ROOFLINE.step_overhead_s, rel=1e-12)
