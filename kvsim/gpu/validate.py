@@ -132,7 +132,8 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
 
 def point_label(config: SimConfig) -> str:
     """A point's name in plots and CSVs: what sets it apart from the campaign's other points."""
-    label = f"{config.model} {config.trace} {config.rate:g} req/s {config.policy}"
+    rate = "no rate" if config.rate is None else f"{config.rate:g} req/s"  # None: the trace's own arrivals
+    label = f"{config.model} {config.trace} {rate} {config.policy}"
     default = SimConfig()
     if config.gpu_memory_utilization != default.gpu_memory_utilization:
         label += f", memory {config.gpu_memory_utilization:g}"

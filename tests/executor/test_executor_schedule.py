@@ -1,9 +1,11 @@
 """The real executor drives the simulator's own scheduler and block manager: given the same
-step times, it must produce the very schedule the simulator produces."""
+step times, it must produce the very schedule the simulator produces; given other step times
+(a GPU slower than the cost model), it must keep time by what it measured."""
 
 import numpy as np
 import pandas as pd
 import pytest
+from fake_device import ScaledCost
 
 torch = pytest.importorskip("torch")
 
@@ -24,12 +26,18 @@ TINY = spec_from_hf_config({"model_type": "llama", "hidden_size": 64, "num_hidde
                             "intermediate_size": 128, "vocab_size": 97,
                             "max_position_embeddings": 256}, "tiny-llama", dtype="float32")
 NUM_BLOCKS, BLOCK_SIZE = 24, 4
+SLOWDOWN = 1.25  # the fake GPU's step time over the cost model's price, in the tests that use it
 
 
-def tiny_trace(n=14, seed=3):
+def tiny_trace(n=14, seed=3, spread=0.05):
+    """``n`` requests arriving within ``spread`` seconds (0: all at t = 0)."""
     rng = np.random.default_rng(seed)
-    return Trace("tiny", np.sort(rng.uniform(0, 0.05, n)), rng.integers(2, 30, n),
+    return Trace("tiny", np.sort(rng.uniform(0, spread, n)), rng.integers(2, 30, n),
                  rng.integers(1, 25, n))
+
+
+def roofline():
+    return RooflineCostModel(TINY, load_gpu("a100-40gb"), BLOCK_SIZE)
 
 
 def scheduler(preemption="recompute"):
@@ -42,7 +50,7 @@ def scheduler(preemption="recompute"):
                                                   ("swap", 2, 1), ("recompute", 1, 2)])
 def test_executor_reproduces_the_simulated_schedule(preemption, n, beam):
     trace = add_sampling(tiny_trace(), n=n, beam_width=beam)
-    cost = RooflineCostModel(TINY, load_gpu("a100-40gb"), BLOCK_SIZE)
+    cost = roofline()
     simulated = simulate(trace, [scheduler(preemption)], cost, RoundRobinRouter())
 
     runner = ModelRunner(TINY, NUM_BLOCKS, BLOCK_SIZE, dtype="float32", device="cpu", seed=0,
@@ -68,6 +76,52 @@ def test_executor_reproduces_the_simulated_schedule(preemption, n, beam):
     assert int(simulated.steps_frame().steps.sum()) == len(executed.steps)
     steps = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
     np.testing.assert_allclose(steps.measured_s, steps.predicted_s)
+
+
+@pytest.mark.parametrize("preemption, n", [("recompute", 1), ("swap", 2)])
+def test_a_slower_gpu_stretches_the_schedule(fake_gpu, preemption, n):
+    """Every step on the fake GPU takes 1.25x the cost model's price. With every request there
+    at t = 0, arrival times cannot steer the scheduler, so the executor runs the simulated
+    schedule batch for batch, only slower: its clock advances by the measured step times, so
+    every time it records is 1.25x the simulated one, and each step logs its measured time
+    1.25x its (unscaled) prediction."""
+    trace = add_sampling(tiny_trace(spread=0), n=n)
+    cost = roofline()
+    simulated = simulate(trace, [scheduler(preemption)], cost, RoundRobinRouter())
+    executor = RealExecutor(scheduler(preemption), fake_gpu(ScaledCost(cost, SLOWDOWN), TINY.vocab_size),
+                            predictor=cost)
+    executed = executor.run(trace)
+
+    sim, real = simulated.requests_frame(), executed.requests_frame()
+    assert sim.preemptions.sum() > 0, "the test must exercise preemption"
+    same = ["status", "preemptions", "recomputed_tokens"]
+    pd.testing.assert_frame_equal(sim[same], real[same])
+    for column in ("admitted", "first_token", "finish"):
+        np.testing.assert_allclose(real[column], SLOWDOWN * sim[column], rtol=1e-9)
+    sim_steps, real_steps = simulated.steps_frame(), executed.steps_frame()
+    # Block moves are priced too: the swap case (two samples a request) swaps and copies.
+    assert (real_steps.swap_out_blocks.sum() > 0) == (real_steps.block_copies.sum() > 0) == (preemption == "swap")
+    for column in ("kind", "num_seqs"):  # a simulated run of decode steps is one row
+        np.testing.assert_array_equal(real_steps[column], np.repeat(sim_steps[column], sim_steps.steps))
+    logged = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
+    np.testing.assert_allclose(logged.measured_s, SLOWDOWN * logged.predicted_s, rtol=1e-9)
+    np.testing.assert_allclose(real_steps.duration, logged.measured_s, rtol=1e-9)
+
+
+def test_a_slower_gpu_keeps_the_schedule_of_its_own_step_times(fake_gpu):
+    """With requests arriving while it works, a GPU 1.25x slower than the cost model may
+    batch them otherwise than the simulation at the cost model's prices would; what must
+    hold is that it serves them as the simulator does at the prices it measures (the cost
+    model scaled by 1.25): the same admissions, first tokens and finishes, to the float."""
+    trace, cost = tiny_trace(), roofline()
+    simulated = simulate(trace, [scheduler()], ScaledCost(cost, SLOWDOWN), RoundRobinRouter())
+    executed = RealExecutor(scheduler(), fake_gpu(ScaledCost(cost, SLOWDOWN), TINY.vocab_size),
+                            predictor=cost).run(trace)
+    sim, real = simulated.requests_frame(), executed.requests_frame()
+    assert sim.preemptions.sum() > 0, "the test must exercise preemption"
+    pd.testing.assert_frame_equal(sim[["status", "preemptions"]], real[["status", "preemptions"]])
+    for column in ("admitted", "first_token", "finish"):
+        np.testing.assert_allclose(real[column], sim[column], rtol=1e-9)
 
 
 def test_executor_measures_wall_time_by_default():

@@ -1,13 +1,19 @@
+"""``simcli validate``: refusals, campaign files, and (on a fake GPU of known speed) the
+errors it reports."""
+
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fake_device import ScaledCost
 from typer.testing import CliRunner
 
 from kvsim.cli import app
 from kvsim.config import SimConfig
 
 torch = pytest.importorskip("torch")
+SLOWDOWN = 1.25  # the fake GPU's step time over the cost model's price
 
 
 def test_validate_refuses_without_a_gpu(monkeypatch):
@@ -17,21 +23,58 @@ def test_validate_refuses_without_a_gpu(monkeypatch):
     assert "no CUDA GPU" in result.output and "Traceback" not in result.output
 
 
-def test_validate_point_compares_both_sides_on_a_tiny_model(tmp_path):
-    from kvsim.gpu.validate import COMPARED, RunnerCache, validate_point
+def test_validate_point_reports_the_errors_of_a_known_slowdown(tmp_path, fake_gpu):
+    """The fake GPU takes 1.25x the cost model's price for every step, and every request
+    arrives at t = 0 (no rate: an offline batch), so the executor runs the simulated schedule
+    with every time stretched 1.25x (test_executor_schedule.py checks that). The measured side
+    must be that run, not a simulation: its latencies 1.25x the simulated ones and its
+    throughputs 1/1.25 of them. The simulator's relative error, (sim - real) / real, is then
+    1/1.25 - 1 = -20% for every latency, 1.25 - 1 = +25% for every throughput and 0 for the
+    batch size; each step's (predicted - measured) / measured is -20%."""
+    from kvsim.gpu.validate import COMPARED, step_error_summary, validate_point
+    from kvsim.sim.run import run
 
-    config = {"model_type": "opt", "hidden_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "ffn_dim": 128, "vocab_size": 101,
-              "max_position_embeddings": 512}
-    (tmp_path / "config.json").write_text(json.dumps(config))
-    sim_config = SimConfig(model=str(tmp_path), dtype="float32", trace="alpaca", rate=50.0,
-                           num_requests=6, gpu="a100-40gb", gpu_memory_utilization=0.001).validate()
-    row, requests, steps = validate_point(sim_config, RunnerCache("cpu"))
+    model = {"model_type": "opt", "hidden_size": 64, "num_hidden_layers": 2,
+             "num_attention_heads": 4, "ffn_dim": 128, "vocab_size": 101,
+             "max_position_embeddings": 512}
+    (tmp_path / "config.json").write_text(json.dumps(model))
+    config = SimConfig(model=str(tmp_path), dtype="float32", trace="alpaca", rate=None,
+                       num_requests=6, gpu="a100-40gb", gpu_memory_utilization=0.001).validate()
+    simulated = run(config)
+    gpu = fake_gpu(ScaledCost(simulated.cost_model, SLOWDOWN), model["vocab_size"])
+    row, requests, steps = validate_point(config, SimpleNamespace(get=lambda *geometry: gpu))
+
+    latencies = [m for m in COMPARED if m.startswith(("ttft", "tpot", "e2e", "normalized"))]
+    throughputs = [m for m in COMPARED if m.startswith("throughput")]
+    counts = ["mean_batch_size", "preemptions"]
+    assert sorted(latencies + throughputs + counts) == sorted(COMPARED), "a metric left unchecked"
+    approx = lambda value: pytest.approx(value, rel=1e-9)
     for metric in COMPARED:
-        assert f"{metric}_measured" in row and f"{metric}_rel_error" in row
-    assert row["throughput_req_s_measured"] > 0 and np.isfinite(row["throughput_req_s_rel_error"])
-    assert len(requests) == 6 and requests.e2e_measured.notna().all()
-    assert (steps.measured_s > 0).all() and (steps.predicted_s > 0).all()
+        assert row[f"{metric}_simulated"] == approx(simulated.summary[metric])
+    for metric in latencies:
+        assert row[f"{metric}_measured"] == approx(SLOWDOWN * row[f"{metric}_simulated"])
+        assert row[f"{metric}_rel_error"] == approx(1 / SLOWDOWN - 1)
+    for metric in throughputs:
+        assert row[f"{metric}_measured"] == approx(row[f"{metric}_simulated"] / SLOWDOWN)
+        assert row[f"{metric}_rel_error"] == approx(SLOWDOWN - 1)
+    assert row["mean_batch_size_measured"] == approx(row["mean_batch_size_simulated"])
+    assert row["mean_batch_size_rel_error"] == pytest.approx(0, abs=1e-9)
+    # No preemption on either side: a relative error of a zero count is undefined.
+    assert row["preemptions_measured"] == row["preemptions_simulated"] == 0
+    assert np.isnan(row["preemptions_rel_error"])
+
+    assert len(requests) == 6
+    for column in ("first_token", "finish", "e2e"):
+        np.testing.assert_allclose(requests[f"{column}_measured"],
+                                   SLOWDOWN * requests[f"{column}_simulated"], rtol=1e-9)
+    np.testing.assert_allclose(steps.measured_s, SLOWDOWN * steps.predicted_s, rtol=1e-9)
+    summary = step_error_summary(steps)
+    assert set(summary) == {"prefill", "decode"}
+    assert sum(kind["steps"] for kind in summary.values()) == len(steps)
+    for kind in summary.values():
+        assert kind["mean"] == approx(1 / SLOWDOWN - 1)
+        assert kind["mean_abs"] == approx(1 - 1 / SLOWDOWN)
+        assert kind["p90_abs"] == approx(1 - 1 / SLOWDOWN)
 
 
 @pytest.mark.parametrize("content, message", [("{", "cannot read campaign"), ('{"rate": 1}', "JSON list"),

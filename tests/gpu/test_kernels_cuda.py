@@ -8,47 +8,29 @@ torch = pytest.importorskip("torch")
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
+from kernel_checks import CONTEXTS, decode_bound, random_decode_case, sequence_errors  # noqa: E402
 from kvsim.gpu import kernels, reference  # noqa: E402
 
 DTYPES = [torch.float16, torch.bfloat16]
-CONTEXTS = [1, 37, 512, 513, 2000]  # inside one partition, at its edge, split-K
-
-
-def _rel_err(out: torch.Tensor, ref: torch.Tensor) -> float:
-    assert not out.isnan().any(), "unwritten (NaN-poisoned) or NaN output"
-    return float((out.double() - ref).norm() / ref.norm())
-
-
-def _random_decode_case(dtype, head, block_size, heads, kv_heads, contexts, seed):
-    """Caches filled with random values, each sequence on randomly chosen blocks."""
-    g = torch.Generator(device="cuda").manual_seed(seed)
-    per_seq = [-(-n // block_size) for n in contexts]
-    num_blocks = sum(per_seq) + 3
-    k_cache = torch.randn(num_blocks, block_size, kv_heads, head, device="cuda", generator=g).to(dtype)
-    v_cache = torch.randn(num_blocks, block_size, kv_heads, head, device="cuda", generator=g).to(dtype)
-    perm = torch.randperm(num_blocks, device="cuda", generator=g).tolist()
-    tables, width = [], max(per_seq)
-    for n in per_seq:
-        tables.append(perm[:n] + [0] * (width - n))
-        perm = perm[n:]
-    # q as a row-strided view, as the runner passes a slice of the fused QKV output.
-    qkv = torch.randn(len(contexts), heads + 2 * kv_heads, head, device="cuda", generator=g).to(dtype)
-    q = qkv[:, :heads]
-    tables_t = torch.tensor(tables, dtype=torch.int32, device="cuda")
-    lens_t = torch.tensor(contexts, dtype=torch.int32, device="cuda")
-    return q, k_cache, v_cache, tables_t, lens_t
+# Prefill is PyTorch's flash attention, which rounds the softmax weights to the input dtype
+# before multiplying by V: its error is a few unit roundoffs u (eps / 2). On an H200 its worst
+# sequence in test_batched_prefill_attention is 7.2e-4 off in float16 (1.5u) and 7.3e-3 in
+# bfloat16 (1.9u); the bound, 4u, leaves about 2x.
+PREFILL_BOUND = {dtype: 2 * torch.finfo(dtype).eps for dtype in DTYPES}
 
 
 def _check_decode(dtype, head, block_size, heads, kv_heads, contexts, seed=0):
-    q, kc, vc, tables, lens = _random_decode_case(dtype, head, block_size, heads, kv_heads, contexts, seed)
+    """Every sequence within ``decode_bound`` of float64 attention (kernel_checks.py says why
+    per sequence, and how the bound was set)."""
+    q, kc, vc, tables, lens = random_decode_case(dtype, head, block_size, heads, kv_heads, contexts, seed)
     scale = head ** -0.5
     out = torch.full(q.shape, float("nan"), dtype=dtype, device="cuda")
     kernels.paged_decode_attention(q, kc, vc, tables, lens, scale, max(contexts), out=out)
     ref = reference.paged_decode_attention(q.double(), kc.double(), vc.double(), tables.long(),
                                            lens, scale)
-    err = _rel_err(out, ref)
-    print(f"decode rel err {err:.2e}")
-    assert err < 1e-2, err
+    errors = sequence_errors(out, ref)
+    print(f"decode rel err per sequence {errors.tolist()}")
+    assert float(errors.max()) < decode_bound(dtype), errors.tolist()
 
 
 @pytest.mark.parametrize("dtype,head", list(itertools.product(DTYPES, kernels.HEAD_SIZES)))
@@ -66,7 +48,7 @@ def test_paged_decode_long_context(dtype):
 
 
 def test_paged_decode_padding_rows_are_zero():
-    q, kc, vc, tables, lens = _random_decode_case(torch.float16, 128, 16, 4, 4, [0, 40], 3)
+    q, kc, vc, tables, lens = random_decode_case(torch.float16, 128, 16, 4, 4, [0, 40], 3)
     out = torch.full(q.shape, float("nan"), dtype=q.dtype, device="cuda")
     kernels.paged_decode_attention(q, kc, vc, tables, lens, 0.1, 2048, out=out)
     assert torch.equal(out[0], torch.zeros_like(out[0])) and not out[1].isnan().any()
@@ -127,9 +109,9 @@ def test_batched_prefill_attention(dtype, head, heads, kv_heads, cached):
     from attention_cases import prefill_case
     from kvsim.gpu import ops
 
-    args, expect = prefill_case([5, 130, 1, 64], cached, heads, kv_heads, head, block_size=16,
+    new = [5, 130, 1, 64]
+    args, expect = prefill_case(new, cached, heads, kv_heads, head, block_size=16,
                                 dtype=dtype, device="cuda", seed=head + kv_heads + sum(cached))
-    out = ops.prefill_attention(*args)
-    err = _rel_err(out, expect.to("cuda"))
-    print(f"prefill rel err {err:.2e}")
-    assert err < 1e-2, err
+    errors = sequence_errors(ops.prefill_attention(*args), expect, rows=new)
+    print(f"prefill rel err per sequence {errors.tolist()}")
+    assert float(errors.max()) < PREFILL_BOUND[dtype], errors.tolist()
