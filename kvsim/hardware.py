@@ -8,6 +8,7 @@ A user's own GPU is a small JSON file with the same fields.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -46,6 +47,37 @@ BUILTIN_GPUS: dict[str, GPUSpec] = {
 }
 
 
+# The figures the cost models divide by or scale with: each must be a positive finite number.
+# NVLink may be 0 (a PCIe card has none); no cost model reads it yet.
+RATES = ("memory_bytes", "fp16_flops", "hbm_bandwidth", "pcie_bandwidth")
+
+
+def is_number(value: object) -> bool:
+    """A finite JSON number (a bool is not one, though Python counts it as an int)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def gpu_from_dict(raw: object, where: str, label: str = "") -> GPUSpec:
+    """The GPUSpec held by parsed JSON ``raw``, refused with a one-line KvsimError that starts
+    with ``where`` and names the field (``label.field`` when ``raw`` sits under ``label``):
+    a string, zero, negative or infinite rate would crash or silently misprice a run."""
+    field_name = lambda f: f"{label}.{f}" if label else f
+    if not isinstance(raw, dict):
+        raise KvsimError(f"{where}: {label or 'the GPU spec'} must be a JSON object")
+    wanted = {f.name for f in fields(GPUSpec)}
+    missing = wanted - {"source"} - set(raw)
+    if missing:
+        raise KvsimError(f"{where}: {label or 'the GPU spec'} lacks {', '.join(sorted(missing))}")
+    if not isinstance(raw["name"], str) or not raw["name"]:
+        raise KvsimError(f"{where}: {field_name('name')} must be a non-empty string (got {raw['name']!r})")
+    for field in (*RATES, "nvlink_bandwidth"):
+        value = raw[field]
+        if not is_number(value) or value < 0 or (value == 0 and field in RATES):
+            least = "positive" if field in RATES else "non-negative"
+            raise KvsimError(f"{where}: {field_name(field)} must be a {least} finite number (got {value!r})")
+    return GPUSpec(**{k: v for k, v in raw.items() if k in wanted})
+
+
 def load_gpu(name_or_path: str) -> GPUSpec:
     """A built-in GPU by name, or a JSON file with GPUSpec's fields."""
     key = name_or_path.lower()
@@ -57,14 +89,6 @@ def load_gpu(name_or_path: str) -> GPUSpec:
                          f"({', '.join(BUILTIN_GPUS)}) and no such file")
     try:
         raw = json.loads(path.read_text())
-        wanted = {f.name for f in fields(GPUSpec)}
-        missing = wanted - {"source"} - set(raw)
-        if missing:
-            raise KvsimError(f"GPU file {path} lacks {', '.join(sorted(missing))}")
-        spec = GPUSpec(**{k: v for k, v in raw.items() if k in wanted})
-    except (OSError, json.JSONDecodeError, TypeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise KvsimError(f"cannot read GPU file {path}: {err}") from None
-    for field in ("memory_bytes", "fp16_flops", "hbm_bandwidth", "pcie_bandwidth"):
-        if not isinstance(getattr(spec, field), (int, float)) or getattr(spec, field) <= 0:
-            raise KvsimError(f"GPU file {path}: {field} must be a positive number")
-    return spec
+    return gpu_from_dict(raw, f"GPU file {path}")

@@ -155,15 +155,16 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
                             np.array([p["engine_s"] for p in raw["engine"]]), weight_read_s,
                             relative=False),
     }
-    prefill_tokens = [sum(p["new_tokens"]) for p in raw["prefill"] + raw["prefill_tokens"]]
+    # The measured range is the fitted points': held-out ones test the fit, not widen it.
+    prefill_tokens = [sum(p["new_tokens"]) for p in pre + raw["prefill_tokens"]]
     grid = {
-        "decode": {"batch": _span([p["batch"] for p in raw["decode"]]),
-                   "total_context": _span([p["total_context"] for p in raw["decode"]]),
-                   "context_per_seq": _span([p["max_context"] for p in raw["decode"]])},
+        "decode": {"batch": _span([p["batch"] for p in dec]),
+                   "total_context": _span([p["total_context"] for p in dec]),
+                   "context_per_seq": _span([p["max_context"] for p in dec])},
         "prefill": {"tokens": _span(prefill_tokens),
-                    "seqs": _span([len(p["new_tokens"]) for p in raw["prefill"]]),
-                    "context": _span([sum(p["new_tokens"]) + sum(p["cached_tokens"]) for p in raw["prefill"]]),
-                    "cached": _span([sum(p["cached_tokens"]) for p in raw["prefill"]])},
+                    "seqs": _span([len(p["new_tokens"]) for p in pre]),
+                    "context": _span([sum(p["new_tokens"]) + sum(p["cached_tokens"]) for p in pre]),
+                    "cached": _span([sum(p["cached_tokens"]) for p in pre])},
         "copy": {"blocks": _span([p["blocks"] for p in raw["copy"]])},
         "swap": {"blocks": _span([p["blocks"] for p in raw["swap"]])},
         "engine": {"seqs": _span([p["seqs"] for p in raw["engine"]])},

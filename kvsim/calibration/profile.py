@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from kvsim.errors import KvsimError
+from kvsim.hardware import gpu_from_dict, is_number
 from kvsim.models import ModelSpec
 
 FORMAT = "kvsim-step-profile"
@@ -160,6 +161,26 @@ def _fail(where: str, why: str) -> KvsimError:
     return KvsimError(f"profile {where}: {why}")
 
 
+def _non_finite(value: object, path: str = "") -> tuple[str, float] | None:
+    """The field path and value of the first NaN or infinity in parsed JSON, else None:
+    Python's json reads NaN, Infinity and 1e999 as floats, and one would price a step at
+    infinity (or NaN) seconds."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path, value
+    if isinstance(value, dict):
+        children = ((f"{path}.{key}" if path else key, child) for key, child in value.items())
+    elif isinstance(value, list):
+        children = ((f"{path}[{i}]", child) for i, child in enumerate(value))
+    else:
+        return None
+    return next(filter(None, (_non_finite(child, where) for where, child in children)), None)
+
+
+def _count(value: object) -> bool:
+    """A positive integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
 def validate(doc: object, where: str) -> dict:
     """Check what the cost model relies on; return the document unchanged."""
     if not isinstance(doc, dict):
@@ -171,13 +192,13 @@ def validate(doc: object, where: str) -> dict:
     missing = [k for k in REQUIRED if k not in doc]
     if missing:
         raise _fail(where, f"missing field(s) {', '.join(missing)}")
+    bad = _non_finite(doc)
+    if bad:
+        raise _fail(where, f"{bad[0]} must be a finite number (got {bad[1]!r})")
     model = doc["model"]
     if not isinstance(model, dict) or any(k not in model for k in ("name", *SHAPE_FIELDS)):
         raise _fail(where, "model must hold the model spec (name, " + ", ".join(SHAPE_FIELDS) + ")")
-    gpu = doc["gpu"]
-    for key in ("name", "memory_bytes", "fp16_flops", "hbm_bandwidth", "pcie_bandwidth"):
-        if not isinstance(gpu, dict) or key not in gpu:
-            raise _fail(where, f"gpu lacks {key}")
+    gpu_from_dict(doc["gpu"], f"profile {where}", "gpu")
     provenance = doc["provenance"]
     if not isinstance(provenance, dict) or provenance.get("kind") not in PROVENANCE_KINDS:
         raise _fail(where, f"provenance.kind must be one of {', '.join(PROVENANCE_KINDS)}")
@@ -190,21 +211,21 @@ def validate(doc: object, where: str) -> dict:
             raise _fail(where, f"coefficients lack {kind!r}")
         for term, _ in terms:
             value = given.get(term)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-                raise _fail(where, f"coefficient {kind}.{term} must be a non-negative number (got {value!r})")
+            if not is_number(value) or value < 0:
+                raise _fail(where, f"coefficients.{kind}.{term} must be a non-negative number "
+                                   f"(got {value!r})")
     table = doc["prefill_tokens"]
-    try:
-        tokens, seconds = (np.asarray(table[k], dtype=np.float64) for k in ("tokens", "seconds"))
-        weights_s = float(table["weights_s"])
-    except (TypeError, KeyError, ValueError):
-        raise _fail(where, "prefill_tokens must hold tokens, seconds and weights_s") from None
-    if not (tokens.ndim == 1 and len(tokens) >= 2 and tokens.shape == seconds.shape
+    numbers = lambda v: isinstance(v, list) and all(map(is_number, v))
+    if not (isinstance(table, dict) and numbers(table.get("tokens")) and numbers(table.get("seconds"))
+            and is_number(table.get("weights_s"))):
+        raise _fail(where, "prefill_tokens must hold tokens, seconds and weights_s (numbers)")
+    tokens, seconds = (np.asarray(table[k], dtype=np.float64) for k in ("tokens", "seconds"))
+    if not (len(tokens) >= 2 and tokens.shape == seconds.shape and tokens[0] > 0
             and (np.diff(tokens) > 0).all() and (np.diff(seconds) >= 0).all()
-            and seconds[0] >= weights_s >= 0):
-        raise _fail(where, "prefill_tokens must give increasing token counts with non-decreasing "
-                           "seconds, the first at least weights_s")
-    increasing = lambda v: (isinstance(v, list) and all(isinstance(b, int) and b > 0 for b in v)
-                            and v == sorted(set(v)))
+            and seconds[0] >= table["weights_s"] >= 0):
+        raise _fail(where, "prefill_tokens must give increasing token counts (positive) with "
+                           "non-decreasing seconds, the first at least weights_s (non-negative)")
+    increasing = lambda v: isinstance(v, list) and all(map(_count, v)) and v == sorted(set(v))
     if not increasing(doc["graph_batch_sizes"]):
         raise _fail(where, "graph_batch_sizes must be increasing positive integers")
     padding = doc["prefill_padding"]
@@ -218,14 +239,15 @@ def validate(doc: object, where: str) -> dict:
     for kind, axes in GRID_AXES.items():
         for axis in axes:
             span = grid.get(kind, {}).get(axis) if isinstance(grid, dict) else None
-            if not (isinstance(span, list) and len(span) == 2 and all(isinstance(v, (int, float)) for v in span)
-                    and span[0] <= span[1]):
-                raise _fail(where, f"grid.{kind}.{axis} must be a [min, max] pair")
-    if not isinstance(doc["block_size"], int) or doc["block_size"] < 1:
-        raise _fail(where, "block_size must be a positive integer")
+            if not (isinstance(span, list) and len(span) == 2 and all(map(is_number, span))
+                    and 0 <= span[0] <= span[1]):
+                raise _fail(where, f"grid.{kind}.{axis} must be a [min, max] pair of non-negative numbers")
+    for field in ("block_size", "tensor_parallel"):
+        if not _count(doc[field]):
+            raise _fail(where, f"{field} must be a positive integer (got {doc[field]!r})")
     parts = doc["attention_partition"]
     if not (isinstance(parts, list) and len(parts) == len(doc["graph_batch_sizes"])
-            and all(isinstance(v, int) and v > 0 for v in parts)):
+            and all(map(_count, parts))):
         raise _fail(where, "attention_partition must give a positive size per graph batch size")
     return doc
 

@@ -18,8 +18,9 @@ from dataclasses import fields
 import numpy as np
 
 from kvsim.calibration.cost_model import CostModel
-from kvsim.calibration.profile import (TERMS, PrefillTokens, block_features, decode_features,
-                                       engine_features, graph_for, host_features, prefill_features)
+from kvsim.calibration.profile import (GRID_AXES, TERMS, PrefillTokens, block_features,
+                                       decode_features, engine_features, graph_for, host_features,
+                                       prefill_features)
 from kvsim.calibration.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
@@ -54,8 +55,8 @@ class ProfileCostModel(CostModel):
         self.floor = RooflineCostModel(model, gpu_of(doc), block_size, PHYSICAL_FLOOR)
         self.graph_sizes = np.asarray(doc["graph_batch_sizes"])
         self.partitions = np.asarray(doc["attention_partition"])
-        self.limits = {kind: {axis: span[1] for axis, span in axes.items()}
-                       for kind, axes in doc["grid"].items()}
+        self.limits = {kind: {axis: doc["grid"][kind][axis][1] for axis in axes}
+                       for kind, axes in GRID_AXES.items()}
         # Copies and swaps were fitted per block of the profile's size; price bytes, not blocks.
         self.block_scale = block_size / doc["block_size"]
         self._warned: set[tuple[str, str]] = set()

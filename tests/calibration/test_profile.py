@@ -40,6 +40,7 @@ def test_round_trip(tmp_path, synthetic_profile):
     (lambda d: {**d, "coefficients": {**d["coefficients"], "copy": {"fixed": -1, "blocks": 1}}},
      "copy.fixed must be a non-negative number"),
     (lambda d: {**d, "provenance": {"kind": "guessed"}}, "provenance.kind"),
+    (lambda d: {**d, "tensor_parallel": "1"}, "tensor_parallel must be a positive integer"),
     (lambda d: {**d, "graph_batch_sizes": [4, 2]}, "graph_batch_sizes"),
     (lambda d: {**d, "grid": {}}, "grid.decode.batch"),
     (lambda d: {k: v for k, v in d.items() if k != "prefill_tokens"}, "missing field(s) prefill_tokens"),
