@@ -1,44 +1,74 @@
 """simcli: the command-line front of kvsim.
 
-Every command turns bad input into one line on stderr and exit status 2; nothing else
-should ever reach the user as a traceback.
+Every bad input is refused before any work starts, with one line on stderr and exit status 2:
+a KvsimError and click's own usage errors (unknown option, malformed number) alike. Nothing
+else should ever reach the user as a traceback. A run that completes no request says so on
+stderr and exits 1, after writing its outputs.
+
+The simulation options of `run`, `sweep`, `compare` and `validate` are SimConfig's fields
+(kvsim.config), with the help and defaults declared there.
 """
 
 from __future__ import annotations
 
-import functools
+import copy
+import inspect
 import itertools
+import os
 import sys
-import typing
 import warnings
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import fields, replace
+from dataclasses import Field, fields, replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from typer.core import TyperCommand, TyperGroup
+from typer.main import get_command
 
-from kvsim.config import SimConfig
+from kvsim.config import FIELD_TYPES, SimConfig, field_type, option_name
 from kvsim.errors import KvsimError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Simulate LLM serving: model x GPU x KV-cache policy x traffic.")
+try:  # recent typer carries its own copy of click
+    from typer._click import ClickException
+except ImportError:
+    from click import ClickException
+
+EXIT_NOTHING_SERVED, EXIT_BAD_INPUT = 1, 2
 console = Console()
 err_console = Console(stderr=True)
 
 
-def friendly_errors(command):
-    """Show KvsimError as one line and exit 2."""
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
+def _error(message: str) -> None:
+    """``message`` as one line on stderr, however wide the terminal."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+class OneLineErrors(TyperGroup):
+    """Turns every refusal into one line on stderr and exit 2: a KvsimError raised by a command,
+    and click's usage errors, which typer would otherwise frame with the usage text."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        # Always standalone: it exits with the status, as click's main does by default.
         try:
-            return command(*args, **kwargs)
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except KvsimError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-    return wrapper
+            _error(str(err))
+            code = EXIT_BAD_INPUT
+        except ClickException as err:
+            # A bare `simcli` raises this after printing the help (typer skips it by name too).
+            if type(err).__name__ != "NoArgsIsHelpError":
+                ctx = getattr(err, "ctx", None)
+                _error(f"{ctx.info_name}: {err.format_message()}" if ctx else err.format_message())
+            code = EXIT_BAD_INPUT
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+                  help="Simulate LLM serving: model x GPU x KV-cache policy x traffic.")
 
 
 def _progress() -> Progress:
@@ -47,60 +77,106 @@ def _progress() -> Progress:
                     disable=not err_console.is_terminal)
 
 
+# -- options generated from SimConfig -------------------------------------------------------------
+SIMULATION_PANEL = "Simulation options"
+
+
+def _help(f: Field) -> str:
+    return escape(f.metadata["help"])  # rich markup would swallow "[...]"
+
+
+def _shown_default(f: Field) -> bool | str:
+    """What --help gives as the default: the value, or what None stands for."""
+    return f.metadata["default_text"] or True
+
+
+def _config_parameters(panel: str, listed: bool = False, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+    """An option for every SimConfig field but ``skip``, typed, with its help and default, in
+    help panel ``panel``. A switch is --x/--no-x (--no-x undoes a --config); ``listed``: as
+    `sweep` reads it instead, a word (``--x false,true``)."""
+    parameters = []
+    for f in fields(SimConfig):
+        if f.name in skip:
+            continue
+        base, _ = field_type(f.name)
+        flag, default, shape = option_name(f.name), f.default, {}
+        if base is bool and listed:
+            base, default, shape = str, str(default).lower(), {"metavar": "<bool>"}
+        decls = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
+        option = typer.Option(default, *decls, help=_help(f), show_default=_shown_default(f),
+                              rich_help_panel=panel, **shape)
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                            annotation=Optional[base]))
+    return parameters
+
+
+def with_config_options(command):
+    """Gives ``command`` (whose signature ends in ``**settings``) an option for every SimConfig
+    field; typer passes their values as keyword arguments (see ``_explicit``)."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.kind != p.VAR_KEYWORD]
+    command.__signature__ = inspect.Signature(own + _config_parameters(SIMULATION_PANEL))
+    return command
+
+
+def _explicit(ctx: typer.Context, settings: dict) -> dict:
+    """The options of ``settings`` given on the command line, not left at their default."""
+    return {name: value for name, value in settings.items()
+            if ctx.get_parameter_source(name).name != "DEFAULT"}
+
+
+def listing_options(note: str, skip: tuple[str, ...] = ()) -> type[TyperCommand]:
+    """A command class for the commands that read SimConfig options from their extra arguments
+    (``parse_option_args``: lists of values, a switch alone): their --help lists those options
+    as well, with help and defaults, in a panel that says ``note`` about their values."""
+
+    class ListingOptions(TyperCommand):
+        def format_help(self, ctx, formatter):
+            def options(**_):
+                """Never run: only its options are shown."""
+
+            options.__signature__ = inspect.Signature(
+                _config_parameters(f"{SIMULATION_PANEL}: {note}", listed=True, skip=skip))
+            shown = typer.Typer(add_completion=False)
+            shown.command()(options)
+            listed = copy.copy(self)
+            listed.params = [*self.params, *get_command(shown).params]
+            return TyperCommand.format_help(listed, ctx, formatter)
+
+    return ListingOptions
+
+
+def check_out(out: Path, file: bool = False) -> None:
+    """Refuses an --out that could not be written, before any work and creating nothing: a
+    directory where a file is wanted or the reverse, a parent that is a file, or one that is
+    not writable. ``file``: --out names a file (sweep's CSV), else a directory."""
+    kind = "file" if file else "directory"
+    if out.exists() and out.is_dir() == file:
+        raise KvsimError(f"--out {out} is {'a directory' if file else 'a file'}; it must name a {kind}")
+    existing = next(p for p in (out, *out.absolute().parents) if p.exists())
+    if existing != out and not existing.is_dir():
+        raise KvsimError(f"cannot create output {kind} {out}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK):
+        raise KvsimError(f"cannot write output {kind} {out}: {existing} is not writable")
+
+
+# -- run ------------------------------------------------------------------------------------------
 @app.command()
-@friendly_errors
+@with_config_options
 def run(
-    model: str = typer.Option("opt-13b", help="Built-in model name or path to a HF config.json."),
-    gpu: str = typer.Option("a100-40gb", help="Built-in GPU name or path to a GPU spec JSON."),
-    policy: str = typer.Option("paged", help="KV-cache policy (see `simcli policies`)."),
-    trace: str = typer.Option("sharegpt", help="Built-in workload (sharegpt, alpaca) or a trace file."),
-    rate: Optional[float] = typer.Option(2.0, help="Requests per second; 0 < rate."),
-    num_requests: Optional[int] = typer.Option(None, help="Number of requests [default: 1000, or all that arrive within --duration]."),
-    duration: Optional[float] = typer.Option(None, help="Stop generating arrivals after this many seconds."),
-    arrival: str = typer.Option("poisson", help="poisson, gamma, or trace (the file's timestamps)."),
-    burstiness_cv: float = typer.Option(1.0, help="Coefficient of variation of gamma inter-arrivals."),
-    block_size: int = typer.Option(16, help="Tokens per KV block (1 to 256)."),
-    gpu_memory_utilization: float = typer.Option(0.9, help="Fraction of GPU memory kvsim may use."),
-    max_num_seqs: int = typer.Option(256, help="Most sequences in one batch."),
-    max_num_batched_tokens: Optional[int] = typer.Option(None, help="Most prompt tokens in one prefill step [default: max(2560, context length)]."),
-    ft_batch_size: Optional[int] = typer.Option(None, help="Policy ft: requests per batch [default: the most max-length reservations that fit]."),
-    num_replicas: int = typer.Option(1, help="Model replicas behind the router."),
-    router: str = typer.Option("round-robin", help="round-robin or least-loaded."),
-    profile: Optional[str] = typer.Option(None, help="Step-cost profile file [default: see README]."),
-    seed: int = typer.Option(0, help="Seed for lengths and arrivals."),
-    tokenizer: Optional[str] = typer.Option(None, help="Local tokenizer directory for ShareGPT JSON traces."),
-    over_length: str = typer.Option("reject", help="Requests longer than the model's context: reject or clip."),
-    n: int = typer.Option(1, "--n", help="Parallel samples per request (sharing the prompt's blocks)."),
-    independent_sample_lengths: bool = typer.Option(False, help="Each sample draws its own output length [default: all generate the trace's]."),
-    beam_width: int = typer.Option(1, help="Beam search with this many beams."),
-    beam_stay: float = typer.Option(0.5, help="Beam model: chance a new beam continues the beam of its own rank."),
-    beam_skew: float = typer.Option(1.0, help="Beam model: otherwise parent rank r drawn with weight (r+1)^-skew."),
-    prefix_len: int = typer.Option(0, help="Shared system prompt of this many tokens prepended to every request."),
-    num_prefixes: int = typer.Option(1, help="How many different shared prefixes."),
-    prefix_popularity: float = typer.Option(1.0, help="Zipf exponent of the prefixes' popularity (0: uniform)."),
-    prefix_caching: bool = typer.Option(False, help="Automatic prefix caching: reuse cached full blocks by content hash."),
-    preemption: str = typer.Option("recompute", help="Preemption: recompute or swap."),
-    swap_space: float = typer.Option(4.0, help="CPU swap space per replica, GiB."),
+    ctx: typer.Context,
     out: Optional[Path] = typer.Option(None, help="Write requests.csv, iterations.csv, summary.json, config.json here."),
-    config: Optional[Path] = typer.Option(None, help="Take all settings from a config.json written by an earlier run."),
+    config: Optional[Path] = typer.Option(None, help="Start from a config.json written by an earlier run; options given here override it."),
+    **settings,
 ):
     """Simulate one configuration and print its summary."""
     from kvsim.reports.tables import print_run_summary
     from kvsim.sim.run import run as simulate_run
 
-    if config is not None:
-        sim_config = SimConfig.from_file(config)
-    else:
-        sim_config = SimConfig(
-            model=model, gpu=gpu, policy=policy, trace=trace, rate=rate, num_requests=num_requests,
-            duration=duration, arrival=arrival, burstiness_cv=burstiness_cv, block_size=block_size,
-            gpu_memory_utilization=gpu_memory_utilization, max_num_seqs=max_num_seqs,
-            max_num_batched_tokens=max_num_batched_tokens, ft_batch_size=ft_batch_size,
-            num_replicas=num_replicas, router=router, profile=profile, seed=seed, tokenizer=tokenizer, over_length=over_length,
-            n=n, independent_sample_lengths=independent_sample_lengths, beam_width=beam_width,
-            beam_stay=beam_stay, beam_skew=beam_skew, prefix_len=prefix_len,
-            num_prefixes=num_prefixes, prefix_popularity=prefix_popularity,
-            prefix_caching=prefix_caching, preemption=preemption, swap_space=swap_space).validate()
+    if out is not None:
+        check_out(out)
+    base = SimConfig.from_file(config) if config is not None else SimConfig()
+    sim_config = replace(base, **_explicit(ctx, settings)).validate()
     with _progress() as bar:
         task = bar.add_task("simulating", total=None)
         result = simulate_run(sim_config, progress=lambda done, total: bar.update(task, completed=done, total=total))
@@ -108,6 +184,11 @@ def run(
     if out is not None:
         written = result.write(out)
         console.print(f"wrote {written}/requests.csv, iterations.csv, summary.json, config.json")
+    if result.summary["completed"] == 0:
+        rejected = result.recorder.reject_reason[result.recorder.status == "rejected"]
+        _error(f"no request completed: {len(rejected)} of {len(result.trace)} rejected"
+               + (f" (the first: {rejected[0]})" if len(rejected) else ""))
+        raise typer.Exit(EXIT_NOTHING_SERVED)
 
 
 # -- sweep ------------------------------------------------------------------------------------
@@ -123,11 +204,10 @@ TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off"
 
 def _field_type(command: str, name: str) -> type:
     """The type of option ``--name`` (a SimConfig field; Optional unwrapped)."""
-    hints = typing.get_type_hints(SimConfig)
-    if name not in hints:
-        raise KvsimError(f"{command}: unknown option --{name.replace('_', '-')} "
-                         f"(options: {', '.join('--' + f.name.replace('_', '-') for f in fields(SimConfig))})")
-    return next((t for t in typing.get_args(hints[name]) if t is not type(None)), hints[name])
+    if name not in FIELD_TYPES:
+        raise KvsimError(f"{command}: unknown option {option_name(name)} "
+                         f"(options: {', '.join(option_name(f) for f in FIELD_TYPES)})")
+    return field_type(name)[0]
 
 
 def _parse_value(command: str, name: str, text: str):
@@ -143,7 +223,16 @@ def _parse_value(command: str, name: str, text: str):
             return base(text)
         except ValueError:
             pass
-    raise KvsimError(f"{command}: --{name.replace('_', '-')} value {text!r} is not a {base.__name__}")
+    raise KvsimError(f"{command}: {option_name(name)} value {text!r} is not a {base.__name__}")
+
+
+def _split(command: str, flag: str, text: str) -> list[str]:
+    """``'8,16'`` -> ['8', '16']. An empty element (``8,,16``, a trailing comma) is refused:
+    dropping it would run fewer points than the user counted."""
+    items = text.split(",")
+    if any(not item.strip() for item in items):
+        raise KvsimError(f"{command}: {flag} has an empty value in {text!r}")
+    return items
 
 
 def parse_option_args(command: str, args: list[str]) -> dict[str, list]:
@@ -163,7 +252,7 @@ def parse_option_args(command: str, args: list[str]) -> dict[str, list]:
                 raise KvsimError(f"{command}: {flag} needs a value")
             grid[name] = [True]
             continue
-        grid[name] = [_parse_value(command, name, v) for v in rest.pop(0).split(",") if v != ""]
+        grid[name] = [_parse_value(command, name, v) for v in _split(command, flag, rest.pop(0))]
     return grid
 
 
@@ -179,12 +268,19 @@ def _sweep_point(overrides: dict) -> dict:
     return row
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@friendly_errors
+EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
+LISTS = "each one value or a comma-separated list"
+
+
+def _jobs():
+    return typer.Option(2, min=1, help="Parallel worker processes.")
+
+
+@app.command(cls=listing_options(LISTS), context_settings=EXTRA_ARGS)
 def sweep(
     ctx: typer.Context,
     out: Path = typer.Option(Path("sweep.csv"), help="CSV file with one row per point."),
-    jobs: int = typer.Option(2, help="Parallel worker processes."),
+    jobs: int = _jobs(),
 ):
     """Run every combination of option values: simcli sweep --block-size 8,16,32 --rate 1,2 [--model ...].
 
@@ -192,6 +288,7 @@ def sweep(
     """
     import pandas as pd
 
+    check_out(out, file=True)
     grid = parse_option_args("sweep", list(ctx.args))
     names = list(grid)
     points = [dict(zip(names, combo)) for combo in itertools.product(*grid.values())] or [{}]
@@ -200,7 +297,7 @@ def sweep(
     with _progress() as bar:
         task = bar.add_task("sweeping", total=len(points))
         rows = []
-        with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
             for row in pool.map(_sweep_point, points):
                 rows.append(row)
                 bar.advance(task)
@@ -212,14 +309,13 @@ def sweep(
 
 
 # -- compare ----------------------------------------------------------------------------------
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@friendly_errors
+@app.command(cls=listing_options("one value each", skip=("policy", "rate")), context_settings=EXTRA_ARGS)
 def compare(
     ctx: typer.Context,
     policies: str = typer.Option("paged,orca-oracle,orca-pow2,orca-max,ft", help="Comma-separated KV-cache policies."),
     rate: str = typer.Option("1", help="Request rates (req/s), comma-separated; each policy runs at each."),
     out: Optional[Path] = typer.Option(None, help="Write compare.csv and the figures (PNG) here."),
-    jobs: int = typer.Option(2, help="Parallel worker processes."),
+    jobs: int = _jobs(),
 ):
     """Run several policies on the same trace: simcli compare --policies paged,orca-max --rate 1,2 [--model ...].
 
@@ -230,28 +326,27 @@ def compare(
     from kvsim.reports.tables import print_compare_table
     from kvsim.sim.compare import caption, compare_policies, parse_policies, sharing_settings
 
+    if out is not None:
+        check_out(out)
+    _split("compare", "--policies", policies)  # parse_policies would drop an empty name
     names = parse_policies(policies)
-    rates = [_parse_value("compare", "rate", v) for v in rate.split(",") if v.strip()]
+    rates = [_parse_value("compare", "rate", v) for v in _split("compare", "--rate", rate)]
     settings = parse_option_args("compare", list(ctx.args))
     for name, values in settings.items():
         if name == "policy":
             raise KvsimError("compare: give the policies with --policies")
         if len(values) != 1:
-            raise KvsimError(f"compare: --{name.replace('_', '-')} takes one value (only --policies and --rate take lists)")
+            raise KvsimError(f"compare: {option_name(name)} takes one value (only --policies and --rate take lists)")
     base = SimConfig(**{name: values[0] for name, values in settings.items()}).validate()
-    if out is not None:  # before the runs, so a bad path costs nothing
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise KvsimError(f"cannot create output directory {out}: {err}") from None
     with _progress() as bar:
-        task = bar.add_task("comparing", total=len(names) * max(1, len(rates)))
-        table = compare_policies(base, names, rates or [base.rate], jobs, on_point=lambda: bar.advance(task))
+        task = bar.add_task("comparing", total=len(names) * len(rates))
+        table = compare_policies(base, names, rates, jobs, on_point=lambda: bar.advance(task))
     text = caption(base, int(table["completed"].iloc[0] + table["rejected"].iloc[0]))
     print_compare_table(console, table, text, sharing=bool(sharing_settings(base)))
     if out is not None:
         from kvsim.reports.plots import write_compare_figures
 
+        out.mkdir(parents=True, exist_ok=True)
         table.to_csv(out / "compare.csv", index=False)
         figures = write_compare_figures(table, text, out)
         console.print(f"wrote {out / 'compare.csv'}, " + ", ".join(f.name for f in figures))
@@ -299,23 +394,23 @@ def policies():
 
 # -- calibration ------------------------------------------------------------------------------
 @app.command()
-@friendly_errors
 def calibrate(
     model: str = typer.Option("opt-13b", help="Built-in model name or path to a HF config.json."),
-    out: Optional[Path] = typer.Option(None, help="Profile file to write (default: MODEL@GPU.json)."),
+    out: Optional[Path] = typer.Option(None, help="Profile file to write.", show_default="MODEL@GPU.json"),
     block_size: int = typer.Option(16, help="Tokens per KV block of the measured cache."),
     quick: bool = typer.Option(False, help="Thinner grid and fewer repeats: a rough profile, fast."),
-    gpu: Optional[str] = typer.Option(None, help="GPU spec the profile is for (default: the one detected)."),
+    gpu: Optional[str] = typer.Option(None, help="GPU spec the profile is for.", show_default="the one detected"),
 ):
     """Measure step costs on this machine's GPU, fit them, write a profile (needs CUDA)."""
     from kvsim.calibration.calibrate import calibrate as run_calibration
 
+    if out is not None:
+        check_out(out, file=True)
     run_calibration(model, out, block_size, quick, gpu,
                     log=lambda line: console.print(line, highlight=False, markup=False))
 
 
 @app.command()
-@friendly_errors
 def profiles():
     """Shipped step-cost profiles: measured on a GPU, or derived from a measured one."""
     from kvsim.calibration.profile import load_profile, shipped_profiles
@@ -336,8 +431,7 @@ def profiles():
 
 
 # -- validation -------------------------------------------------------------------------------
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-@friendly_errors
+@app.command(cls=listing_options(LISTS), context_settings=EXTRA_ARGS)
 def validate(
     ctx: typer.Context,
     out: Path = typer.Option(Path("validation"), help="Directory for validation.csv, plots and logs."),
@@ -355,6 +449,7 @@ def validate(
     from kvsim.gpu.validate import detect_gpu, load_campaign, relative_errors, run_campaign, step_error_summary
     from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
 
+    check_out(out)
     grid = parse_option_args("validate", list(ctx.args))
     if campaign:  # options given beside a campaign apply to all its points (e.g. --profile)
         if any(len(values) > 1 for values in grid.values()):

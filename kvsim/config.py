@@ -1,73 +1,104 @@
-"""Everything that defines a run. Written next to its results, so any run can be repeated."""
+"""Everything that defines a run. Written next to its results, so any run can be repeated.
+
+Each field carries its command-line help (``setting``): the options of `simcli run`, `sweep`,
+`compare` and `validate` are generated from these fields, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+import math
+import typing
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from kvsim.errors import KvsimError
+from kvsim.models import DTYPE_BYTES
 
 DEFAULT_MAX_BATCHED_TOKENS = 2560  # vLLM's default when the paper was written
 DEFAULT_NUM_REQUESTS = 1000
+# Limits that keep a typo from exhausting memory before the run even starts (each run holds
+# arrays per request, and swap space is a free list of blocks). Both are far above any real use.
+MAX_NUM_REQUESTS = 10_000_000
+MAX_SWAP_SPACE_GIB = 256.0  # the host memory a DGX H200 has per GPU (2 TiB / 8)
+
+
+def setting(default, help: str, default_text: str | None = None):
+    """A SimConfig field with its --help text; ``default_text`` says what a None default means."""
+    return field(default=default, metadata={"help": help, "default_text": default_text})
 
 
 @dataclass(frozen=True)
 class SimConfig:
     # What is served, on what
-    model: str = "opt-13b"
-    gpu: str = "a100-40gb"
-    dtype: str = "float16"
-    num_replicas: int = 1
-    router: str = "round-robin"
+    model: str = setting("opt-13b", "Built-in model name or path to a HF config.json.")
+    gpu: str = setting("a100-40gb", "Built-in GPU name or path to a GPU spec JSON.")
+    dtype: str = setting("float16", f"Element type of weights and KV cache: {', '.join(DTYPE_BYTES)}.")
+    num_replicas: int = setting(1, "Model replicas behind the router.")
+    router: str = setting("round-robin", "round-robin or least-loaded.")
     # KV cache and batching
-    policy: str = "paged"
-    block_size: int = 16
-    gpu_memory_utilization: float = 0.9
-    max_num_seqs: int = 256
-    max_num_batched_tokens: int | None = None  # None: max(2560, the model's context length)
-    watermark: float = 0.01
-    ft_batch_size: int | None = None  # policy ft: requests per batch; None: the most that fit
-    # Cost model: None takes the default (see kvsim.calibration.select_cost_model)
-    profile: str | None = None
+    policy: str = setting("paged", "KV-cache policy (see `simcli policies`).")
+    block_size: int = setting(16, "Tokens per KV block (1 to 256).")
+    gpu_memory_utilization: float = setting(0.9, "Fraction of GPU memory kvsim may use, in (0, 1].")
+    max_num_seqs: int = setting(256, "Most sequences in one batch.")
+    max_num_batched_tokens: int | None = setting(
+        None, "Most prompt tokens in one prefill step.", "max(2560, the model's context length)")
+    watermark: float = setting(0.01, "Fraction of KV blocks kept free when admitting (policy paged), in [0, 1).")
+    ft_batch_size: int | None = setting(
+        None, "Policy ft: requests per batch.", "the most max-length reservations that fit")
+    profile: str | None = setting(
+        None, "Step-cost profile file.", "the shipped profile of this model and GPU, else the roofline")
     # Workload
-    trace: str = "sharegpt"
-    rate: float | None = 2.0  # OPT-13B on an A100-40GB: loaded (57% KV, some preemption), below saturation
-    num_requests: int | None = None  # None: 1000, or as many as arrive within `duration`
-    duration: float | None = None
-    arrival: str = "poisson"
-    burstiness_cv: float = 1.0
-    seed: int = 0
-    tokenizer: str | None = None
-    over_length: str = "reject"  # requests longer than the model's context: reject or clip
+    trace: str = setting("sharegpt", "Built-in workload (sharegpt, alpaca, chatbot) or a trace file.")
+    # OPT-13B on an A100-40GB at 2 req/s: loaded (57% KV, some preemption), below saturation
+    rate: float | None = setting(2.0, "Requests per second; 0 < rate.")
+    num_requests: int | None = setting(
+        None, f"Number of requests, at most {MAX_NUM_REQUESTS:,}.",
+        f"{DEFAULT_NUM_REQUESTS}, or all that arrive within --duration")
+    duration: float | None = setting(None, "Stop generating arrivals after this many seconds.", "no limit")
+    arrival: str = setting("poisson", "poisson, gamma, or trace (the file's timestamps).")
+    burstiness_cv: float = setting(1.0, "Coefficient of variation of gamma inter-arrivals.")
+    seed: int = setting(0, "Seed for lengths and arrivals.")
+    tokenizer: str | None = setting(None, "Local tokenizer directory for ShareGPT JSON traces.", "none")
+    over_length: str = setting("reject", "Requests longer than the model's context: reject or clip.")
     # Sharing (docs/sharing.md): groups of sequences, shared prefixes, prefix caching
-    n: int = 1  # parallel samples per request
-    independent_sample_lengths: bool = False  # samples draw their own output lengths
-    beam_width: int = 1
-    beam_stay: float = 0.5  # see kvsim.policies.beam.BeamModel
-    beam_skew: float = 1.0
-    prefix_len: int = 0  # tokens of a shared system prompt prepended to every request
-    num_prefixes: int = 1
-    prefix_popularity: float = 1.0  # Zipf exponent over the prefixes
-    prefix_caching: bool = False
+    n: int = setting(1, "Parallel samples per request (sharing the prompt's blocks).")
+    independent_sample_lengths: bool = setting(
+        False, "Each sample draws its own output length (off: all generate the trace's).")
+    beam_width: int = setting(1, "Beam search with this many beams.")
+    beam_stay: float = setting(0.5, "Beam model: chance a new beam continues the beam of its own rank.")
+    beam_skew: float = setting(1.0, "Beam model: otherwise parent rank r drawn with weight (r+1)^-skew.")
+    prefix_len: int = setting(0, "Shared system prompt of this many tokens prepended to every request.")
+    num_prefixes: int = setting(1, "How many different shared prefixes.")
+    prefix_popularity: float = setting(1.0, "Zipf exponent of the prefixes' popularity (0: uniform).")
+    prefix_caching: bool = setting(False, "Automatic prefix caching: reuse cached full blocks by content hash.")
     # Preemption
-    preemption: str = "recompute"  # or swap
-    swap_space: float = 4.0  # GiB of CPU memory for swapped blocks (vLLM's default)
+    preemption: str = setting("recompute", "Preemption: recompute or swap.")
+    swap_space: float = setting(
+        4.0, f"CPU swap space per replica, GiB, at most {MAX_SWAP_SPACE_GIB:g} (4: vLLM's default).")
 
     def validate(self) -> "SimConfig":
+        check_types(self)
         positive = {"block_size": self.block_size, "max_num_seqs": self.max_num_seqs,
                     "num_replicas": self.num_replicas}
         for name, value in positive.items():
             if value < 1:
-                raise KvsimError(f"--{name.replace('_', '-')} must be at least 1 (got {value})")
+                raise KvsimError(f"{option_name(name)} must be at least 1 (got {value})")
         if not 1 <= self.block_size <= 256:
             raise KvsimError(f"--block-size must be between 1 and 256 (got {self.block_size})")
+        if self.dtype not in DTYPE_BYTES:
+            raise KvsimError(f"--dtype must be one of {', '.join(DTYPE_BYTES)} (got {self.dtype!r})")
         if self.rate is not None and self.rate <= 0:
             raise KvsimError(f"--rate must be positive (got {self.rate})")
-        if self.num_requests is not None and self.num_requests < 1:
-            raise KvsimError(f"--num-requests must be at least 1 (got {self.num_requests})")
+        if self.num_requests is not None and not 1 <= self.num_requests <= MAX_NUM_REQUESTS:
+            raise KvsimError(f"--num-requests must be between 1 and {MAX_NUM_REQUESTS:,} (got {self.num_requests})")
         if self.duration is not None and self.duration <= 0:
             raise KvsimError(f"--duration must be positive (got {self.duration})")
+        if (self.num_requests is None and self.duration is not None and self.rate is not None
+                and self.arrival != "trace" and self.rate * self.duration > MAX_NUM_REQUESTS):
+            raise KvsimError(f"--rate {self.rate:g} for --duration {self.duration:g} s makes about "
+                             f"{self.rate * self.duration:,.0f} requests, more than the limit of "
+                             f"{MAX_NUM_REQUESTS:,} (bound them with --num-requests)")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise KvsimError("--gpu-memory-utilization must be in (0, 1]")
         if not 0 <= self.watermark < 1:
@@ -80,6 +111,8 @@ class SimConfig:
             raise KvsimError(f"--preemption must be 'recompute' or 'swap' (got {self.preemption!r})")
         if self.swap_space < 0 or (self.preemption == "swap" and self.swap_space <= 0):
             raise KvsimError(f"--swap-space must be positive with --preemption swap (got {self.swap_space})")
+        if self.swap_space > MAX_SWAP_SPACE_GIB:
+            raise KvsimError(f"--swap-space must be at most {MAX_SWAP_SPACE_GIB:g} GiB (got {self.swap_space:g})")
         if max(self.n, self.beam_width) > self.max_num_seqs:
             raise KvsimError(f"a group of {max(self.n, self.beam_width)} sequences (--n / --beam-width) "
                              f"can never run with --max-num-seqs {self.max_num_seqs}")
@@ -109,10 +142,52 @@ class SimConfig:
     def from_file(cls, path: str | Path) -> "SimConfig":
         try:
             raw = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise KvsimError(f"cannot read config {path}: {err}") from None
-        known = {f.name for f in fields(cls)}
-        unknown = set(raw) - known
+        if not isinstance(raw, dict):
+            raise KvsimError(f"config {path} must hold a JSON object of settings (got {json_kind(raw)})")
+        unknown = set(raw) - {f.name for f in fields(cls)}
         if unknown:
             raise KvsimError(f"config {path}: unknown fields {', '.join(sorted(unknown))}")
-        return cls(**raw).validate()
+        try:
+            return cls(**raw).validate()
+        except KvsimError as err:
+            raise KvsimError(f"config {path}: {err}") from None
+
+
+def option_name(name: str) -> str:
+    """The command-line option of SimConfig field ``name``: block_size -> --block-size."""
+    return "--" + name.replace("_", "-")
+
+
+def field_type(name: str) -> tuple[type, bool]:
+    """SimConfig field ``name``'s type, Optional unwrapped, and whether it may be None."""
+    hint = FIELD_TYPES[name]
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return next(t for t in args if t is not type(None)), True
+    return hint, False
+
+
+def check_types(config: SimConfig) -> None:
+    """Each field holds its declared type, and a float is finite: a config file, a campaign or
+    a caller can hand in anything, and a NaN passes every ``<`` check unnoticed."""
+    for name in FIELD_TYPES:
+        value = getattr(config, name)
+        base, optional = field_type(name)
+        if value is None and optional:
+            continue
+        if isinstance(value, bool) != (base is bool) or not isinstance(value, ACCEPTED[base]):
+            raise KvsimError(f"{option_name(name)} must be {TYPE_WORDS[base]} (got {value!r})")
+        if base is float and not math.isfinite(value):
+            raise KvsimError(f"{option_name(name)} must be a finite number (got {value!r})")
+
+
+def json_kind(value) -> str:
+    """What JSON calls ``value``'s type, for messages about a file's contents."""
+    return {list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(type(value), "a number")
+
+
+FIELD_TYPES: dict[str, type] = typing.get_type_hints(SimConfig)
+ACCEPTED = {bool: bool, int: int, float: (int, float), str: str}  # a whole number is a float too
+TYPE_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}

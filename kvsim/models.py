@@ -196,7 +196,7 @@ def load_model(name_or_path: str, dtype: str = "float16") -> ModelSpec:
                          f"({', '.join(BUILTIN_CONFIGS)}) and no config.json at that path")
     try:
         config = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise KvsimError(f"cannot read model config {path}: {err}") from None
     if not isinstance(config, dict):
         raise KvsimError(f"model config {path} is not a JSON object")

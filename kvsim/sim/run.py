@@ -4,6 +4,7 @@ simulate, summarise, and write the files that let anyone repeat and analyse it."
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,9 +62,22 @@ class RunResult:
             raise KvsimError(f"cannot create output directory {out}: {err}") from None
         self.recorder.requests_frame().to_csv(out / "requests.csv", index=False)
         self.recorder.steps_frame().to_csv(out / "iterations.csv", index=False)
-        (out / "summary.json").write_text(json.dumps(self.summary_document(), indent=2) + "\n")
+        (out / "summary.json").write_text(
+            json.dumps(finite_or_null(self.summary_document()), indent=2, allow_nan=False) + "\n")
         (out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return out
+
+
+def finite_or_null(value):
+    """``value`` with each NaN or infinity (a metric with nothing to measure) as None: JSON has
+    no NaN, and strict parsers refuse the bare ``NaN`` that json.dumps writes by default."""
+    if isinstance(value, dict):
+        return {key: finite_or_null(v) for key, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_null(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
 
 
 def prepare_trace(config: SimConfig, model: ModelSpec) -> Trace:

@@ -108,6 +108,8 @@ def _positive(value: object) -> bool:
 
 def _load(source: str, tokenizer: str | None) -> FileRows:
     path = Path(source)
+    if path.is_dir():
+        raise KvsimError(f"trace {source!r} is a directory; give a trace file")
     if not path.is_file():
         raise KvsimError(f"unknown workload {source!r}: not a built-in ({', '.join(BUILTIN_WORKLOADS)}) "
                          "and no such file")

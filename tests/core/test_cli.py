@@ -1,9 +1,8 @@
-"""End-to-end runs of simcli, including every kind of bad input."""
+"""End-to-end runs of simcli (bad input: tests/cli/test_bad_inputs.py)."""
 
 import json
 
 import pandas as pd
-import pytest
 from typer.testing import CliRunner
 
 from kvsim.cli import app
@@ -71,30 +70,6 @@ def test_sweep_writes_one_row_per_point(tmp_path):
     assert (table.completed == 30).all()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--policy", "magic"], "unknown policy"),
-    (["--model", "gpt-9"], "unknown model"),
-    (["--gpu", "tpu"], "unknown GPU"),
-    (["--rate", "0"], "--rate must be positive"),
-    (["--rate", "-1"], "--rate must be positive"),
-    (["--block-size", "512"], "--block-size"),
-    (["--model", "opt-66b"], "weights need"),
-    (["--trace", "/no/such/file.csv"], "/no/such/file.csv"),
-])
-def test_bad_input_is_one_line_and_exit_2(args, message):
-    result = invoke("run", *SMALL, *args)
-    assert result.exit_code == 2
-    assert message in result.output
-    assert "Traceback" not in result.output
-
-
-def test_malformed_trace_file(tmp_path):
-    bad = tmp_path / "bad.csv"
-    bad.write_text("foo,bar\n1,2\n")
-    result = invoke("run", "--trace", str(bad))
-    assert result.exit_code == 2 and "Traceback" not in result.output
-
-
 def test_request_longer_than_whole_cache_is_rejected_not_lost(tmp_path):
     trace = tmp_path / "t.csv"
     trace.write_text("input_len,output_len\n1500,500\n10,10\n")
@@ -111,3 +86,24 @@ def test_catalogues_list_builtins():
     assert "llama-3-8b" in invoke("models").output
     assert "h100-sxm-80gb" in invoke("gpus").output
     assert "paged" in invoke("policies").output
+
+
+def test_summary_names_no_absolute_path(tmp_path):
+    """The same run from two checkouts (here: one profile file in two places) writes the same
+    summary.json, byte for byte."""
+    from kvsim.calibration.profile import shipped_profile
+
+    shipped = shipped_profile("opt-13b", "a100-40gb")
+    summaries = []
+    for place in ("a", "b"):
+        (tmp_path / place).mkdir()
+        profile = tmp_path / place / shipped.name
+        profile.write_bytes(shipped.read_bytes())
+        result = invoke("run", *SMALL, "--profile", str(profile), "--out", str(tmp_path / place / "out"))
+        assert result.exit_code == 0, result.output
+        summaries.append((tmp_path / place / "out" / "summary.json").read_text())
+    assert summaries[0] == summaries[1]
+    assert str(tmp_path) not in summaries[0]
+    default = invoke("run", *SMALL, "--out", str(tmp_path / "default"))
+    assert default.exit_code == 0, default.output
+    assert str(shipped.parent) not in (tmp_path / "default" / "summary.json").read_text()
