@@ -7,8 +7,9 @@ preparation, the GPU work and sampling), so idle gaps are skipped rather than sl
 step's time splits into the runner's part (block moves, the forward pass, reading the
 sampled tokens back) and the engine's own (scheduling and bookkeeping around it), which
 calibration measures as a cost term of its own. Output
-lengths are forced, as in the simulator. It records into the simulator's ``Recorder``, so
-both write the same files and ``simcli validate`` compares like with like.
+lengths are forced, as in the simulator. It is a clock around the same ``EngineCore`` the
+simulator's replicas are, so both schedule and record alike and ``simcli validate``
+compares like with like.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from collections.abc import Callable
 import numpy as np
 
 from kvsim.calibration.cost_model import CostModel
+from kvsim.engine.core import EngineCore, IntakeCheck
+from kvsim.engine.metrics import Recorder
+from kvsim.engine.requests import RequestFactory
 from kvsim.errors import KvsimError
 from kvsim.gpu.runner import ModelRunner
-from kvsim.policies.request import Request
-from kvsim.sim.requests import RequestFactory
+from kvsim.policies.kv_manager import BlockTableManager
 from kvsim.policies.scheduler import PREFILL, Scheduler, StepPlan
-from kvsim.sim.metrics import Recorder
 from kvsim.workloads.trace import Trace
 
 
@@ -38,7 +40,7 @@ class RealExecutor:
     def __init__(self, scheduler: Scheduler, runner: ModelRunner,
                  step_clock: Callable[[StepPlan], float] | None = None,
                  predictor: CostModel | None = None, seed: int = 0) -> None:
-        if not hasattr(scheduler.kv, "block_tables"):
+        if not isinstance(scheduler.kv, BlockTableManager):
             raise KvsimError("the real executor runs block-table (paged) policies only")
         self.scheduler, self.runner = scheduler, runner
         self.step_clock, self.predictor = step_clock, predictor
@@ -46,48 +48,37 @@ class RealExecutor:
         self.tokens: dict[int, list[int]] = {}  # sequence id -> its token ids so far
         self.step_times: list[tuple] = []  # one STEP_COLUMNS row per step
 
-    def run(self, trace: Trace, intake_check: Callable[[Request], str] = lambda r: "") -> Recorder:
+    def run(self, trace: Trace, intake_check: IntakeCheck = lambda r: "") -> Recorder:
         recorder = Recorder(len(trace))
-        self._requests = RequestFactory(trace)
-        scheduler, clock, next_id = self.scheduler, 0.0, 0
-        while next_id < len(trace) or scheduler.has_work():
-            if not scheduler.has_work():
-                clock = max(clock, float(trace.arrival_time[next_id]))
-            while next_id < len(trace) and trace.arrival_time[next_id] <= clock:
-                self._arrive(trace, next_id, recorder, intake_check)
+        core = EngineCore(self.scheduler, recorder, intake_check=intake_check)
+        make_request = RequestFactory(trace)
+        arrivals = trace.arrival_time
+        clock, next_id = 0.0, 0
+        while next_id < len(trace) or core.has_work():
+            if not core.has_work():
+                clock = max(clock, float(arrivals[next_id]))
+            while next_id < len(trace) and arrivals[next_id] <= clock:
+                core.intake(make_request(next_id), float(arrivals[next_id]))
                 next_id += 1
-            if not scheduler.has_work():
+            if not core.has_work():
                 continue
             started = time.perf_counter()
-            plan = scheduler.schedule()
-            if plan is None:
-                raise RuntimeError("requests wait but nothing can be scheduled")
+            step = core.begin_step(1)
             paused = time.perf_counter()
             # Instrumentation, not serving work: the clock stops while the cache is measured.
-            usage = scheduler.kv_usage(plan)  # one step: the cache as it runs, as the simulator records
+            core.observe_cache(step)
             resumed = time.perf_counter()
-            runner_s = self._execute(plan)
-            finished = scheduler.complete(plan, 1)
+            runner_s = self._execute(step.plan)
+            finished = core.end_step(step, 1)
             wall = time.perf_counter() - started - (resumed - paused)
-            measured = self.step_clock(plan) if self.step_clock else wall
-            self._log_step(plan, measured, engine_s=wall - runner_s)
+            measured = self.step_clock(step.plan) if self.step_clock else wall
+            self._log_step(step.plan, measured, engine_s=wall - runner_s)
             start, clock = clock, clock + measured
-            recorder.record_step(0, scheduler, plan, start, clock, 1, kv_slots=usage.slots())
-            if finished:
-                recorder.finished(finished, clock)
-                for request in finished:
-                    for seq in request.seqs:
-                        self.tokens.pop(seq, None)
+            core.record(step, start, clock)
+            if finished:  # ended sequences have left the scheduler's owner map
+                self.tokens = {seq: ids for seq, ids in self.tokens.items() if seq in self.scheduler.owner}
+        core.close()
         return recorder
-
-    def _arrive(self, trace: Trace, rid: int, recorder: Recorder, intake_check) -> None:
-        request = self._requests(rid)
-        recorder.arrive(request, float(trace.arrival_time[rid]))
-        reason = intake_check(request) or self.scheduler.rejection_reason(request)
-        if reason:
-            recorder.reject(request, reason)
-            return
-        self.scheduler.add_request(request)
 
     def _token_ids(self, seq: int, count: int) -> list[int]:
         """The sequence's token ids, at least ``count`` of them. Step time does not depend on

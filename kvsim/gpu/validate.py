@@ -17,7 +17,7 @@ import pandas as pd
 
 from kvsim.config import SimConfig
 from kvsim.errors import KvsimError
-from kvsim.sim.metrics import summarize
+from kvsim.engine.metrics import summarize
 from kvsim.workloads.trace import Trace
 
 COMPARED = ("throughput_req_s", "throughput_output_tok_s", "ttft_s_mean", "ttft_s_p50",

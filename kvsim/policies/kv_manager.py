@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from kvsim.policies.block_allocator import BlockAllocator
+
 
 @dataclass
 class CacheUsage:
@@ -43,10 +45,6 @@ class KVCacheManager(ABC):
 
     block_size: int
     num_blocks: int
-    #: Can block tables share physical blocks? Then the scheduler forks sequences (sampling,
-    #: beam search), maps shared prefixes, and may swap block by block; a policy without it
-    #: (contiguous reservation) gets a full private copy of a group's prompt per sequence.
-    supports_sharing: bool = False
 
     @property
     def num_slots(self) -> int:
@@ -93,12 +91,10 @@ class KVCacheManager(ABC):
         """Blocks the live sequences would hold if nothing were shared (memory-saving metric)."""
         return self.num_used_blocks()
 
-    def take_block_copies(self) -> int:
-        """Block copies made since the last call (copy-on-write), for the step's cost."""
-        return 0
-
-    def take_transfers(self) -> "BlockTransfers":
-        """The physical block moves made since the last call, for a real executor to perform."""
+    def take_step_moves(self) -> BlockTransfers:
+        """The physical block moves (copies, swaps) made since the last call: the step that
+        asked for them prices them and a real executor performs them. None without block
+        tables: contiguous ranges never move."""
         return BlockTransfers()
 
     @abstractmethod
@@ -109,3 +105,48 @@ class KVCacheManager(ABC):
         the tokens whose KV each has written. Called at every engine step, so managers keep
         running totals and touch the per-sequence arrays as little as they can.
         """
+
+
+class BlockTableManager(KVCacheManager):
+    """A policy whose sequences live in fixed-size blocks found through block tables: what a
+    real executor needs to address the KV cache on the GPU."""
+
+    #: sequence id -> the physical blocks holding its tokens, in order
+    block_tables: dict[int, list[int]]
+
+
+class SharingKVManager(BlockTableManager):
+    """Block tables that may share physical blocks. With such a policy the scheduler forks
+    sequences (sampling, beam search), maps cached prefixes and swaps block by block; a
+    policy without it gets a full private copy of a group's prompt per sequence."""
+
+    swap_space: BlockAllocator  # CPU memory for swapped-out blocks
+
+    @abstractmethod
+    def admit_cached(self, seq: int, num_tokens: int, names: list[int], pinned: int) -> int | None:
+        """Admit ``seq`` reusing the cached blocks named ``names`` (its prompt's full blocks
+        by content hash); return the tokens found cached, or None if there is no room now."""
+
+    @abstractmethod
+    def name_blocks(self, seq: int, names: list[int]) -> None:
+        """Name ``seq``'s full blocks by content so that later prompts can find them."""
+
+    @abstractmethod
+    def fork(self, parent: int, child: int) -> None:
+        """``child`` shares every block of ``parent`` (copied on its first write)."""
+
+    @abstractmethod
+    def swap_out_blocks(self, seqs: list[int]) -> int:
+        """Distinct blocks a swap-out of the group ``seqs`` would move."""
+
+    @abstractmethod
+    def swap_out(self, seqs: list[int]) -> int:
+        """Move the group's blocks to CPU memory, sharing kept; return the blocks moved."""
+
+    @abstractmethod
+    def can_swap_in(self, seqs: list[int], keep_watermark: bool = True) -> bool:
+        """Room for the group's blocks and one new block per sequence for its next token."""
+
+    @abstractmethod
+    def swap_in(self, seqs: list[int]) -> int:
+        """Bring the group's blocks back to the GPU; return the blocks moved."""

@@ -13,7 +13,7 @@ import numpy as np
 
 from kvsim.policies.block_allocator import BlockAllocator
 from kvsim.policies.cow import CopyOnWrite
-from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, KVCacheManager
+from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, SharingKVManager
 from kvsim.policies.prefix_cache import CachingBlockAllocator
 from kvsim.policies.registry import PolicyContext, register
 from kvsim.policies.scheduler import Scheduler
@@ -25,8 +25,7 @@ def blocks_for(tokens, block_size: int):
     return -(-tokens // block_size)
 
 
-class PagedKVManager(KVCacheManager):
-    supports_sharing = True
+class PagedKVManager(SharingKVManager):
 
     def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.01,
                  prefix_cache: bool = False, swap_blocks: int = 0) -> None:
@@ -151,14 +150,11 @@ class PagedKVManager(KVCacheManager):
         self._held[seqs] += new
         self._logical += total
 
-    def take_block_copies(self) -> int:
-        copies, self.cow.copies = self.cow.copies, []
-        self.transfers.copies.extend(copies)
-        return len(copies)
-
-    def take_transfers(self) -> BlockTransfers:
-        transfers, self.transfers = self.transfers, BlockTransfers()
-        return transfers
+    def take_step_moves(self) -> BlockTransfers:
+        moves, self.transfers = self.transfers, BlockTransfers()
+        moves.copies.extend(self.cow.copies)
+        self.cow.copies = []
+        return moves
 
     def free(self, seq: int) -> None:
         self.allocator.release(self._uninstall(seq))

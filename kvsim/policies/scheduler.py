@@ -18,14 +18,13 @@ and a real executor can drive the very same object with real kernels.
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from kvsim.errors import KvsimError
 from kvsim.policies.beam import BeamModel
-from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, KVCacheManager
+from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, KVCacheManager, SharingKVManager
 from kvsim.policies.prefix_cache import block_hashes
 from kvsim.policies.request import Request, Status
 
@@ -75,10 +74,6 @@ class SequenceTable:
 class Scheduler:
     """FCFS continuous batching over any KV-cache policy, with preemption by recompute."""
 
-    #: ``callback(plan, steps)`` that ``complete`` calls once the cache holds the run's last
-    #: step and before finished requests free theirs: the simulator measures KV waste there.
-    on_run_end: Callable[[StepPlan, int], None] | None = None
-
     def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
                  preemption: bool = True, preemption_mode: str = "recompute",
                  beam: BeamModel = BeamModel(), prefix_caching: bool = False) -> None:
@@ -89,11 +84,14 @@ class Scheduler:
         self.preemption = preemption
         if preemption_mode not in PREEMPTION_MODES:
             raise KvsimError(f"--preemption must be one of {', '.join(PREEMPTION_MODES)} (got {preemption_mode!r})")
-        if preemption_mode == "swap" and not kv.supports_sharing:
+        #: The policy's sharing capability, or None: then every sequence of a group holds a
+        #: private copy of the prompt, and nothing is forked, cached by prefix or swapped.
+        self.sharing = kv if isinstance(kv, SharingKVManager) else None
+        if preemption_mode == "swap" and self.sharing is None:
             raise KvsimError("--preemption swap needs a block-table policy (paged)")
         self.preemption_mode = preemption_mode
         self.beam = beam
-        self.prefix_caching = prefix_caching and kv.supports_sharing
+        self.prefix_caching = prefix_caching and self.sharing is not None
         self.seq_table = SequenceTable()
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []  # in priority (arrival) order
@@ -125,7 +123,7 @@ class Scheduler:
         if request.width == 1:
             return [request.max_tokens]
         block = self.kv.block_size
-        shared = request.prompt_len // block * block if self.kv.supports_sharing else 0
+        shared = request.prompt_len // block * block if self.sharing else 0
         return ([shared] if shared else []) + [request.max_tokens - shared] * request.width
 
     def add_request(self, request: Request) -> None:
@@ -188,9 +186,9 @@ class Scheduler:
         advanced = None
         if len(seqs) < sum(len(r.seqs) for r in admitted):
             advanced = np.array([s for r in admitted for s in r.seqs], dtype=np.int64)
+        copies, moves = self._take_moves()
         return StepPlan(PREFILL, admitted, seqs, new_tokens=new, context_lens=context,
-                        block_copies=self._take_copies(), advanced=advanced,
-                        transfers=self.kv.take_transfers())
+                        block_copies=copies, advanced=advanced, transfers=moves)
 
     def _prefill_tokens(self, request: Request) -> int:
         """Tokens the group's prefill computes: the root's, plus what each other sequence
@@ -212,9 +210,9 @@ class Scheduler:
     def _admit(self, request: Request) -> int | None:
         """Allocate the group's KV for its prefill; return the root's cached prompt tokens
         (0 without prefix sharing), or None, holding nothing, if it does not fit now."""
-        kv, tokens = self.kv, self.seq_table.num_tokens
+        kv, tokens = self.sharing, self.seq_table.num_tokens
         root, others = request.seqs[0], request.seqs[1:]
-        if not kv.supports_sharing:
+        if kv is None:
             return self._admit_private_copies(request)
         # A group's root holds the prompt only; its generated tokens (recompute) come after the forks.
         root_tokens = request.prompt_len if others else int(tokens[root])
@@ -278,11 +276,14 @@ class Scheduler:
             request.block_names = block_hashes(request.token_ids(count), self.kv.block_size)
         return request.block_names
 
-    def _take_copies(self) -> int:
-        copies = self.kv.take_block_copies() + self._copies
+    def _take_moves(self) -> tuple[int, BlockTransfers]:
+        """The step's block moves, and the block copies it pays for: copy-on-write copies
+        and the private prompt and beam copies of a policy without sharing."""
+        moves = self.kv.take_step_moves()
+        copies = len(moves.copies) + self._copies
         self._copies = 0
         self.counters["block_copies"] += copies
-        return copies
+        return copies, moves
 
     def _schedule_decode(self) -> StepPlan | None:
         seqs = self._batch_seqs()
@@ -300,10 +301,10 @@ class Scheduler:
             tokens = self.seq_table.num_tokens[seqs]
         if not len(seqs):
             return None
+        copies, moves = self._take_moves()
         return StepPlan(DECODE, list(self.running), seqs, new_tokens=np.ones_like(seqs),
-                        context_lens=tokens, preempted=preempted, block_copies=self._take_copies(),
-                        swap_in_blocks=swapped_in, swap_out_blocks=self._swap_out,
-                        transfers=self.kv.take_transfers())
+                        context_lens=tokens, preempted=preempted, block_copies=copies,
+                        swap_in_blocks=swapped_in, swap_out_blocks=self._swap_out, transfers=moves)
 
     def _swap_in(self) -> int:
         """Bring swapped groups back, oldest first, while they fit (with room for their next
@@ -314,10 +315,10 @@ class Scheduler:
             request = self.swapped[0]
             # With nothing running, the watermark must not keep the cache's only group out.
             if (num_seqs + len(request.seqs) > self.max_num_seqs
-                    or not self.kv.can_swap_in(request.seqs, keep_watermark=bool(self.running))):
+                    or not self.sharing.can_swap_in(request.seqs, keep_watermark=bool(self.running))):
                 break
             self.swapped.popleft()
-            moved += self.kv.swap_in(request.seqs)
+            moved += self.sharing.swap_in(request.seqs)
             group = np.array(request.seqs, dtype=np.int64)
             self.kv.append(group, self.seq_table.num_tokens[group], 1)
             request.status = Status.RUNNING
@@ -365,8 +366,9 @@ class Scheduler:
         recompute: drop the KV and re-queue at the head, tokens so far as the new prompt."""
         request.num_preemptions += 1
         if self.preemption_mode == "swap":
-            if self.kv.swap_out_blocks(request.seqs) <= self.kv.swap_space.num_free:
-                moved = self.kv.swap_out(request.seqs)
+            sharing = self.sharing
+            if sharing.swap_out_blocks(request.seqs) <= sharing.swap_space.num_free:
+                moved = sharing.swap_out(request.seqs)
                 self._swap_out += moved
                 self.counters["swap_out_blocks"] += moved
                 self.counters["preempted_swap"] += 1
@@ -391,8 +393,8 @@ class Scheduler:
 
         A sequence the step advances counts its newest token as stored (its KV is being
         written); one that sits a prefill step out has not written its newest token's KV.
-        ``written_only`` leaves every newest token out, which inside ``on_run_end`` gives
-        the cache during a decode run's last step.
+        ``written_only`` leaves every newest token out, which between ``advance`` and
+        ``retire`` gives the cache during a decode run's last step.
         """
         seqs = self._batch_seqs()
         tokens = self.seq_table.num_tokens[seqs]  # a copy: adjusted in place below
@@ -430,14 +432,24 @@ class Scheduler:
 
     def complete(self, plan: StepPlan, steps: int = 1) -> list[Request]:
         """Apply ``steps`` executions of ``plan``; return the requests that finished."""
+        self.advance(plan, steps)
+        return self.retire(plan)
+
+    def advance(self, plan: StepPlan, steps: int) -> None:
+        """Apply ``steps`` executions of ``plan`` to the sequences and the cache; nothing is
+        freed yet, so the cache as it stood during the run's last step can still be read."""
         table = self.seq_table
         seqs = plan.seqs if plan.advanced is None else plan.advanced
         if steps > 1:
             self.kv.append(plan.seqs, plan.context_lens + 1, steps - 1)
         table.num_tokens[seqs] += steps
         table.remaining[seqs] -= steps
-        if self.on_run_end is not None:
-            self.on_run_end(plan, steps)
+
+    def retire(self, plan: StepPlan) -> list[Request]:
+        """After ``advance``: re-select beams, free the sequences that ended; return the
+        requests that finished."""
+        table = self.seq_table
+        seqs = plan.seqs if plan.advanced is None else plan.advanced
         if self._live_beams and plan.kind == DECODE:
             for request in plan.requests:
                 if request.beam and request.status is Status.RUNNING and table.remaining[request.seqs[0]]:
@@ -466,7 +478,7 @@ class Scheduler:
         output: a chatbot's next turn starts with them) are named before they are freed."""
         if self.prefix_caching and request.token_ids is not None and len(request.seqs) == 1:
             stored = int(self.seq_table.num_tokens[seq]) - 1
-            self.kv.name_blocks(seq, block_hashes(request.token_ids(stored), self.kv.block_size))
+            self.sharing.name_blocks(seq, block_hashes(request.token_ids(stored), self.kv.block_size))
         self.kv.free(seq)
         del self.owner[seq]
 
@@ -476,7 +488,7 @@ class Scheduler:
         their own memory and a new beam copies its parent's KV into it instead."""
         old = request.seqs
         parents = self.beam.parents(request.beam_rng, len(old)).tolist()
-        if not self.kv.supports_sharing:
+        if self.sharing is None:
             table = self.seq_table
             for beam, parent in enumerate(parents):
                 if parent != beam:
@@ -491,7 +503,7 @@ class Scheduler:
                 new.append(parent)
                 continue
             child = table.add(int(table.num_tokens[parent]), int(table.remaining[parent]))
-            self.kv.fork(parent, child)
+            self.sharing.fork(parent, child)
             self.owner[child] = request
             new.append(child)
         for seq in old:

@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kvsim.sim.metrics import WASTE_KEYS  # noqa: E402
+from kvsim.engine.metrics import WASTE_KEYS  # noqa: E402
 
 WASTE_LABELS = ("token states", "reservation", "internal fragmentation", "external fragmentation & other (free)")
 WASTE_COLORS = ("#2b8cbe", "#a6bddb", "#fdae6b", "#d9d9d9")

@@ -22,7 +22,7 @@ from kvsim.policies.request import Request
 from kvsim.sim.capacity import KVCapacity, size_kv_cache
 from kvsim.sim.cluster import ROUTERS
 from kvsim.sim.engine import simulate
-from kvsim.sim.metrics import Recorder, summarize
+from kvsim.engine.metrics import Recorder, summarize
 from kvsim.workloads import build_trace, clip_to_context
 from kvsim.workloads.chatbot import build_chatbot
 from kvsim.workloads.prefixes import add_shared_prefixes

@@ -8,7 +8,7 @@ from kvsim.cli import app, parse_option_args
 from kvsim.config import SimConfig
 from kvsim.sim import compare
 from kvsim.sim.run import prepare_trace
-from kvsim.sim.metrics import WASTE_KEYS
+from kvsim.engine.metrics import WASTE_KEYS
 
 runner = CliRunner()
 

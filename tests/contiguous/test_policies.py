@@ -19,7 +19,7 @@ from kvsim.policies.request import Request
 from kvsim.policies.scheduler import PREFILL, Scheduler
 from kvsim.sim import engine
 from kvsim.sim.cluster import RoundRobinRouter
-from kvsim.sim.metrics import KV_SLOT_COLUMNS, WASTE_KEYS, summarize
+from kvsim.engine.metrics import KV_SLOT_COLUMNS, WASTE_KEYS, summarize
 
 MODEL, GPU = load_model("opt-13b"), load_gpu("a100-40gb")
 POLICIES = ("paged", "orca-oracle", "orca-pow2", "orca-max", "ft")

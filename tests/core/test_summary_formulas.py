@@ -3,7 +3,7 @@ breakdown of a real decode run against the cache it held step by step.
 
 The expected values are written out from the metrics' definitions (the vLLM paper's for
 normalized latency: mean over requests of end-to-end latency / output length), never taken
-from ``kvsim.sim.metrics``: a formula changed there makes these tests fail.
+from ``kvsim.engine.metrics``: a formula changed there makes these tests fail.
 """
 
 import math
@@ -21,7 +21,7 @@ from kvsim.policies.request import Request
 from kvsim.policies.scheduler import Scheduler
 from kvsim.sim import engine
 from kvsim.sim.cluster import RoundRobinRouter
-from kvsim.sim.metrics import KV_SLOT_COLUMNS, STEP_COLUMNS, WASTE_KEYS, Recorder, summarize
+from kvsim.engine.metrics import KV_SLOT_COLUMNS, STEP_COLUMNS, WASTE_KEYS, Recorder, summarize
 from kvsim.workloads.trace import Trace
 
 # (arrival, first token, finish, prompt, output, preemptions, recomputed tokens); None: rejected.

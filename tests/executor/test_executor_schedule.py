@@ -17,7 +17,7 @@ from kvsim.models import spec_from_hf_config  # noqa: E402
 from kvsim.policies.registry import PolicyContext, get_policy  # noqa: E402
 from kvsim.sim.cluster import RoundRobinRouter  # noqa: E402
 from kvsim.sim.engine import simulate  # noqa: E402
-from kvsim.sim.metrics import KV_SLOT_COLUMNS  # noqa: E402
+from kvsim.engine.metrics import KV_SLOT_COLUMNS  # noqa: E402
 from kvsim.workloads.sampling import add_sampling  # noqa: E402
 from kvsim.workloads.trace import Trace  # noqa: E402
 
@@ -74,6 +74,10 @@ def test_executor_reproduces_the_simulated_schedule(preemption, n, beam):
     for column in ("admitted", "first_token", "finish"):  # same admission order and timing
         np.testing.assert_allclose(real[column], sim[column], rtol=1e-9)
     assert int(simulated.steps_frame().steps.sum()) == len(executed.steps)
+    # One engine core behind both clocks: the same event counters, forks, copies and swaps too.
+    assert executed.counters == simulated.counters
+    assert executed.counters["swap_out_blocks"] == moved["swap_out"]
+    assert executed.counters["block_copies"] == moved["copy_blocks"]
     steps = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
     np.testing.assert_allclose(steps.measured_s, steps.predicted_s)
 

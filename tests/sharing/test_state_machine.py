@@ -81,7 +81,7 @@ class SharingMachine(RuleBasedStateMachine):
                         if old * BLOCK + slot in self.gpu:
                             self.gpu[new * BLOCK + slot] = self.gpu[old * BLOCK + slot]
             self._write(s, 1)
-        self.kv.take_block_copies()
+        self.kv.take_step_moves()
 
     @precondition(lambda self: self.tokens)
     @rule(data=st.data())

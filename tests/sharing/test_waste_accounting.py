@@ -13,7 +13,7 @@ import pytest
 from kvsim.config import SimConfig
 from kvsim.policies.kv_manager import CacheUsage
 from kvsim.policies.paged import PagedKVManager
-from kvsim.sim.metrics import KV_SLOT_COLUMNS, WASTE_KEYS
+from kvsim.engine.metrics import KV_SLOT_COLUMNS, WASTE_KEYS
 from kvsim.sim.run import run
 
 

@@ -52,20 +52,19 @@ class Recorder:
         self.status[request.request_id] = STATUS_REJECTED
         self.reject_reason[request.request_id] = reason
 
-    def record_step(self, replica: int, scheduler, plan, start: float, end: float, steps: int,
-                    kv_slots: tuple = (np.nan,) * len(KV_SLOT_COLUMNS)) -> None:
-        """One executed run of ``steps`` steps of ``plan`` (after ``scheduler.complete``).
-
-        Shared by the simulator and the real GPU executor, so both write the same files.
-        ``kv_slots`` is the cache by use over the run (``KV_SLOT_COLUMNS``); NaN if unmeasured.
-        """
+    def record_step(self, replica: int, plan, start: float, end: float, steps: int,
+                    kv_slots: tuple, kv_blocks_used: int, kv_blocks_logical: int,
+                    num_waiting: int) -> None:
+        """One executed run of ``steps`` steps of ``plan``, as ``EngineCore.end_step`` saw it:
+        ``kv_slots`` is the cache by use over the run (``KV_SLOT_COLUMNS``; NaN if unmeasured),
+        the block counts and queue length are those after the run's requests retired."""
         if plan.kind == "prefill":
             self.prefilled(plan.requests, start, end, replica)
         self.steps.append((
             replica, start, end - start, plan.kind, steps, len(plan.requests), len(plan.seqs),
-            int(plan.new_tokens.sum()), scheduler.kv.num_used_blocks(), len(scheduler.waiting),
+            int(plan.new_tokens.sum()), kv_blocks_used, num_waiting,
             len(plan.preempted), plan.block_copies, plan.swap_in_blocks, plan.swap_out_blocks,
-            *kv_slots, scheduler.kv.num_logical_blocks()))
+            *kv_slots, kv_blocks_logical))
 
     def prefilled(self, requests: list[Request], start: float, end: float, replica: int) -> None:
         for request in requests:
