@@ -36,7 +36,7 @@ SETTINGS = {
 
 def _point(setting: str, num_requests: int, queue) -> None:
     from kvsim.config import SimConfig
-    from kvsim.sim.run import run
+    from kvsim.experiments.run import run
 
     config = SimConfig(**SETTINGS[setting], num_requests=num_requests, policy="paged", block_size=16)
     start = time.perf_counter()

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-import itertools
 import os
 import sys
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import Field, fields, replace
 from pathlib import Path
 from typing import Optional
@@ -171,7 +169,7 @@ def run(
 ):
     """Simulate one configuration and print its summary."""
     from kvsim.reports.tables import print_run_summary
-    from kvsim.sim.run import run as simulate_run
+    from kvsim.experiments.run import run as simulate_run
 
     if out is not None:
         check_out(out)
@@ -192,12 +190,6 @@ def run(
 
 
 # -- sweep ------------------------------------------------------------------------------------
-SWEEP_COLUMNS = ("completed", "rejected", "throughput_req_s", "throughput_output_tok_s",
-                 "normalized_latency_s_per_token", "ttft_s_mean", "ttft_s_p90", "tpot_s_mean",
-                 "e2e_latency_s_mean", "e2e_latency_s_p90", "mean_batch_size", "mean_kv_usage",
-                 "preemptions")
-
-
 # What a switch's values may say in a list (e.g. `simcli sweep --prefix-caching false,true`).
 TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off")
 
@@ -256,18 +248,6 @@ def parse_option_args(command: str, args: list[str]) -> dict[str, list]:
     return grid
 
 
-def _sweep_point(overrides: dict) -> dict:
-    from kvsim.sim.run import run as simulate_run
-
-    try:
-        result = simulate_run(SimConfig(**overrides).validate())
-    except KvsimError as err:
-        return {**overrides, "error": str(err)}
-    row = {**overrides, "num_blocks": result.capacity.num_blocks}
-    row.update({k: result.summary[k] for k in SWEEP_COLUMNS})
-    return row
-
-
 EXTRA_ARGS = {"allow_extra_args": True, "ignore_unknown_options": True}
 LISTS = "each one value or a comma-separated list"
 
@@ -286,22 +266,13 @@ def sweep(
 
     Any `simcli run` option can be given, with one value or a comma-separated list.
     """
-    import pandas as pd
+    from kvsim.experiments.sweep import grid_points, run_sweep
 
     check_out(out, file=True)
-    grid = parse_option_args("sweep", list(ctx.args))
-    names = list(grid)
-    points = [dict(zip(names, combo)) for combo in itertools.product(*grid.values())] or [{}]
-    for point in points:
-        SimConfig(**point).validate()
+    points = grid_points(parse_option_args("sweep", list(ctx.args)))
     with _progress() as bar:
         task = bar.add_task("sweeping", total=len(points))
-        rows = []
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            for row in pool.map(_sweep_point, points):
-                rows.append(row)
-                bar.advance(task)
-    table = pd.DataFrame(rows)
+        table = run_sweep(points, jobs, on_row=lambda row: bar.advance(task))
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
@@ -324,7 +295,7 @@ def compare(
     --preemption applies to the policies that preempt (paged).
     """
     from kvsim.reports.tables import print_compare_table
-    from kvsim.sim.compare import caption, compare_policies, parse_policies, sharing_settings
+    from kvsim.experiments.compare import caption, compare_policies, parse_policies, sharing_settings
 
     if out is not None:
         check_out(out)
@@ -413,7 +384,7 @@ def calibrate(
 @app.command()
 def profiles():
     """Shipped step-cost profiles: measured on a GPU, or derived from a measured one."""
-    from kvsim.calibration.profile import load_profile, shipped_profiles
+    from kvsim.cost.profile import load_profile, shipped_profiles
     from kvsim.reports.tables import print_catalogue
 
     rows = []
@@ -426,7 +397,7 @@ def profiles():
         origin = "measured" if prov["kind"] == "measured" else f"derived ({prov['from'].split('@')[-1]})"
         rows.append([doc["model"]["name"], doc["gpu"]["name"], origin, doc["created"][:10],
                      str(doc["block_size"]), fit])
-    print_catalogue(console, "Shipped profiles (kvsim/calibration/profiles)",
+    print_catalogue(console, "Shipped profiles (kvsim/cost/profiles)",
                     ["model", "gpu", "provenance", "date", "block", "held-out MAPE decode / prefill"], rows)
 
 
@@ -446,7 +417,9 @@ def validate(
     or with --calibrate one measured on this very machine just before (host speed, which sets
     the pace of short eager prefills, differs between machines of one GPU model).
     """
-    from kvsim.gpu.validate import detect_gpu, load_campaign, relative_errors, run_campaign, step_error_summary
+    from kvsim.experiments.sweep import grid_points
+    from kvsim.experiments.validate import (detect_gpu, load_campaign, relative_errors, run_campaign,
+                                            step_error_summary, with_fresh_profiles)
     from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
 
     check_out(out)
@@ -457,11 +430,11 @@ def validate(
         points = [{**point, **{name: values[0] for name, values in grid.items()}}
                   for point in load_campaign(campaign)]
     else:
-        points = [dict(zip(grid, combo)) for combo in itertools.product(*grid.values())]
+        points = grid_points(grid)
     gpu = detect_gpu()
     configs = [SimConfig(**{"gpu": gpu, **point}).validate() for point in points]
     if calibrate_first:
-        configs = _with_fresh_profiles(configs, out)
+        configs = with_fresh_profiles(configs, out, log=lambda text: err_console.print(text))
     table = run_campaign(configs, out, progress=lambda text: err_console.print(text))
     import pandas as pd
 
@@ -474,20 +447,6 @@ def validate(
         c: (lambda v: f"{v:+.1%}") for c in errors.columns if c.endswith("_rel_error")}))
     console.print(f"per-step cost-model error: {step_error_summary(steps)}")
     console.print(f"wrote {out}/validation.csv, requests.csv, steps.csv, latency_scatter.png, step_error.png")
-
-
-def _with_fresh_profiles(configs: list[SimConfig], out: Path) -> list[SimConfig]:
-    """Each config pointed at a profile calibrated now, on this GPU, one per model and block size."""
-    from kvsim.calibration.calibrate import calibrate as run_calibration
-
-    profiles: dict[tuple[str, int], Path] = {}
-    for config in configs:
-        key = (config.model, config.block_size)
-        if key not in profiles:
-            _, profiles[key] = run_calibration(
-                config.model, out / f"{config.model}-block{config.block_size}.profile.json",
-                block_size=config.block_size, log=lambda text: err_console.print(text))
-    return [replace(c, profile=str(profiles[(c.model, c.block_size)])) for c in configs]
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -10,8 +10,8 @@ import json
 import warnings
 
 from kvsim.calibration.fit import prediction_errors
-from kvsim.calibration.profile import load_profile, shipped_profile, shipped_profiles
-from kvsim.calibration.profile_model import OutOfRangeWarning, ProfileCostModel
+from kvsim.cost.profile import load_profile, shipped_profile, shipped_profiles
+from kvsim.cost.profile_model import OutOfRangeWarning, ProfileCostModel
 from kvsim.calibration.transfer import transfer_error
 from kvsim.models import load_model
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kvsim.calibration.fit import fit_profile, format_report
-from kvsim.calibration.profile import profile_name, save_profile
+from kvsim.cost.profile import profile_name, save_profile
 from kvsim.errors import KvsimError
 from kvsim.hardware import BUILTIN_GPUS, GPUSpec, load_gpu
 from kvsim.models import load_model

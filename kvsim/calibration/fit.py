@@ -20,7 +20,7 @@ from dataclasses import asdict
 import numpy as np
 from scipy.optimize import nnls
 
-from kvsim.calibration.profile import (FORMAT, TERMS, VERSION, PrefillTokens, block_features,
+from kvsim.cost.profile import (FORMAT, TERMS, VERSION, PrefillTokens, block_features,
                                        decode_features, engine_features, graph_for, host_features,
                                        model_fields, prefill_features, profile_name)
 from kvsim.hardware import GPUSpec
@@ -98,7 +98,7 @@ def fit_report(doc: dict, raw: dict, spec: ModelSpec) -> dict:
     """Errors of the finished cost model on held-out points (decode, prefill) and, for copies
     and swaps (too few sizes to hold any out), on the fitted points. Grid points time the
     runner alone, so the engine term is left out of these predictions and reported apart."""
-    from kvsim.calibration.profile_model import ProfileCostModel
+    from kvsim.cost.profile_model import ProfileCostModel
 
     model = ProfileCostModel(doc, spec, doc["block_size"], engine=False)
     report = {kind: {split: prediction_errors(model, kind, [p for p in raw[kind] if p["heldout"] is held])
@@ -228,8 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     """``python -m kvsim.calibration.fit PROFILE.json...``: refit measured profiles in place."""
     import argparse
 
-    from kvsim.calibration.profile import save_profile
-    from kvsim.calibration.profile_model import gpu_of
+    from kvsim.cost.profile import save_profile
+    from kvsim.cost.profile_model import gpu_of
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("profiles", nargs="+")

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 
 from kvsim.gpu.kernels import partition_size
-from kvsim.gpu.runner import (GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, PREFILL_PADDING, ModelRunner,
+from kvsim.cost.padding import PREFILL_PADDING
+from kvsim.gpu.runner import (GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, ModelRunner,
                               padded_prefill_tokens)
 from kvsim.models import ModelSpec
 

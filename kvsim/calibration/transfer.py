@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kvsim.calibration.fit import prediction_errors
-from kvsim.calibration.profile import TERMS, load_profile, profile_name, save_profile
+from kvsim.cost.profile import TERMS, load_profile, profile_name, save_profile
 from kvsim.hardware import GPUSpec, load_gpu
 from kvsim.models import ModelSpec
 
@@ -70,7 +70,7 @@ def derive_profile(source: dict, target: GPUSpec, created: str | None = None) ->
 
 def transfer_error(source: dict, measured: dict, spec: ModelSpec) -> dict:
     """Errors of ``source`` transferred to ``measured``'s GPU against every step measured there."""
-    from kvsim.calibration.profile_model import ProfileCostModel, gpu_of
+    from kvsim.cost.profile_model import ProfileCostModel, gpu_of
 
     model = ProfileCostModel(derive_profile(source, gpu_of(measured)), spec, measured["block_size"],
                              engine=False)

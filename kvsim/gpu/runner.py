@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from kvsim.calibration.profile import padded_tokens
+from kvsim.cost.padding import PREFILL_PADDING, padded_tokens
 from kvsim.gpu import ops
 from kvsim.gpu.weights import NamedWeights, RandomWeights
 from kvsim.models import ModelSpec
@@ -34,17 +34,11 @@ _OPT_POS_OFFSET = 2  # OPT's learned positions start at index 2
 # Calibration and the real executor capture the same sizes, so a profile's padding is the
 # executor's.
 GRAPH_BATCH_SIZES = (1, 2, 4, *range(8, 257, 8))
-# A prefill's new tokens (the batch's sum) run padded to the next of the padding's sizes, or
-# above them to a multiple of its multiple: the shapes calibration measures (a profile records
-# this padding and prices by it), so every step runs a shape its profile priced. GEMM speed is not monotone in rows (one OPT-13B layer's GEMMs:
-# 1.19 ms at 1033 rows, 1.10 ms at 1152, H100), so interpolating between measured counts
-# could not be trusted.
-PREFILL_PADDING = {"sizes": [16, 32, 64], "multiple": 128}
-# Padded prefills of up to 1024 tokens run as piecewise CUDA graphs, attention eager between
-# the pieces (its shape is the batch's own). Eager, a short prefill's dozen launches per layer
-# took the host as long as or longer than the GPU took to run them (10-36 ms against 9-13 ms
-# for OPT-13B and Llama-2-7B on an H100), and the host's speed differed between machines;
-# past ~1024 tokens the GPU outruns the host.
+# A prefill's new tokens (the batch's sum) run padded by kvsim.cost.padding's rule. Padded
+# prefills of up to 1024 tokens run as piecewise CUDA graphs, attention eager between the
+# pieces (its shape is the batch's own): eager, a short prefill's dozen launches per layer
+# kept the host busier than the GPU, and host speed differs between machines (measurements in
+# benchmarks/KERNELS.md); past ~1024 tokens the GPU outruns the host.
 PREFILL_GRAPH_TOKENS = (*PREFILL_PADDING["sizes"], *range(PREFILL_PADDING["multiple"], 1025,
                                                           PREFILL_PADDING["multiple"]))
 

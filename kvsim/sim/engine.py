@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import simpy
 
-from kvsim.calibration.cost_model import CostModel
+from kvsim.cost.cost_model import CostModel
 from kvsim.engine.core import EngineCore, IntakeCheck
 from kvsim.engine.metrics import Recorder
 from kvsim.engine.requests import RequestFactory

@@ -9,9 +9,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from synthetic_steps import BLOCK_SIZE, H100, TRUE, blocks_s, causal_pairs, decode_step_s
 
-from kvsim.calibration.profile import load_profile, shipped_profile
-from kvsim.calibration.profile_model import PHYSICAL_FLOOR, OutOfRangeWarning, ProfileCostModel
-from kvsim.calibration.roofline import RooflineAssumptions, RooflineCostModel
+from kvsim.cost.profile import load_profile, shipped_profile
+from kvsim.cost.profile_model import PHYSICAL_FLOOR, OutOfRangeWarning, ProfileCostModel
+from kvsim.cost.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.scheduler import DECODE, PREFILL, StepPlan

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from synthetic_steps import NOISE, TRUE, causal_pairs, fit
 
-from kvsim.calibration.profile import PrefillTokens, prefill_features
+from kvsim.cost.profile import PrefillTokens, prefill_features
 
 # The fit recovers every coefficient to within a few noise widths, except the longest-context
 # term: it and the gathered tokens both grow with context, so noise trades one for the other.

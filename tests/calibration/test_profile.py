@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from kvsim.calibration import select_cost_model
-from kvsim.calibration.profile import load_profile, save_profile, shipped_profiles
-from kvsim.calibration.profile_model import ProfileCostModel
-from kvsim.calibration.roofline import RooflineCostModel
+from kvsim.cost import select_cost_model
+from kvsim.cost.profile import load_profile, save_profile, shipped_profiles
+from kvsim.cost.profile_model import ProfileCostModel
+from kvsim.cost.roofline import RooflineCostModel
 from kvsim.config import SimConfig
 from kvsim.errors import KvsimError
 from kvsim.hardware import load_gpu

@@ -10,10 +10,10 @@ import warnings
 import pytest
 from typer.testing import CliRunner
 
-from kvsim.calibration import BlockSizeWarning, select_cost_model
+from kvsim.cost import BlockSizeWarning, select_cost_model
 from kvsim.calibration.fit import refit
-from kvsim.calibration.profile import load_profile, shipped_profile, shipped_profiles
-from kvsim.calibration.profile_model import OutOfRangeWarning, ProfileCostModel, gpu_of
+from kvsim.cost.profile import load_profile, shipped_profile, shipped_profiles
+from kvsim.cost.profile_model import OutOfRangeWarning, ProfileCostModel, gpu_of
 from kvsim.cli import app
 from kvsim.config import SimConfig
 from kvsim.hardware import BUILTIN_GPUS, load_gpu

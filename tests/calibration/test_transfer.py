@@ -7,7 +7,7 @@ import pytest
 from synthetic_steps import (BLOCK_SIZE, SPEC, TABLE_TOKENS, TRUE, WEIGHT_READ_S, synthetic_raw,
                              token_table_s)
 
-from kvsim.calibration.profile import validate
+from kvsim.cost.profile import validate
 from kvsim.calibration.transfer import derive_profile, transfer_error
 from kvsim.hardware import BUILTIN_GPUS
 

@@ -43,7 +43,7 @@ def no_work(monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    for target in ("kvsim.sim.run.run", "kvsim.cli.ProcessPoolExecutor", "kvsim.sim.compare.compare_policies"):
+    for target in ("kvsim.experiments.run.run", "kvsim.experiments.sweep.ProcessPoolExecutor", "kvsim.experiments.compare.compare_policies"):
         monkeypatch.setattr(target, started)
 
 

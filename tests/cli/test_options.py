@@ -49,7 +49,7 @@ def simulated(monkeypatch):
         seen.append(config)
         raise KvsimError("simulation skipped")
 
-    monkeypatch.setattr("kvsim.sim.run.run", skip)
+    monkeypatch.setattr("kvsim.experiments.run.run", skip)
     return seen
 
 
@@ -83,7 +83,7 @@ def test_sweep_takes_every_field(monkeypatch, tmp_path):
             points.extend(items)
             return [{}]
 
-    monkeypatch.setattr("kvsim.cli.ProcessPoolExecutor", Pool)
+    monkeypatch.setattr("kvsim.experiments.sweep.ProcessPoolExecutor", Pool)
     result = runner.invoke(app, ["sweep", "--out", str(tmp_path / "sweep.csv"), *list_args(OTHER)])
     assert result.exit_code == 0, result.output
     assert [SimConfig(**point) for point in points] == [OTHER]
@@ -96,7 +96,7 @@ def test_compare_takes_every_field_but_policy_and_rate(monkeypatch):
         bases.append(base)
         raise KvsimError("comparison skipped")
 
-    monkeypatch.setattr("kvsim.sim.compare.compare_policies", compare_policies)
+    monkeypatch.setattr("kvsim.experiments.compare.compare_policies", compare_policies)
     result = runner.invoke(app, ["compare", "--policies", "paged", *list_args(OTHER, skip=("policy", "rate"))])
     assert "comparison skipped" in result.stderr, result.output
     assert bases == [replace(OTHER, policy=SimConfig().policy, rate=SimConfig().rate)]

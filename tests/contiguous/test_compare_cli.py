@@ -6,8 +6,8 @@ from typer.testing import CliRunner
 
 from kvsim.cli import app, parse_option_args
 from kvsim.config import SimConfig
-from kvsim.sim import compare
-from kvsim.sim.run import prepare_trace
+from kvsim.experiments import compare
+from kvsim.experiments.run import prepare_trace
 from kvsim.engine.metrics import WASTE_KEYS
 
 runner = CliRunner()

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import random_traces
 
-from kvsim.calibration.roofline import RooflineCostModel
+from kvsim.cost.roofline import RooflineCostModel
 from kvsim.errors import KvsimError
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model

@@ -91,7 +91,7 @@ def test_catalogues_list_builtins():
 def test_summary_names_no_absolute_path(tmp_path):
     """The same run from two checkouts (here: one profile file in two places) writes the same
     summary.json, byte for byte."""
-    from kvsim.calibration.profile import shipped_profile
+    from kvsim.cost.profile import shipped_profile
 
     shipped = shipped_profile("opt-13b", "a100-40gb")
     summaries = []

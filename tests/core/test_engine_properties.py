@@ -1,12 +1,11 @@
 """Invariants of whole simulations over random workloads (hypothesis)."""
 
 import numpy as np
-import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from strategies import random_traces
 
-from kvsim.calibration.roofline import RooflineCostModel
+from kvsim.cost.roofline import RooflineCostModel
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.paged import PagedKVManager

@@ -11,9 +11,9 @@ from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from strategies import random_traces
 
-from kvsim.calibration.profile import load_profile, shipped_profile
-from kvsim.calibration.profile_model import ProfileCostModel
-from kvsim.calibration.roofline import RooflineCostModel
+from kvsim.cost.profile import load_profile, shipped_profile
+from kvsim.cost.profile_model import ProfileCostModel
+from kvsim.cost.roofline import RooflineCostModel
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.beam import BeamModel

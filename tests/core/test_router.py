@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvsim.calibration.roofline import RooflineCostModel
+from kvsim.cost.roofline import RooflineCostModel
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.paged import PagedKVManager

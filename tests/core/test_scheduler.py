@@ -1,4 +1,3 @@
-import numpy as np
 
 from kvsim.policies.paged import PagedKVManager
 from kvsim.policies.request import Request, Status

@@ -13,7 +13,7 @@ from statistics import mean
 import numpy as np
 import pytest
 
-from kvsim.calibration.roofline import RooflineCostModel
+from kvsim.cost.roofline import RooflineCostModel
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.paged import PagedKVManager

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from kvsim.calibration.cost_model import CostModel
+from kvsim.cost.cost_model import CostModel
 
 
 class ScaledCost(CostModel):

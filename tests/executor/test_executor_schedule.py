@@ -9,7 +9,7 @@ from fake_device import ScaledCost
 
 torch = pytest.importorskip("torch")
 
-from kvsim.calibration.roofline import RooflineCostModel  # noqa: E402
+from kvsim.cost.roofline import RooflineCostModel  # noqa: E402
 from kvsim.gpu.executor import STEP_COLUMNS, RealExecutor  # noqa: E402
 from kvsim.gpu.runner import ModelRunner  # noqa: E402
 from kvsim.hardware import load_gpu  # noqa: E402

@@ -31,8 +31,8 @@ def test_validate_point_reports_the_errors_of_a_known_slowdown(tmp_path, fake_gp
     throughputs 1/1.25 of them. The simulator's relative error, (sim - real) / real, is then
     1/1.25 - 1 = -20% for every latency, 1.25 - 1 = +25% for every throughput and 0 for the
     batch size; each step's (predicted - measured) / measured is -20%."""
-    from kvsim.gpu.validate import COMPARED, step_error_summary, validate_point
-    from kvsim.sim.run import run
+    from kvsim.experiments.validate import COMPARED, step_error_summary, validate_point
+    from kvsim.experiments.run import run
 
     model = {"model_type": "opt", "hidden_size": 64, "num_hidden_layers": 2,
              "num_attention_heads": 4, "ffn_dim": 128, "vocab_size": 101,
@@ -88,7 +88,7 @@ def test_bad_campaign_files_are_one_line_errors(tmp_path, content, message):
 
 def test_calibrate_first_measures_each_model_and_block_size_once(monkeypatch, tmp_path):
     """--calibrate: one calibration per (model, block size), every point simulated with its own."""
-    from kvsim import cli
+    from kvsim.experiments.validate import with_fresh_profiles
     from kvsim.calibration import calibrate as calibrate_module
     from kvsim.config import SimConfig
 
@@ -102,7 +102,7 @@ def test_calibrate_first_measures_each_model_and_block_size_once(monkeypatch, tm
     configs = [SimConfig(model=m, block_size=b, rate=r, gpu="h100-sxm-80gb")
                for m, b, r in [("opt-13b", 16, 1.0), ("opt-13b", 16, 2.0), ("llama-2-7b", 16, 1.0),
                                ("opt-13b", 32, 1.0)]]
-    fresh = cli._with_fresh_profiles(configs, tmp_path)
+    fresh = with_fresh_profiles(configs, tmp_path)
     assert calls == [("opt-13b", 16), ("llama-2-7b", 16), ("opt-13b", 32)]
     assert fresh[0].profile == fresh[1].profile != fresh[3].profile
     assert all(c.profile.startswith(str(tmp_path)) for c in fresh)

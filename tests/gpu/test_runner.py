@@ -133,8 +133,8 @@ def test_swap_out_and_in_preserves_the_sequence(models):
 def test_runner_pads_prefills_as_profiles_price_them():
     """The runner's padding and the cost model's reading of a profile's ``prefill_padding``
     are one rule: a step is priced at the shape it runs as."""
-    from kvsim.calibration.profile import padded_tokens
-    from kvsim.gpu.runner import PREFILL_GRAPH_TOKENS, PREFILL_PADDING, padded_prefill_tokens
+    from kvsim.cost.padding import PREFILL_PADDING, padded_tokens
+    from kvsim.gpu.runner import PREFILL_GRAPH_TOKENS, padded_prefill_tokens
 
     padding = dict(PREFILL_PADDING)
     for tokens in range(1, 3000):

@@ -14,7 +14,7 @@ from kvsim.config import SimConfig
 from kvsim.policies.kv_manager import CacheUsage
 from kvsim.policies.paged import PagedKVManager
 from kvsim.engine.metrics import KV_SLOT_COLUMNS, WASTE_KEYS
-from kvsim.sim.run import run
+from kvsim.experiments.run import run
 
 
 def physical_usage(kv: PagedKVManager, seqs: np.ndarray, num_tokens: np.ndarray) -> CacheUsage:

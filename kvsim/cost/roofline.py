@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kvsim.calibration.cost_model import CostModel
+from kvsim.cost.cost_model import CostModel
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
 

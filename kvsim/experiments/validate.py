@@ -9,6 +9,7 @@ manager code on the same requests.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import platform
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
     latencies of both sides, and the per-step measured vs predicted times."""
     from kvsim.gpu.executor import STEP_COLUMNS, RealExecutor
     from kvsim.policies.registry import get_policy
-    from kvsim.sim.run import context_check, run
+    from kvsim.experiments.run import context_check, run
 
     simulated = run(config)  # also resolves model, capacity, trace and cost model
     trace, cap, model = simulated.trace, simulated.capacity, simulated.model
@@ -192,3 +193,17 @@ def step_error_summary(steps: pd.DataFrame) -> dict:
     return {kind: {"steps": int(len(e)), "mean": float(e.mean()), "mean_abs": float(e.abs().mean()),
                    "p90_abs": float(np.percentile(e.abs(), 90))}
             for kind, e in err.groupby(steps.kind)}
+
+
+def with_fresh_profiles(configs: list[SimConfig], out: Path, log=print) -> list[SimConfig]:
+    """Each config pointed at a profile calibrated now, on this GPU, one per model and block size."""
+    from kvsim.calibration.calibrate import calibrate as run_calibration
+
+    profiles: dict[tuple[str, int], Path] = {}
+    for config in configs:
+        key = (config.model, config.block_size)
+        if key not in profiles:
+            _, profiles[key] = run_calibration(
+                config.model, out / f"{config.model}-block{config.block_size}.profile.json",
+                block_size=config.block_size, log=log)
+    return [replace(c, profile=str(profiles[(c.model, c.block_size)])) for c in configs]

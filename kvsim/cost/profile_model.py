@@ -17,11 +17,11 @@ from dataclasses import fields
 
 import numpy as np
 
-from kvsim.calibration.cost_model import CostModel
-from kvsim.calibration.profile import (GRID_AXES, TERMS, PrefillTokens, block_features,
+from kvsim.cost.cost_model import CostModel
+from kvsim.cost.profile import (GRID_AXES, TERMS, PrefillTokens, block_features,
                                        decode_features, engine_features, graph_for, host_features,
                                        prefill_features)
-from kvsim.calibration.roofline import RooflineAssumptions, RooflineCostModel
+from kvsim.cost.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
 

@@ -11,7 +11,6 @@ KvsimError.
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 from dataclasses import fields
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kvsim.cost.padding import padded_tokens
 from kvsim.errors import KvsimError
 from kvsim.hardware import gpu_from_dict, is_number
 from kvsim.models import ModelSpec
@@ -111,17 +111,6 @@ def prefill_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.nda
     pairs = float((new * (context - new + (new + 1) / 2)).sum())
     cached = float((context > new).any())
     return np.array([float(len(new)), pairs, cached * float(context.sum()), cached, float(context.max())])
-
-
-def padded_tokens(padding: dict, tokens: float) -> int:
-    """The rows a prefill of ``tokens`` new tokens runs as, by ``prefill_padding``: the next of
-    its ``sizes``, or above them the next multiple of ``multiple``. The runner pads by this
-    very rule (``kvsim.gpu.runner.PREFILL_PADDING``), and a profile records the padding it was
-    measured under."""
-    fits = bisect.bisect_left(padding["sizes"], tokens)
-    if fits < len(padding["sizes"]):
-        return padding["sizes"][fits]
-    return math.ceil(tokens / padding["multiple"]) * padding["multiple"]
 
 
 class PrefillTokens:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvsim import __version__
-from kvsim.calibration import select_cost_model
-from kvsim.calibration.cost_model import CostModel
+from kvsim.cost import select_cost_model
+from kvsim.cost.cost_model import CostModel
 from kvsim.config import SimConfig
 from kvsim.errors import KvsimError
 from kvsim.hardware import GiB, GPUSpec, load_gpu

@@ -16,13 +16,13 @@ from contextlib import ExitStack
 
 import pandas as pd
 
-from kvsim.calibration import select_cost_model
+from kvsim.cost import select_cost_model
 from kvsim.config import SimConfig
 from kvsim.errors import KvsimError
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.registry import get_policy
-from kvsim.sim.run import prepare_trace, run
+from kvsim.experiments.run import prepare_trace, run
 from kvsim.workloads.trace import Trace
 
 
