@@ -54,7 +54,7 @@ class SimConfig:
     rate: float | None = setting(2.0, "Requests per second; 0 < rate.")
     num_requests: int | None = setting(
         None, f"Number of requests, at most {MAX_NUM_REQUESTS:,}.",
-        f"{DEFAULT_NUM_REQUESTS}, or all that arrive within --duration")
+        f"{DEFAULT_NUM_REQUESTS}; the whole file with --arrival trace; or all that arrive within --duration")
     duration: float | None = setting(None, "Stop generating arrivals after this many seconds.", "no limit")
     arrival: str = setting("poisson", "poisson, gamma, or trace (the file's timestamps).")
     burstiness_cv: float = setting(1.0, "Coefficient of variation of gamma inter-arrivals.")
@@ -122,8 +122,9 @@ class SimConfig:
 
     @property
     def request_count(self) -> int | None:
-        """Requests to generate: as asked, else 1000 unless a duration bounds the trace."""
-        if self.num_requests is None and self.duration is None:
+        """Requests to generate: as asked, else 1000 unless a duration bounds the trace or
+        ``arrival="trace"`` replays a file (None: the whole file)."""
+        if self.num_requests is None and self.duration is None and self.arrival != "trace":
             return DEFAULT_NUM_REQUESTS
         return self.num_requests
 

@@ -13,6 +13,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from kvsim.policies.scheduler import StepKind, StepPlan
+
 
 class CostModel(ABC):
     name: str
@@ -39,10 +41,10 @@ class CostModel(ABC):
         """Seconds to move ``num_blocks`` KV blocks one way between GPU and host memory; none
         cost nothing."""
 
-    def plan_durations(self, plan, steps: int = 1) -> np.ndarray:
+    def plan_durations(self, plan: StepPlan, steps: int = 1) -> np.ndarray:
         """Seconds of each of ``steps`` executions of a scheduler's StepPlan (decode plans may
         repeat; copies and swaps are paid once, before the first step)."""
-        if plan.kind == "decode":
+        if plan.kind is StepKind.DECODE:
             durations = self.decode_times(len(plan.seqs), int(plan.context_lens.sum()), steps)
         else:
             durations = np.array([self.prefill_time(plan.new_tokens, plan.context_lens)])

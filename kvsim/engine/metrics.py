@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.policies.request import Request
+from kvsim.policies.scheduler import StepKind
 
 # The cache's token slots by use, averaged over the run of steps (see ``CacheUsage``).
 KV_SLOT_COLUMNS = ("kv_token_states", "kv_reserved", "kv_internal_fragmentation", "kv_free")
@@ -58,10 +59,10 @@ class Recorder:
         """One executed run of ``steps`` steps of ``plan``, as ``EngineCore.end_step`` saw it:
         ``kv_slots`` is the cache by use over the run (``KV_SLOT_COLUMNS``; NaN if unmeasured),
         the block counts and queue length are those after the run's requests retired."""
-        if plan.kind == "prefill":
+        if plan.kind is StepKind.PREFILL:
             self.prefilled(plan.requests, start, end, replica)
         self.steps.append((
-            replica, start, end - start, plan.kind, steps, len(plan.requests), len(plan.seqs),
+            replica, start, end - start, plan.kind.value, steps, len(plan.requests), len(plan.seqs),
             int(plan.new_tokens.sum()), kv_blocks_used, num_waiting,
             len(plan.preempted), plan.block_copies, plan.swap_in_blocks, plan.swap_out_blocks,
             *kv_slots, kv_blocks_logical))

@@ -14,16 +14,7 @@ from kvsim.errors import KvsimError
 from kvsim.policies.buddy import BuddyAllocator, ContiguousAllocator
 from kvsim.policies.contiguous import ContiguousKVManager, reserve_max
 from kvsim.policies.registry import PolicyContext, register
-from kvsim.policies.scheduler import Scheduler, StepPlan
-
-
-class RequestLevelScheduler(Scheduler):
-    """The FCFS scheduler, except that admission waits until the running batch has drained."""
-
-    def _schedule_prefill(self) -> StepPlan | None:
-        if self.running:
-            return None
-        return super()._schedule_prefill()
+from kvsim.policies.scheduler import Scheduler
 
 
 def max_reservations(num_slots: int, size: int, allocator: type[ContiguousAllocator] = BuddyAllocator) -> int:
@@ -45,5 +36,5 @@ def build_ft(ctx: PolicyContext) -> Scheduler:
                          f"of the model's {ctx.max_model_len}-token context")
     kv = ContiguousKVManager(ctx.num_blocks, ctx.block_size, reserve_max(ctx.max_model_len))
     # The batch is prefilled in one pass, as FasterTransformer's context phase does.
-    return RequestLevelScheduler(kv, batch, max(ctx.max_num_batched_tokens, batch * ctx.max_model_len),
-                                 preemption=False)
+    return Scheduler(kv, batch, max(ctx.max_num_batched_tokens, batch * ctx.max_model_len),
+                     preemption=False, batch_level=True)

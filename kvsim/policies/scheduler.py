@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -28,8 +29,14 @@ from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, KVCacheManager
 from kvsim.policies.prefix_cache import block_hashes
 from kvsim.policies.request import Request, Status
 
-PREFILL = "prefill"
-DECODE = "decode"
+class StepKind(str, Enum):
+    """What a step computes: prompts (prefill) or one token of every running sequence (decode)."""
+
+    PREFILL = "prefill"
+    DECODE = "decode"
+
+
+PREFILL, DECODE = StepKind.PREFILL, StepKind.DECODE
 PREEMPTION_MODES = ("recompute", "swap")
 
 
@@ -37,7 +44,7 @@ PREEMPTION_MODES = ("recompute", "swap")
 class StepPlan:
     """One engine step: what runs, and what the cost model needs to price it."""
 
-    kind: str
+    kind: StepKind
     requests: list[Request]
     seqs: np.ndarray  # sequence ids in the batch
     new_tokens: np.ndarray  # tokens computed per sequence this step (1 for decode)
@@ -76,8 +83,12 @@ class Scheduler:
 
     def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
                  preemption: bool = True, preemption_mode: str = "recompute",
-                 beam: BeamModel = BeamModel(), prefix_caching: bool = False) -> None:
+                 beam: BeamModel = BeamModel(), prefix_caching: bool = False,
+                 batch_level: bool = False) -> None:
         self.kv = kv
+        #: Request-level batching (FasterTransformer behind a dynamic batcher): a new batch
+        #: is admitted only once the running one has drained.
+        self.batch_level = batch_level
         self.max_num_seqs = max_num_seqs
         self.max_num_batched_tokens = max_num_batched_tokens
         # Policies that reserve a request's whole life at admission never run out mid-flight.
@@ -155,6 +166,8 @@ class Scheduler:
 
     def _schedule_prefill(self) -> StepPlan | None:
         if self.swapped:  # vLLM: no new admissions while a preempted group waits on the CPU
+            return None
+        if self.batch_level and self.running:
             return None
         admitted: list[Request] = []
         rows: list[tuple[int, int, int]] = []  # (seq, tokens computed, tokens attended)

@@ -14,7 +14,7 @@ from kvsim.cost.profile_model import PHYSICAL_FLOOR, OutOfRangeWarning, ProfileC
 from kvsim.cost.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
-from kvsim.policies.scheduler import DECODE, PREFILL, StepPlan
+from kvsim.policies.scheduler import DECODE, PREFILL, StepKind, StepPlan
 
 SPEC = load_model("opt-13b")
 MODELS = {gpu: ProfileCostModel(load_profile(shipped_profile("opt-13b", gpu)), SPEC, 16)
@@ -92,9 +92,10 @@ def test_block_size_scales_copies_by_bytes():
 
 
 def _plan(kind: str, context_lens, new_tokens=None, **moves) -> StepPlan:
+    """A hand-made step of ``kind`` ("prefill" or "decode")."""
     context_lens = np.asarray(context_lens, dtype=np.int64)
     new = np.ones_like(context_lens) if new_tokens is None else np.asarray(new_tokens, dtype=np.int64)
-    return StepPlan(kind, [], np.arange(len(context_lens)), new, context_lens, **moves)
+    return StepPlan(StepKind(kind), [], np.arange(len(context_lens)), new, context_lens, **moves)
 
 
 @settings(max_examples=40, deadline=None)

@@ -13,7 +13,6 @@ from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.buddy import FirstFitAllocator
 from kvsim.policies.contiguous import ContiguousKVManager, reserve_exact, reserve_max, reserve_pow2
-from kvsim.policies.ft import RequestLevelScheduler
 from kvsim.policies.registry import PolicyContext, get_policy
 from kvsim.policies.request import Request
 from kvsim.policies.scheduler import PREFILL, Scheduler
@@ -90,7 +89,7 @@ def test_first_fit_is_a_drop_in_allocator():
 
 def test_ft_batch_runs_to_completion_before_anyone_joins():
     scheduler = get_policy("ft").build(context(num_blocks=64, max_model_len=256))  # 1024 slots
-    assert isinstance(scheduler, RequestLevelScheduler) and scheduler.max_num_seqs == 4
+    assert scheduler.batch_level and scheduler.max_num_seqs == 4
     for rid, output in enumerate([3, 50, 2, 2, 2, 2]):
         scheduler.add_request(Request(rid, 10, output))
     batches = []
