@@ -4,9 +4,8 @@ per sequence (Orca, FasterTransformer).
 ``BuddyAllocator`` is what the paper's Orca re-implementation used: free space is kept as
 power-of-two blocks aligned to their size, split on demand and merged with their buddy on
 release. Its alignment rule is what makes external fragmentation appear by itself: slots
-can be free yet unusable because no free *block* is large enough. ``FirstFitAllocator``
-is the textbook alternative (any free run of slots will do), so a policy can swap one for
-the other with a single argument.
+can be free yet unusable because no free *block* is large enough. Another placement rule is
+one more ``ContiguousAllocator`` subclass, passed to ``ContiguousKVManager``.
 """
 
 from __future__ import annotations
@@ -138,44 +137,3 @@ class BuddyAllocator(ContiguousAllocator):
             offset = min(offset, buddy)
             k += 1
         bisect.insort(self._free[k], offset)
-
-
-class FirstFitAllocator(ContiguousAllocator):
-    """The lowest-addressed free run that is long enough; neighbours merge on release."""
-
-    def __init__(self, num_slots: int) -> None:
-        super().__init__(num_slots)
-        self._starts: list[int] = [0]  # free runs, sorted by offset
-        self._sizes: list[int] = [num_slots]
-
-    @property
-    def max_allocation(self) -> int:
-        return self.num_slots
-
-    def can_allocate(self, size: int) -> bool:
-        return any(s >= size for s in self._sizes)
-
-    def free_ranges(self) -> list[tuple[int, int]]:
-        return list(zip(self._starts, self._sizes))
-
-    def _take(self, size: int) -> int:
-        i = next(i for i, s in enumerate(self._sizes) if s >= size)
-        offset = self._starts[i]
-        if self._sizes[i] == size:
-            del self._starts[i], self._sizes[i]
-        else:
-            self._starts[i] += size
-            self._sizes[i] -= size
-        return offset
-
-    def _give_back(self, offset: int, size: int) -> None:
-        i = bisect.bisect_left(self._starts, offset)
-        if i and self._starts[i - 1] + self._sizes[i - 1] == offset:  # merge with the run before
-            i -= 1
-            self._sizes[i] += size
-        else:
-            self._starts.insert(i, offset)
-            self._sizes.insert(i, size)
-        if i + 1 < len(self._starts) and self._starts[i] + self._sizes[i] == self._starts[i + 1]:
-            self._sizes[i] += self._sizes.pop(i + 1)  # and with the run after
-            del self._starts[i + 1]

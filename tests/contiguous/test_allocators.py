@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvsim.policies.buddy import BuddyAllocator, FirstFitAllocator, OutOfSlots
+from kvsim.policies.buddy import BuddyAllocator, OutOfSlots
 
 
 def canonical(num_slots):
@@ -60,18 +60,6 @@ def test_buddy_over_a_cache_that_is_not_a_power_of_two():
     assert buddy.free_ranges() == canonical(15_728)
 
 
-def test_first_fit_takes_the_lowest_hole_that_fits_and_merges_neighbours():
-    ff = FirstFitAllocator(10)
-    a, b, c = ff.allocate(3), ff.allocate(3), ff.allocate(3)
-    assert (a, b, c) == (0, 3, 6)
-    ff.release(b)
-    assert ff.allocate(2) == 3 and ff.free_ranges() == [(5, 1), (9, 1)]
-    ff.release(a)
-    ff.release(c)
-    ff.release(3)
-    assert ff.free_ranges() == [(0, 10)]
-
-
 def test_bad_calls_are_caught():
     buddy = BuddyAllocator(8)
     with pytest.raises(ValueError):
@@ -98,12 +86,11 @@ def check_invariants(alloc, num_slots):
     assert alloc.num_free == sum(size for _, size in free)
 
 
-@pytest.mark.parametrize("kind", [BuddyAllocator, FirstFitAllocator])
 @settings(max_examples=150, deadline=None)
 @given(program=programs())
-def test_random_programs_keep_ranges_disjoint_and_coalesce_when_empty(kind, program):
+def test_random_programs_keep_ranges_disjoint_and_coalesce_when_empty(program):
     num_slots, ops = program
-    alloc = kind(num_slots)
+    alloc = BuddyAllocator(num_slots)
     for do_allocate, size, pick in ops:
         live = alloc.allocated_ranges()
         if do_allocate or not live:
@@ -116,12 +103,11 @@ def test_random_programs_keep_ranges_disjoint_and_coalesce_when_empty(kind, prog
         else:
             alloc.release(live[pick % len(live)][0])
         check_invariants(alloc, num_slots)
-        if kind is BuddyAllocator:
-            free = alloc.free_ranges()
-            for offset, size in free:  # power-of-two, aligned, never next to its free buddy
-                assert size & (size - 1) == 0 and offset % size == 0
-                assert (offset ^ size, size) not in free
+        free = alloc.free_ranges()
+        for offset, size in free:  # power-of-two, aligned, never next to its free buddy
+            assert size & (size - 1) == 0 and offset % size == 0
+            assert (offset ^ size, size) not in free
     for offset, _ in alloc.allocated_ranges():
         alloc.release(offset)
-    assert alloc.free_ranges() == (canonical(num_slots) if kind is BuddyAllocator else [(0, num_slots)])
+    assert alloc.free_ranges() == canonical(num_slots)
     assert alloc.num_free == num_slots

@@ -11,11 +11,10 @@ from kvsim.cost.roofline import RooflineCostModel
 from kvsim.errors import KvsimError
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
-from kvsim.policies.buddy import FirstFitAllocator
-from kvsim.policies.contiguous import ContiguousKVManager, reserve_exact, reserve_max, reserve_pow2
+from kvsim.policies.contiguous import reserve_exact, reserve_max, reserve_pow2
 from kvsim.policies.registry import PolicyContext, get_policy
 from kvsim.policies.request import Request
-from kvsim.policies.scheduler import PREFILL, Scheduler
+from kvsim.policies.scheduler import PREFILL
 from kvsim.sim import engine
 from kvsim.sim.cluster import RoundRobinRouter
 from kvsim.engine.metrics import KV_SLOT_COLUMNS, WASTE_KEYS, summarize
@@ -76,15 +75,6 @@ def test_contiguous_decode_never_runs_out_and_nothing_is_preempted():
         assert not plan.preempted
         done += scheduler.complete(plan, steps)
     assert len(done) == 4 and scheduler.kv.allocator.num_free == 128
-
-
-def test_first_fit_is_a_drop_in_allocator():
-    kv = ContiguousKVManager(8, 16, reserve_exact, allocator=FirstFitAllocator)
-    scheduler = Scheduler(kv, 8, 2048, preemption=False)
-    for rid in range(3):
-        scheduler.add_request(Request(rid, 20, 21))  # 40 slots each: 3 fit in 128
-    assert len(scheduler.schedule().requests) == 3
-    assert kv.allocator.allocated_ranges() == [(0, 40), (40, 40), (80, 40)]
 
 
 def test_ft_batch_runs_to_completion_before_anyone_joins():
