@@ -120,18 +120,23 @@ def _median_wall_seconds(fn: Callable[[], None], repeats: int) -> float:
 
 def ceilings(repeats: int = 5) -> dict:
     """The GPU's achievable HBM bandwidth (device copy, read + write) and fp16 matmul rate."""
-    n = GiB // 2  # elements of 2 bytes: 1 GiB each way
+    n, m = GiB // 2, 8192  # elements of 2 bytes: 1 GiB each way; an m x m matmul
+    copy_s = _median_gpu_seconds(_device_copy(n), repeats)
+    mm_s = _median_gpu_seconds(_matmul(m), repeats)
+    torch.cuda.empty_cache()  # the operands went with the closures
+    return {"copy_bandwidth": 2 * n * 2 / copy_s, "matmul_flops": 2 * m ** 3 / mm_s}
+
+
+def _device_copy(n: int):
     src = torch.empty(n, dtype=torch.float16, device="cuda").normal_()
     dst = torch.empty_like(src)
-    copy_s = _median_gpu_seconds(lambda: dst.copy_(src), repeats)
-    del src, dst
-    m = 8192
+    return lambda: dst.copy_(src)
+
+
+def _matmul(m: int):
     a = torch.randn(m, m, dtype=torch.float16, device="cuda")
     b = torch.randn(m, m, dtype=torch.float16, device="cuda")
-    mm_s = _median_gpu_seconds(lambda: a @ b, repeats)
-    del a, b
-    torch.cuda.empty_cache()
-    return {"copy_bandwidth": 2 * n * 2 / copy_s, "matmul_flops": 2 * m ** 3 / mm_s}
+    return lambda: a @ b
 
 
 class _Blocks:

@@ -106,7 +106,7 @@ class ContiguousKVManager(KVCacheManager):
 
 def build_contiguous(ctx: PolicyContext, reservation: ReservationRule) -> Scheduler:
     kv = ContiguousKVManager(ctx.num_blocks, ctx.block_size, reservation)
-    return Scheduler(kv, ctx.max_num_seqs, ctx.max_num_batched_tokens, preemption=False)
+    return Scheduler(kv, ctx.max_num_seqs, ctx.max_num_batched_tokens, preemption=False, beam=ctx.beam)
 
 
 @register("orca-max", "Orca: contiguous buddy-allocated reservation of the model's full context per request", preempts=False)

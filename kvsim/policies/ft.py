@@ -37,4 +37,4 @@ def build_ft(ctx: PolicyContext) -> Scheduler:
     kv = ContiguousKVManager(ctx.num_blocks, ctx.block_size, reserve_max(ctx.max_model_len))
     # The batch is prefilled in one pass, as FasterTransformer's context phase does.
     return Scheduler(kv, batch, max(ctx.max_num_batched_tokens, batch * ctx.max_model_len),
-                     preemption=False, batch_level=True)
+                     preemption=False, beam=ctx.beam, batch_level=True)

@@ -157,7 +157,11 @@ class PagedKVManager(SharingKVManager):
         return moves
 
     def free(self, seq: int) -> None:
-        self.allocator.release(self._uninstall(seq))
+        table = self._uninstall(seq)
+        if self.cow.copies:  # a copy into a block freed before the step runs is never made
+            freed = set(table)
+            self.cow.copies = [(source, copy) for source, copy in self.cow.copies if copy not in freed]
+        self.allocator.release(table)
 
     def _uninstall(self, seq: int) -> list[int]:
         table = self.block_tables.pop(seq)

@@ -11,6 +11,7 @@ from kvsim.cost.roofline import RooflineCostModel
 from kvsim.errors import KvsimError
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
+from kvsim.policies.beam import BeamModel
 from kvsim.policies.contiguous import reserve_exact, reserve_max, reserve_pow2
 from kvsim.policies.registry import PolicyContext, get_policy
 from kvsim.policies.request import Request
@@ -137,3 +138,11 @@ def test_a_group_whose_private_copies_cannot_fit_together_is_rejected_at_intake(
     pair.width = 2  # two 256-slot reservations; the cache has 320 slots
     assert "token slots" in scheduler.rejection_reason(pair)
     assert scheduler.rejection_reason(single) == ""
+
+
+@pytest.mark.parametrize("name", ["orca-oracle", "orca-pow2", "orca-max", "ft"])
+def test_policies_without_sharing_draw_beams_by_the_runs_beam_model(name):
+    """--beam-stay/--beam-skew/seed reach every policy: beams fork the same way under each."""
+    model = BeamModel(stay=0.9, skew=2.0, seed=7)
+    scheduler = get_policy(name).build(context(num_blocks=64, max_model_len=256, beam=model))
+    assert scheduler.beam == model

@@ -65,3 +65,18 @@ def test_usage_accounts_every_slot():
     assert usage.token_states + usage.reserved + usage.internal_fragmentation + usage.free == 40
     kv.fork(0, 2)  # shares both blocks, the partial tail included: nothing new is held
     assert kv.usage(np.array([0, 1, 2]), np.array([5, 3, 5])) == usage
+
+
+def test_a_copy_into_a_block_freed_before_the_step_runs_is_dropped():
+    """A recomputed group whose readmission fails after its tail was copied frees the copy
+    again: the step must neither charge that copy nor hand an executor a copy into a freed
+    block. Copies for sequences that stay are kept."""
+    kv = PagedKVManager(num_blocks=8, block_size=4, watermark=0.0)
+    kv.admit(0, 6, 20)  # a partial second block, shared by both forks below
+    kv.fork(0, 1)
+    kv.fork(0, 2)
+    kv.append(np.array([1, 2]), np.array([6, 6]), 1)  # each writer copies the shared tail
+    kept_copy = kv.block_tables[2][-1]
+    kv.free(1)
+    moves = kv.take_step_moves()
+    assert [copy for _, copy in moves.copies] == [kept_copy]
