@@ -1,7 +1,23 @@
 """Simulator speed: simulated requests per wall-second and peak memory.
 
-Two settings, each at several sizes, every point in a fresh process so that peak memory
-(ru_maxrss) belongs to that point alone:
+Two modes.
+
+``--vs-vidur``: kvsim beside Vidur (github.com/microsoft/vidur, run from a checkout of its own),
+both as whole processes that write their outputs, alternated (Vidur, kvsim, kvsim with
+fast-forward off, Vidur, kvsim, ...) so that drift in the machine's speed hits both alike. For
+each size, a first Vidur run (not timed; it also warms Vidur's predictor cache and keeps its
+per-batch metrics, to count iterations) generates the requests; kvsim replays exactly those
+requests and arrival times (``--arrival trace``); then one kvsim warm-up run and RUNS counted
+rounds. Wall seconds from a monotonic clock around each process; peak RSS and CPU seconds from
+the OS (``os.wait4``). See benchmarks/RESULTS.md and benchmarks/vidur/.
+
+    python benchmarks/bench_sim.py --vs-vidur --vidur-checkout /tmp/vidur \
+        --vidur-python /tmp/vidur-venv/bin/python --sizes 1000,10000,30731:100000 --runs 5
+
+(a size ``V:K`` runs Vidur at V requests and kvsim at K, the trace extended by Vidur's rule).
+
+Default mode: each point in a fresh process, in-process timing of building the workload and
+simulating (not interpreter start-up or imports), two settings:
 
 * paper:  OPT-13B on an A100-40GB, paged, block 16, built-in ShareGPT, 2 req/s (near saturation)
 * vidur:  Llama-2-7B on an A100-80GB, paged, block 16, Vidur's ShareGPT trace
@@ -9,9 +25,6 @@ Two settings, each at several sizes, every point in a fresh process so that peak
           over-length requests clipped the way Vidur clips them
 
     python benchmarks/bench_sim.py [--sizes 1000,10000,100000] [--markdown]
-
-Wall time covers building the workload and simulating (what a sweep point costs), not
-interpreter start-up or imports.
 """
 
 from __future__ import annotations
@@ -19,8 +32,13 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import platform
 import resource
+import shutil
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -62,12 +80,114 @@ def measure(setting: str, num_requests: int) -> dict:
     return row
 
 
+# ---- kvsim beside Vidur, whole processes -------------------------------------------------
+
+HERE = Path(__file__).resolve().parent
+KVSIM_ARGS = ["--model", "llama-2-7b", "--gpu", "a100-80gb", "--arrival", "trace", "--max-num-seqs", "128",
+              "--max-num-batched-tokens", "4096", "--block-size", "16"]
+
+
+def timed(cmd: list[str], log: Path) -> dict:
+    """Run one whole process; wall from a monotonic clock, peak RSS and CPU from the OS."""
+    with open(log, "wb") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} exited {proc.returncode}; see {log}")
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def kvsim_work(out: Path) -> dict:
+    import csv
+    summary = json.loads((out / "summary.json").read_text())["metrics"]
+    with open(out / "iterations.csv", newline="") as f:
+        steps = sum(int(row["steps"]) for row in csv.DictReader(f))
+    return {"completed": summary["completed"], "iterations": steps,
+            "events": summary["num_step_events"], "simulated_s": round(summary["duration_s"], 1)}
+
+
+def vs_vidur(args) -> None:
+    work = Path(args.work).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    vidur_sh = [str(HERE / "vidur" / "run_vidur.sh"), args.vidur_checkout, args.vidur_python]
+    cache = str(work / "vidur_cache")
+    rows = []
+    for spec in args.sizes.split(","):
+        n_vidur, _, n_kvsim = spec.partition(":")
+        n_vidur, n_kvsim = int(n_vidur), int(n_kvsim or n_vidur)
+        ref = work / f"vidur_ref_{n_vidur}"
+        if not ref.is_dir():  # the first, untimed Vidur run: warms its cache, counts its batches
+            timed(vidur_sh + [str(n_vidur), str(ref), cache, "--metrics_config_keep_individual_batch_metrics"],
+                  work / f"vidur_ref_{n_vidur}.log")
+        helper = [sys.executable, str(HERE / "vidur" / "vidur_arrivals.py"), str(ref)]
+        arrivals = work / f"arrivals_{n_kvsim}.csv"
+        subprocess.run(helper + [str(arrivals), "--extend", str(n_kvsim)], check=True)
+        v_work = json.loads(subprocess.run(helper + ["--work"], check=True, capture_output=True, text=True).stdout)
+        kvsim_cmd = lambda out: ["simcli", "run", *KVSIM_ARGS, "--trace", str(arrivals), "--out", str(out)]
+        noff_cmd = lambda out: [sys.executable, str(HERE / "vidur" / "kvsim_no_ff.py"), "run", *KVSIM_ARGS,
+                                "--trace", str(arrivals), "--out", str(out)]
+        sides = {"Vidur": lambda out: vidur_sh + [str(n_vidur), str(out), cache],
+                 "kvsim": kvsim_cmd}
+        if n_kvsim in args.no_ff_sizes:
+            sides["kvsim, fast-forward off"] = noff_cmd
+        for name, cmd in sides.items():  # kvsim warm-up (Vidur's is the reference run above)
+            if name != "Vidur":
+                out = work / f"warm_{n_kvsim}"
+                shutil.rmtree(out, ignore_errors=True)
+                timed(cmd(out), work / "warm.log")
+        runs = {name: [] for name in sides}
+        for i in range(args.runs):
+            for name, cmd in sides.items():
+                out = work / f"run_{name.split(',')[0]}{'_noff' if ',' in name else ''}_{spec.replace(':', '_')}"
+                shutil.rmtree(out, ignore_errors=True)
+                r = timed(cmd(out), work / f"{out.name}.log")
+                runs[name].append(r)
+                print(f"{spec} {name} run {i + 1}: {r['wall_s']:.2f} s, {r['peak_rss_mib']:.0f} MiB", flush=True)
+        for name, rs in runs.items():
+            n = n_vidur if name == "Vidur" else n_kvsim
+            w = v_work if name == "Vidur" else kvsim_work(work / f"run_kvsim{'_noff' if ',' in name else ''}_{spec.replace(':', '_')}")
+            walls = [r["wall_s"] for r in rs]
+            med, best = statistics.median(walls), min(walls)
+            row = {"simulator": name, "requests": n, "runs": len(rs), "wall_min_s": round(best, 2),
+                   "wall_median_s": round(med, 2), "wall_max_s": round(max(walls), 2),
+                   "req_per_s_median": round(n / med, 1), "req_per_s_best": round(n / best, 1),
+                   "iter_per_s_median": round(w["iterations"] / med) if w.get("iterations") else None,
+                   "peak_rss_mib_median": round(statistics.median(r["peak_rss_mib"] for r in rs)),
+                   "peak_rss_mib_max": round(max(r["peak_rss_mib"] for r in rs)),
+                   "cpu_s_median": round(statistics.median(r["cpu_s"] for r in rs), 2), **w,
+                   "iter_per_request": round(w["iterations"] / w["completed"], 2) if w.get("iterations") else None}
+            if name != "Vidur":  # pair by pair: (kvsim req/s) / (Vidur req/s) in the same round
+                ratios = [(n_kvsim / r["wall_s"]) / (n_vidur / v["wall_s"]) for r, v in zip(rs, runs["Vidur"])]
+                row["req_s_ratio_vs_vidur_min"] = round(min(ratios), 1)
+                row["req_s_ratio_vs_vidur_median"] = round(statistics.median(ratios), 1)
+            rows.append({"size": spec, **row})
+            print(json.dumps(rows[-1]), flush=True)
+    (work / "results.json").write_text(json.dumps(rows, indent=1))
+    print(f"wrote {work / 'results.json'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
     parser.add_argument("--settings", default="paper,vidur")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    parser.add_argument("--vs-vidur", action="store_true", help="kvsim beside Vidur, whole processes")
+    parser.add_argument("--vidur-checkout", default="/tmp/vidur")
+    parser.add_argument("--vidur-python", default="/tmp/vidur-venv/bin/python")
+    parser.add_argument("--runs", type=int, default=5, help="counted rounds (--vs-vidur)")
+    parser.add_argument("--no-ff-sizes", default="1000,10000",
+                        help="kvsim sizes also run with fast-forward off (--vs-vidur)")
+    parser.add_argument("--work", default="/tmp/kvsim-vs-vidur", help="scratch folder (--vs-vidur)")
     args = parser.parse_args()
+    if args.vs_vidur:
+        args.no_ff_sizes = {int(n) for n in args.no_ff_sizes.split(",") if n}
+        if args.sizes == "1000,10000,100000":
+            args.sizes = "1000,10000,30731:100000"
+        vs_vidur(args)
+        return
     rows = [measure(setting, int(n)) for setting in args.settings.split(",")
             for n in args.sizes.split(",")]
     machine = f"{platform.processor() or platform.machine()}, {mp.cpu_count()} cores, Python {platform.python_version()}"

@@ -1,0 +1,1080 @@
+#!/usr/bin/env python3
+"""Regenerate every figure that README.md and docs/*.md quote, from the commands that give it.
+
+    python docs/regenerate.py                  # rerun everything, rewrite the figures in place
+    python docs/regenerate.py --check          # rerun, change nothing, exit 1 listing what drifted
+    python docs/regenerate.py --cheap --check  # only the figures that take seconds (CI runs this)
+    python docs/regenerate.py --list           # every figure: its command, cheap or not
+
+A quoted figure sits between markers, inline or as a block of lines:
+
+    <!-- figure: NAME -->VALUE<!-- /figure -->
+
+    <!-- begin: NAME -->
+    ...lines...
+    <!-- end: NAME -->
+
+Each NAME is defined below: the simcli commands (or kvsim functions) it comes from and how it is
+written. Every value is recomputed and written between its markers; the text outside markers is
+never touched. Conclusions that depend on figures (who saturates where, which preemption mode
+wins and by how much) are written here, from the figures. Besides the markers, the script writes
+the example of `simcli compare --out` in docs/compare/ (compare.csv and the three PNGs).
+
+Deterministic: the same code gives the same bytes (the simulator is seeded; no timings are
+quoted). PNGs carry their matplotlib version; with another version the pixels can differ, so a
+PNG drawn by another matplotlib is reported, not failed.
+
+Simulations run as `simcli` subprocesses (the interpreter running this script, `-m kvsim.cli`),
+so what is quoted is what a user sees. Workload figures read ../shared/data (or $KVSIM_DATA);
+without it they are skipped.
+
+Not regenerated here, and dated where they are quoted: GPU measurements of record (kernels,
+validation campaigns, benchmarks/RESULTS.md). Shipped profiles' own fit reports and the
+cross-GPU transfer errors are recomputed from the profile files in the repository.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("KVSIM_DATA", ROOT.parent / "shared" / "data"))
+
+
+def markdown_files() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+# -- sources: the commands figures come from ------------------------------------------------------
+
+@dataclass(frozen=True)
+class Sim:
+    """`simcli run ARGS`: what it prints (its summary table) and its summary.json."""
+    args: tuple[str, ...] = ()
+    cheap: bool = True
+    needs_data: bool = False
+
+    @property
+    def command(self) -> str:
+        return " ".join(("simcli run", *self.args))
+
+
+@dataclass(frozen=True)
+class Compare:
+    """`simcli compare ARGS --out DIR`: compare.csv and the figures it writes."""
+    args: tuple[str, ...]
+    cheap: bool = False
+    needs_data: bool = False
+
+    @property
+    def command(self) -> str:
+        return " ".join(("simcli compare", *self.args))
+
+
+@dataclass(frozen=True)
+class Local:
+    """A computation in this process (kvsim's API, profile files, the shared data)."""
+    name: str
+    fn: Callable = field(compare=False, hash=False)
+    command: str = ""
+    cheap: bool = True
+    needs_data: bool = False
+
+
+def _args(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+DEFAULT = Sim()
+RATE_2_4 = Sim(_args("--rate 2.4"))
+N4 = Sim(_args("--num-requests 500 --rate 1 --n 4"))
+N4_SWAP = Sim(_args("--num-requests 500 --rate 1 --n 4 --preemption swap"))
+BEAM = Sim(_args("--num-requests 500 --rate 1 --beam-width 4"), cheap=False)
+BEAM_ORACLE = Sim(_args("--num-requests 500 --rate 1 --beam-width 4 --policy orca-oracle"), cheap=False)
+PREFIX = Sim(_args("--num-requests 1000 --rate 2 --prefix-len 512"))
+CHAT = Sim(_args("--num-requests 1000 --rate 2 --trace chatbot"))
+CHAT_CACHED = Sim(_args("--num-requests 1000 --rate 2 --trace chatbot --prefix-caching"))
+RATE_4 = Sim(_args("--num-requests 1000 --rate 4"))
+RATE_4_SWAP = Sim(_args("--num-requests 1000 --rate 4 --preemption swap"))
+BEAM_2 = Sim(_args("--num-requests 500 --rate 2 --beam-width 4"), cheap=False)
+BEAM_2_SWAP = Sim(_args("--num-requests 500 --rate 2 --beam-width 4 --preemption swap"), cheap=False)
+POLICIES = Compare(_args("--policies paged,orca-oracle,orca-pow2,orca-max,ft --trace sharegpt "
+                         "--rate 0.5,1,1.5,2 --num-requests 3000"))
+BEAM_POLICIES = Compare(_args("--policies paged,orca-oracle --beam-width 4 --trace sharegpt "
+                              "--rate 0.5,1 --num-requests 500"))
+
+
+def _profiles() -> dict[str, dict]:
+    """Every shipped profile, by name (without its measurements: only what is quoted)."""
+    from kvsim.cost.profile import shipped_profiles
+
+    out = {}
+    for path in shipped_profiles():
+        doc = json.loads(path.read_text())
+        doc.pop("measurements", None)
+        out[path.stem] = doc
+    return out
+
+
+def _transfer() -> list[dict]:
+    """benchmarks/calibration/transfer_check.py's results (it recomputes them from the profiles)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "transfer.json"
+        _call([sys.executable, str(ROOT / "benchmarks" / "calibration" / "transfer_check.py"),
+               "--json", str(out)])
+        return json.loads(out.read_text())
+
+
+def _describe(prompt: np.ndarray, output: np.ndarray) -> dict[str, float]:
+    """derive_builtin's statistics: means, numpy quantiles, Spearman rank correlation."""
+    from scipy import stats
+
+    row = {"spearman": float(stats.spearmanr(prompt, output).statistic)}
+    for name, v in (("input", prompt), ("output", output)):
+        row[f"{name} mean"] = float(v.mean())
+        row |= {f"{name} p{q}": float(np.quantile(v, q / 100)) for q in (10, 50, 90, 99)}
+    return row
+
+
+SAMPLES = 100_000  # the built-ins are described from this many requests, seed 0
+
+
+def _builtin_lengths() -> dict:
+    """The built-in workloads as kvsim generates them, and their stored summaries."""
+    from kvsim.workloads import build_trace
+    from kvsim.workloads.builtin import load_summary, sample_sharegpt
+    from kvsim.workloads.streams import take_lengths
+
+    out = {}
+    for name in ("sharegpt", "alpaca"):
+        trace = build_trace(name, num_requests=SAMPLES, seed=0)
+        out[name] = {"stats": _describe(trace.prompt_len, trace.output_len),
+                     "summary": load_summary(name),
+                     "at_cap": int(((trace.prompt_len + trace.output_len)
+                                    == load_summary(name)["max_total_len"]).sum())}
+    # The output draw is truncated where the total would pass 2048; without that, how many break it.
+    summary = dict(load_summary("sharegpt"), max_total_len=10**9)
+    prompt, output = take_lengths(lambda rng: sample_sharegpt(summary, rng, 8192), SAMPLES, seed=0)
+    out["sharegpt"]["untruncated_over"] = float(np.mean(prompt + output > 2048))
+    return out
+
+
+def _sharegpt_data() -> dict:
+    table = pd.read_csv(DATA / "sharegpt_opt_lengths.csv")
+    kept = table[table.input_len + table.output_len <= 2048]
+    return {"rows": len(table), "kept": len(kept),
+            "stats": _describe(kept.input_len.to_numpy(), kept.output_len.to_numpy())}
+
+
+def _vidur_clip() -> dict:
+    from kvsim.workloads import build_trace, clip_to_context
+
+    trace = clip_to_context(build_trace(str(DATA / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv")), 4096)
+    return {name: {"mean": float(v.mean()), "median": float(np.median(v)), "p99": float(np.quantile(v, 0.99))}
+            for name, v in (("prompt", trace.prompt_len), ("output", trace.output_len))}
+
+
+PROFILES = Local("profiles", _profiles, "the shipped profiles (kvsim/cost/profiles/*.json)")
+TRANSFER = Local("transfer", _transfer,
+                 "python benchmarks/calibration/transfer_check.py --json FILE")
+BUILTINS = Local("builtins", _builtin_lengths,
+                 "kvsim.workloads.build_trace(sharegpt|alpaca, num_requests=100000, seed=0)")
+SHAREGPT_DATA = Local("sharegpt-data", _sharegpt_data, "../shared/data/sharegpt_opt_lengths.csv",
+                      needs_data=True)
+VIDUR_CLIP = Local("vidur-clip", _vidur_clip,
+                   "clip_to_context(sharegpt_8k_filtered_stats_llama2_tokenizer.csv, 4096)", needs_data=True)
+
+
+# -- running them ---------------------------------------------------------------------------------
+
+def _call(argv: list[str]) -> str:
+    env = dict(os.environ, COLUMNS="250", NO_COLOR="1", TERM="dumb")
+    done = subprocess.run(argv, check=False, cwd=ROOT, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed with status {done.returncode}:\n{done.stderr}")
+    return done.stdout
+
+
+@dataclass
+class SimResult:
+    printed: dict[str, str]  # the summary table's rows as printed: label -> value
+    document: dict  # summary.json
+
+    @property
+    def m(self) -> dict:
+        return self.document["metrics"]
+
+
+def _printed_rows(text: str) -> dict[str, str]:
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│").split("│")]
+        if line.startswith("│") and len(cells) == 2:
+            rows[cells[0]] = cells[1]
+    return rows
+
+
+def _run(source, tmp: Path):
+    if isinstance(source, Local):
+        return source.fn()
+    out = tmp / hashlib.sha256(source.command.encode()).hexdigest()[:16]
+    if isinstance(source, Sim):
+        text = _call([sys.executable, "-m", "kvsim.cli", "run", *source.args, "--out", str(out)])
+        return SimResult(_printed_rows(text), json.loads((out / "summary.json").read_text()))
+    _call([sys.executable, "-m", "kvsim.cli", "compare", *source.args, "--out", str(out), "--jobs", "1"])
+    return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
+
+
+def _timed(source, tmp: Path):
+    started = time.monotonic()
+    result = _run(source, tmp)
+    return result, time.monotonic() - started
+
+
+def run_sources(sources, jobs: int, verbose: bool = False) -> dict:
+    """Each source's result; simulations in ``jobs`` processes at a time."""
+    order = sorted(sources, key=lambda s: (s.cheap, s.command))  # the slow ones first
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {s: pool.submit(_timed, s, Path(tmp)) for s in order}
+        results = {}
+        for source, future in futures.items():
+            results[source], took = future.result()
+            if verbose:
+                print(f"{took:6.1f} s  {source.command}", file=sys.stderr)
+        return results
+
+
+# -- figures --------------------------------------------------------------------------------------
+
+@dataclass
+class Figure:
+    name: str
+    deps: tuple
+    render: Callable  # (results) -> str
+    block: bool  # a block of lines (between begin/end) or an inline value
+
+    @property
+    def cheap(self) -> bool:
+        return all(d.cheap for d in self.deps)
+
+    @property
+    def needs_data(self) -> bool:
+        return any(d.needs_data for d in self.deps)
+
+
+FIGURES: dict[str, Figure] = {}
+
+
+class Results(dict):
+    """The results a figure declared; reading another is a bug in its declaration."""
+
+    def __init__(self, results: dict, allowed: tuple):
+        super().__init__({s: results[s] for s in allowed})
+
+    def __missing__(self, key):
+        raise KeyError(f"figure reads {getattr(key, 'command', key)!r} without declaring it")
+
+
+def figure(name: str, *deps, block: bool = False):
+    def register(fn):
+        FIGURES[name] = Figure(name, deps, fn, block)
+        return fn
+    return register
+
+
+def inline(name: str, source: Sim, fn: Callable[[SimResult], str]) -> None:
+    FIGURES[name] = Figure(name, (source,), lambda r: fn(r[source]), block=False)
+
+
+def pct(x: float, digits: int = 1) -> str:
+    return f"{100 * x:.{digits}f}%"
+
+
+def spread(values, fmt: str = "{:.1f}", unit: str = "%") -> str:
+    """'lo-hi' of ``values`` as written (one value if they round alike)."""
+    lo, hi = fmt.format(min(values)), fmt.format(max(values))
+    return f"{lo}{unit}" if lo == hi else f"{lo}-{hi}{unit}"
+
+
+def wrap(text: str, first: str = "", rest: str = "") -> str:
+    """``text`` as one paragraph of lines of at most 95 characters (``first``, ``rest``: indents)."""
+    return textwrap.fill(" ".join(text.split()), width=95, initial_indent=first, subsequent_indent=rest,
+                         break_on_hyphens=False, break_long_words=False)
+
+
+def printed_block(r: Results, *entries, gap: bool = True) -> str:
+    """Commands as typed, each followed by the rows of its summary that matter, as printed.
+    ``entries``: (source, labels) or (source, labels, comment)."""
+    width = max(len(e[0].command) for e in entries)
+    lines = []
+    for i, (source, labels, *comment) in enumerate(entries):
+        if gap and i:
+            lines.append("")
+        command = f"{source.command:<{width}}  # {comment[0]}" if comment else source.command
+        lines.append(f"    {command}")
+        lines += [f"    {label:<22} {r[source].printed[label]}" for label in labels]
+    return "\n".join(lines)
+
+
+# Default run and KV capacity (README) ------------------------------------------------------------
+inline("default.throughput", DEFAULT, lambda s: f"{s.m['throughput_req_s']:.2f}")
+inline("default.offered", DEFAULT, lambda s: f"{s.document['workload']['offered_rate']:.2f}")
+inline("default.kv-usage", DEFAULT, lambda s: pct(s.m["mean_kv_usage"], 0))
+inline("default.preemptions", DEFAULT, lambda s: f"{s.m['preemptions']:,}")
+inline("rate-2.4.kv-usage", RATE_2_4, lambda s: pct(s.m["mean_kv_usage"], 0))
+inline("rate-2.4.preemptions", RATE_2_4, lambda s: f"{s.m['preemptions']:,}")
+inline("rate-2.4.throughput", RATE_2_4, lambda s: f"{s.m['throughput_req_s']:.2f}")
+inline("capacity.gib", DEFAULT, lambda s: f"{s.document['kv_capacity']['kv_cache_bytes'] / 2**30:.2f}")
+inline("capacity.blocks", DEFAULT, lambda s: f"{s.document['kv_capacity']['num_blocks']:,}")
+inline("capacity.slots", DEFAULT, lambda s: f"{s.document['kv_capacity']['num_slots']:,}")
+PAPER_SLOTS = 15_700  # the vLLM paper: ~12 GB, 15.7K token slots for OPT-13B on an A100-40GB
+inline("capacity.vs-paper", DEFAULT,
+       lambda s: pct(abs(s.document["kv_capacity"]["num_slots"] - PAPER_SLOTS) / PAPER_SLOTS))
+
+
+# Sharing (README and docs/sharing.md) ------------------------------------------------------------
+ROW = ("completed / rejected", "throughput", "normalized latency", "KV cache usage", "preemptions",
+       "preempted by", "sharing", "prefix cache")
+
+
+@figure("readme.sampling", N4, block=True)
+def _(r):
+    return printed_block(r, (N4, ["sharing"]))
+
+
+@figure("readme.beam", BEAM, BEAM_ORACLE, block=True)
+def _(r):
+    labels = ["throughput", "normalized latency", "sharing"]
+    return printed_block(r, (BEAM, labels), (BEAM_ORACLE, labels))
+
+
+@figure("readme.prefix", PREFIX, block=True)
+def _(r):
+    return printed_block(r, (PREFIX, ["completed / rejected", "sharing", "prefix cache"]))
+
+
+inline("prefix.rejected", PREFIX, lambda s: f"{s.m['rejected']:,}")
+
+
+@figure("readme.prefix-caching", CHAT, CHAT_CACHED, block=True)
+def _(r):
+    return printed_block(r, (CHAT, ["normalized latency"]),
+                         (CHAT_CACHED, ["normalized latency", "prefix cache"]), gap=False)
+
+
+@figure("readme.swap", RATE_4, RATE_4_SWAP, block=True)
+def _(r):
+    labels = ["throughput", "normalized latency"]
+    return printed_block(r, (RATE_4, labels, "recompute"), (RATE_4_SWAP, labels, "swap"), gap=False)
+
+
+def versus(swap: SimResult, recompute: SimResult) -> tuple[str, str]:
+    """(verdict, clause): which preemption mode served more, and by how much, as a clause whose
+    subject is that mode (or both)."""
+    ratio = swap.m["throughput_req_s"] / recompute.m["throughput_req_s"]
+    if ratio >= 1.05:
+        return "swap", f"swapping serves {ratio:.1f}x the throughput of recomputing"
+    if ratio <= 1 / 1.05:
+        return "recompute", f"recomputing serves {1 / ratio:.1f}x the throughput of swapping"
+    return "either", (f"the two serve about the same throughput ({swap.m['throughput_req_s']:.2f} and "
+                      f"{recompute.m['throughput_req_s']:.2f} req/s)")
+
+
+@figure("readme.beam-answer", BEAM, BEAM_ORACLE, BEAM_2, BEAM_2_SWAP, block=True)
+def _(r):
+    beam, oracle, rec, swap = r[BEAM], r[BEAM_ORACLE], r[BEAM_2], r[BEAM_2_SWAP]
+    verdict, sentence = versus(swap, rec)
+    advice = {"swap": "swap", "recompute": "recompute", "either": "it hardly matters"}[verdict]
+    head = wrap(f"""**How much memory does beam search with width 4 save on ShareGPT, and should I swap or
+        recompute?** Sharing saves {pct(beam.m['sharing_memory_saving'])} of the blocks the four beams
+        would hold without it: at 1 req/s paged serves {beam.m['throughput_req_s']:.2f} req/s at
+        {beam.m['normalized_latency_s_per_token'] * 1e3:.0f} ms/token with its cache
+        {pct(beam.m['mean_kv_usage'], 0)} full on average, while Orca (Oracle), holding four private
+        copies, serves {oracle.m['throughput_req_s']:.2f} req/s at
+        {oracle.m['normalized_latency_s_per_token']:.1f} s/token. At 2 req/s the cache runs out and
+        groups are preempted; here, {advice}:""")
+    labels = ["throughput", "normalized latency", "preemptions"]
+    block = printed_block(r, (BEAM_2, labels, "recompute"), (BEAM_2_SWAP, labels + ["preempted by"], "swap"),
+                          gap=False)
+    tail = wrap(f"""Recomputing a group redoes all four beams' tokens
+        ({rec.m['recomputed_tokens']:,} tokens recomputed here); {sentence}. The answer depends on
+        PCIe bandwidth and block size (the profile scales the H100's measured swaps to the A100's
+        32 GB/s); run the pair on your own setting, or `simcli compare --policies paged,orca-oracle
+        --beam-width 4 --rate ...` to see the sharing policies against contiguous ones.""")
+    return f"{head}\n\n{block}\n\n{tail}"
+
+
+@figure("sharing.sampling", N4, block=True)
+def _(r):
+    return printed_block(r, (N4, ["completed / rejected", "throughput", "preemptions", "sharing"]))
+
+
+@figure("sharing.beam", BEAM, block=True)
+def _(r):
+    return printed_block(r, (BEAM, ["completed / rejected", "throughput", "normalized latency",
+                                    "KV cache usage", "sharing"]))
+
+
+inline("beam.saving", BEAM, lambda s: pct(s.m["sharing_memory_saving"]))
+
+
+@figure("sharing.beam-oracle", BEAM_ORACLE, block=True)
+def _(r):
+    return printed_block(r, (BEAM_ORACLE, ["throughput", "normalized latency", "sharing"]))
+
+
+@figure("sharing.prefix", PREFIX, block=True)
+def _(r):
+    return printed_block(r, (PREFIX, ["completed / rejected", "throughput", "sharing", "prefix cache"]))
+
+
+@figure("sharing.prefix-caching", CHAT, CHAT_CACHED, block=True)
+def _(r):
+    return printed_block(r, (CHAT, ["normalized latency", "preemptions"]),
+                         (CHAT_CACHED, ["normalized latency", "preemptions", "prefix cache"]))
+
+
+inline("chat.ttft", CHAT, lambda s: f"{s.m['ttft_s_mean']:.0f}")
+
+
+@figure("sharing.swap", RATE_4, RATE_4_SWAP, block=True)
+def _(r):
+    return printed_block(r, (RATE_4, ["throughput", "normalized latency", "preemptions"]),
+                         (RATE_4_SWAP, ["throughput", "normalized latency", "preempted by"]))
+
+
+@figure("sharing.beam-swap", BEAM_2, BEAM_2_SWAP, block=True)
+def _(r):
+    return printed_block(r, (BEAM_2, ["throughput", "normalized latency", "preemptions"], "recompute"),
+                         (BEAM_2_SWAP, ["throughput", "normalized latency", "preempted by"]))
+
+
+@figure("sharing.beam-swap-verdict", BEAM_2, BEAM_2_SWAP, block=True)
+def _(r):
+    rec, swap = r[BEAM_2], r[BEAM_2_SWAP]
+    n = rec.m["completed"] + rec.m["rejected"]
+    _, clause = versus(swap, rec)
+    return wrap(f"""Recomputing: {rec.m['preemptions']:,} preemptions for {n:,} requests
+        ({rec.m['preemptions'] / n:.0f} each on average), each redoing all four beams' tokens,
+        {rec.m['recomputed_tokens']:,} recomputed tokens in all. Swapping keeps the work done and
+        preempts {swap.m['preemptions']:,} times. In the end {clause}, and normalized latency is
+        {swap.m['normalized_latency_s_per_token'] * 1e3:,.0f} ms/token with swapping against
+        {rec.m['normalized_latency_s_per_token'] * 1e3:,.0f} with recomputing.""")
+
+
+@figure("sharing.sampling-swap", N4, N4_SWAP, block=True)
+def _(r):
+    return printed_block(r, (N4, ["normalized latency", "preemptions"], "recompute"),
+                         (N4_SWAP, ["normalized latency", "preempted by"]))
+
+
+@figure("sharing.swap-verdict", RATE_4, RATE_4_SWAP, BEAM_2, BEAM_2_SWAP, N4, N4_SWAP)
+def _(r):
+    cases = {"plain ShareGPT": (RATE_4, RATE_4_SWAP), "beam search": (BEAM_2, BEAM_2_SWAP),
+             "parallel sampling": (N4, N4_SWAP)}
+    better = [name for name, (rec, swap) in cases.items()
+              if r[swap].m["normalized_latency_s_per_token"] < r[rec].m["normalized_latency_s_per_token"]]
+    if len(better) == len(cases):
+        return "swapping beats recomputing (lower normalized latency) in all three cases"
+    if not better:
+        return "recomputing beats swapping (lower normalized latency) in all three cases"
+    return (f"swapping beats recomputing (lower normalized latency) in {len(better)} of the three "
+            f"cases ({', '.join(better)})")
+
+
+# Policy comparison (README, docs/compare.md, docs/compare/) ---------------------------------------
+NAMES = {"paged": "paged", "orca-oracle": "Orca (Oracle)", "orca-pow2": "Orca (Pow2)",
+         "orca-max": "Orca (Max)", "ft": "FasterTransformer"}
+KEEPS_UP = 0.95  # a policy keeps up with a rate when it serves at least 95% of it
+
+
+def compare_table(files: dict) -> pd.DataFrame:
+    from io import BytesIO
+
+    return pd.read_csv(BytesIO(files["compare.csv"]))
+
+
+def row(table: pd.DataFrame, policy: str, rate: float) -> pd.Series:
+    return table[(table.policy == policy) & (table.rate == rate)].iloc[0]
+
+
+def keeps_up(table: pd.DataFrame, policy: str) -> list[float]:
+    rows = table[table.policy == policy]
+    return [float(x.rate) for x in rows.itertuples() if x.throughput_req_s >= KEEPS_UP * x.rate]
+
+
+def saturation(table: pd.DataFrame, policy: str, plural: bool = False) -> str:
+    """Where ``policy`` stops keeping up, in words, from the rates tried (``plural``: the verb
+    for two policies)."""
+    rates = sorted(table.rate.unique())
+    ok = keeps_up(table, policy)
+    first_bad = next((x for x in rates if x not in ok), None)
+    if first_bad is None:
+        return f"{'keep' if plural else 'keeps'} up with every rate tried"
+    if first_bad == rates[0]:
+        return f"{'are' if plural else 'is'} saturated at every rate tried, {rates[0]:g} req/s included"
+    last_ok = max(x for x in ok if x < first_bad)
+    verb = "saturate" if plural else "saturates"
+    if rates.index(first_bad) == 1:
+        return f"{verb} already at {first_bad:g} req/s"
+    return f"{verb} between {last_ok:g} and {first_bad:g} req/s"
+
+
+def two(table: pd.DataFrame, a: str, b: str) -> str:
+    """'A and B saturate ...' when both saturate alike, else 'A saturates ... and B ...'."""
+    if saturation(table, a) == saturation(table, b):
+        return f"{NAMES[a]} and {NAMES[b]} {saturation(table, a, plural=True)}"
+    return f"{NAMES[a]} {saturation(table, a)} and {NAMES[b]} {saturation(table, b)}"
+
+
+def pair(a: float, b: float, fmt: str, unit: str) -> str:
+    """'x and y UNIT', or 'x UNIT each' when they are written alike."""
+    x, y = fmt.format(a), fmt.format(b)
+    return f"{x}{unit} each" if x == y else f"{x} and {y}{unit}"
+
+
+def s_per_token(value: float) -> str:
+    return f"{value:.3g}" if value < 1 else f"{value:.2f}"
+
+
+@figure("compare.summary", POLICIES, block=True)
+def _(r):
+    """README's paragraph on docs/compare: the paged policy, the contiguous ones, low load."""
+    t = compare_table(r[POLICIES])
+    top, low = t.rate.max(), t.rate.min()
+    paged, oracle, pow2, ft = (row(t, p, top) for p in ("paged", "orca-oracle", "orca-pow2", "ft"))
+    mx_at = min((x for x in sorted(t.rate.unique()) if x not in keeps_up(t, "orca-max")), default=top)
+    mx_row = row(t, "orca-max", mx_at)
+    n = int(paged.completed + paged.rejected)
+    close = [p for p in NAMES if low in keeps_up(t, p)]
+    close_text = ", ".join(f"{NAMES[p]} {s_per_token(row(t, p, low).normalized_latency_s_per_token)}"
+                           for p in close)
+    return wrap(f"""What kvsim printed (OPT-13B, A100-40GB, {n:,} ShareGPT requests, cost model
+        `profile:opt-13b@a100-40gb (derived)`): paged {saturation(t, 'paged')}; at {top:g} req/s it
+        serves {paged.throughput_req_s:.2f} req/s at {s_per_token(paged.normalized_latency_s_per_token)}
+        s/token with a mean batch of {paged.mean_batch_size:.1f}, and its cache is
+        {pct(paged.waste_token_states)} token states, {pct(paged.waste_internal_fragmentation)} internal
+        fragmentation and {pct(paged.waste_external_and_other)} free.
+        {two(t, 'orca-oracle', 'orca-pow2')}: at {top:g} req/s they serve
+        {pair(oracle.throughput_req_s, pow2.throughput_req_s, '{:.2f}', ' req/s')} at
+        {s_per_token(oracle.normalized_latency_s_per_token)} and
+        {s_per_token(pow2.normalized_latency_s_per_token)} s/token, batches of
+        {oracle.mean_batch_size:.1f} and {pow2.mean_batch_size:.1f}; the oracle wastes nothing inside
+        its ranges, yet {pct(oracle.waste_external_and_other)} of its cache is free but unplaceable
+        (external fragmentation), and Pow2 turns part of that into
+        {pct(pow2.waste_internal_fragmentation)} internal fragmentation. Orca (Max)
+        {saturation(t, 'orca-max')} ({mx_row.throughput_req_s:.2f} req/s served at {mx_at:g} req/s,
+        batch {mx_row.mean_batch_size:.1f}) with {pct(mx_row.waste_internal_fragmentation)} internal
+        fragmentation and {pct(mx_row.waste_token_states)} token states. FasterTransformer
+        {saturation(t, 'ft')}: it serves {spread(t[t.policy == 'ft'].throughput_req_s, '{:.2f}', ' req/s')}
+        with {ft.mean_batch_size:.1f} running requests on average, since a batch's short requests
+        finish early and their slots ({pct(ft.waste_external_and_other)} of the cache) wait for its
+        longest one. At {low:g} req/s, normalized latency in s/token: {close_text}.""")
+
+
+def ft_batch(table: pd.DataFrame) -> int:
+    """FasterTransformer's batch: the most whole-context ranges the cache holds (OPT: 2,048 tokens)."""
+    from kvsim.models import load_model
+    from kvsim.policies.ft import max_reservations
+
+    return max_reservations(int(table.num_slots.iloc[0]), load_model("opt-13b").max_model_len)
+
+
+@figure("compare.ft-batch", POLICIES)
+def _(r):
+    return f"{ft_batch(compare_table(r[POLICIES])):,}"
+
+
+@figure("compare.findings", POLICIES, block=True)
+def _(r):
+    """docs/compare.md's findings, one bullet per policy group."""
+    t = compare_table(r[POLICIES])
+    rates = sorted(t.rate.unique())
+    top, low = rates[-1], rates[0]
+    paged, oracle, pow2, ft = (row(t, p, top) for p in ("paged", "orca-oracle", "orca-pow2", "ft"))
+    oracle_ok = max(keeps_up(t, "orca-oracle"), default=low)
+    o1, p1, g1 = (row(t, p, oracle_ok) for p in ("orca-oracle", "orca-pow2", "paged"))
+    mx_at = min((x for x in rates if x not in keeps_up(t, "orca-max")), default=top)
+    mx = row(t, "orca-max", mx_at)
+    ft_low = row(t, "ft", low)
+    bullets = [
+        f"""**Paged {saturation(t, 'paged')}**: at {top:g} req/s it serves {paged.throughput_req_s:.2f}
+        req/s with a normalized latency of {s_per_token(paged.normalized_latency_s_per_token)} s/token
+        and a mean batch of {paged.mean_batch_size:.1f} requests. Its cache is
+        {pct(paged.waste_token_states)} token states and {pct(paged.waste_internal_fragmentation)}
+        internal fragmentation; the remaining {pct(paged.waste_external_and_other)} is free.""",
+        f"""**{two(t, 'orca-oracle', 'orca-pow2')}**: at {oracle_ok:g} req/s they serve
+        {pair(o1.throughput_req_s, p1.throughput_req_s, '{:.2f}', ' req/s')} at
+        {s_per_token(o1.normalized_latency_s_per_token)} and
+        {s_per_token(p1.normalized_latency_s_per_token)} s/token (paged:
+        {s_per_token(g1.normalized_latency_s_per_token)}); at {top:g} req/s they serve
+        {pair(oracle.throughput_req_s, pow2.throughput_req_s, '{:.2f}', ' req/s')}, with normalized latencies of
+        {s_per_token(oracle.normalized_latency_s_per_token)} and
+        {s_per_token(pow2.normalized_latency_s_per_token)} s/token and mean batches of
+        {oracle.mean_batch_size:.1f} and {pow2.mean_batch_size:.1f}. Even the oracle, which wastes
+        nothing inside its ranges, leaves {pct(oracle.waste_external_and_other)} of the cache free there:
+        the buddy allocator cannot place the next range in the space that is left (external
+        fragmentation). Pow2 trades part of that for {pct(pow2.waste_internal_fragmentation)} internal
+        fragmentation.""",
+        f"""**Orca (Max) {saturation(t, 'orca-max')}** ({mx.throughput_req_s:.2f} req/s served at
+        {mx_at:g} req/s, {s_per_token(mx.normalized_latency_s_per_token)} s/token, batch
+        {mx.mean_batch_size:.1f}): {pct(mx.waste_internal_fragmentation)} of its cache is internal
+        fragmentation and only {pct(mx.waste_token_states)} holds token states.""",
+        f"""**FasterTransformer {saturation(t, 'ft')}** (it serves
+        {spread(t[t.policy == 'ft'].throughput_req_s, '{:.2f}', ' req/s')}; at {low:g} req/s
+        {s_per_token(ft_low.normalized_latency_s_per_token)} s/token): its batch of at most
+        {ft_batch(t)} averages {ft.mean_batch_size:.1f} running requests
+        ({ft_low.mean_batch_size:.1f} at {low:g} req/s), because the short requests of a batch finish
+        early and their slots ({pct(ft.waste_external_and_other)} of the cache at {top:g} req/s) stay
+        unusable until its longest request is done.""",
+        "At {:g} req/s, normalized latency in s/token: {}.".format(low, ", ".join(
+            f"{NAMES[p]} {s_per_token(row(t, p, low).normalized_latency_s_per_token)}" for p in NAMES)),
+    ]
+    return "\n".join(wrap(b, "- ", "  ") for b in bullets)
+
+
+def compare_rows(table: pd.DataFrame) -> str:
+    head = ("| policy | rate | tput req/s | norm lat s/tok | mean batch | token states | reservation | "
+            "internal frag. | external & other | memory saved by sharing | block copies |")
+    lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for x in table.itertuples():
+        lines.append(f"| {x.policy} | {x.rate:g} | {x.throughput_req_s:.2f} | "
+                     f"{s_per_token(x.normalized_latency_s_per_token)} | {x.mean_batch_size:.1f} | "
+                     f"{pct(x.waste_token_states)} | {pct(x.waste_reservation)} | "
+                     f"{pct(x.waste_internal_fragmentation)} | {pct(x.waste_external_and_other)} | "
+                     f"{pct(x.sharing_memory_saving)} | {x.block_copies:,} |")
+    return "\n".join(lines)
+
+
+@figure("compare.beam-table", BEAM_POLICIES, block=True)
+def _(r):
+    return compare_rows(compare_table(r[BEAM_POLICIES]))
+
+
+@figure("compare.beam-verdict", BEAM_POLICIES, block=True)
+def _(r):
+    t = compare_table(r[BEAM_POLICIES])
+    top = t.rate.max()
+    paged, oracle = row(t, "paged", top), t[t.policy == "orca-oracle"]
+    return wrap(f"""Paged {saturation(t, 'paged')}: the four beams share
+        {pct(paged.sharing_memory_saving)} of the blocks they would otherwise hold, and
+        {pct(paged.waste_external_and_other)} of its cache is still free at {top:g} req/s. Orca
+        (Oracle) reserves four full ranges (prompt + output) per request, so its batch averages
+        {spread(oracle.mean_batch_size, '{:.1f}', '')} requests; it
+        {saturation(t, 'orca-oracle')}, serving {spread(oracle.throughput_req_s, '{:.2f}', ' req/s')},
+        and copying beams' KV costs it {int(oracle.block_copies.max()):,} block copies against
+        paged's {int(paged.block_copies):,} copy-on-write copies.""")
+
+
+inline_compare = [("beam-compare.token-states", "waste_token_states"),
+                  ("beam-compare.free", "waste_external_and_other")]
+for _name, _key in inline_compare:
+    FIGURES[_name] = Figure(_name, (BEAM_POLICIES,),
+                            lambda r, key=_key: pct(row(compare_table(r[BEAM_POLICIES]), "paged", 1.0)[key]),
+                            block=False)
+
+# Generated files: docs/compare/ is `simcli compare --out docs/compare` of POLICIES.
+FILES = {f"docs/compare/{name}": (POLICIES, name)
+         for name in ("compare.csv", "latency_vs_rate.png", "waste_breakdown.png", "batch_size.png")}
+
+
+# Calibration (README, docs/calibration.md): shipped profiles and the transfer check ---------------
+GPU_NAMES = {"h100-sxm-80gb": "H100", "h200-141gb": "H200", "a100-40gb": "A100-40GB", "a100-80gb": "A100-80GB"}
+GOAL_MAPE, GOAL_WORST = 0.03, 0.10
+
+
+def measured(profiles: dict) -> list[tuple[str, dict]]:
+    from kvsim.hardware import BUILTIN_GPUS
+    from kvsim.models import BUILTIN_CONFIGS
+
+    models, gpus = list(BUILTIN_CONFIGS), list(BUILTIN_GPUS)
+    rows = [(name, doc) for name, doc in profiles.items() if doc["provenance"]["kind"] == "measured"]
+    return sorted(rows, key=lambda x: (models.index(x[1]["model"]["name"]), gpus.index(x[1]["gpu"]["name"])))
+
+
+def mape_worst(entry: dict) -> str:
+    return f"{pct(entry['mape'])} / {pct(entry['max_ape'])}"
+
+
+@figure("calibration.profiles", PROFILES, block=True)
+def _(r):
+    lines = [("| profile | decode held out (MAPE / worst) | prefill held out | copy (fitted) | swap (fitted) "
+              "| all held out | engine | calibration time |"), "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name, doc in measured(r[PROFILES]):
+        f, e = doc["fit_report"], doc["coefficients"]["engine"]
+        lines.append(f"| {name} | {mape_worst(f['decode']['heldout'])} | {mape_worst(f['prefill']['heldout'])} | "
+                     f"{mape_worst(f['copy']['fitted'])} | {mape_worst(f['swap']['fitted'])} | "
+                     f"{mape_worst(f['overall_heldout'])} | {e['fixed'] * 1e3:.2f} ms + {e['seqs'] * 1e6:.2f} us/seq | "
+                     f"{doc['calibration']['total_seconds']:.0f} s |")
+    return "\n".join(lines)
+
+
+def _held_out_counts(profiles):
+    counts = {(d["fit_report"]["decode"]["heldout"]["n"], d["fit_report"]["prefill"]["heldout"]["n"])
+              for _, d in measured(profiles)}
+    return counts
+
+
+@figure("calibration.heldout-n", PROFILES)
+def _(r):
+    counts = _held_out_counts(r[PROFILES])
+    if len(counts) != 1:
+        return "varying numbers of held-out points per profile (see each file's fit_report)"
+    (decode, prefill), = counts
+    return f"n = {decode} held-out decode and {prefill} held-out prefill points per profile"
+
+
+def goal_groups(profiles: dict) -> tuple[list[str], list[str]]:
+    """Models whose every measured profile meets the held-out goal, and the others."""
+    by_model: dict[str, list[dict]] = {}
+    for _, doc in measured(profiles):
+        by_model.setdefault(doc["model"]["name"], []).append(doc)
+    meet = [m for m, docs in by_model.items()
+            if all(d["fit_report"]["overall_heldout"]["mape"] <= GOAL_MAPE
+                   and d["fit_report"]["overall_heldout"]["max_ape"] <= GOAL_WORST for d in docs)]
+    return meet, [m for m in by_model if m not in meet]
+
+
+MODEL_NAMES = {"opt-13b": "OPT-13B", "llama-2-7b": "Llama-2-7B", "llama-2-13b": "Llama-2-13B",
+               "llama-3-8b": "Llama-3-8B"}
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _missed_on(docs: list[dict]) -> str:
+    kinds = [k for k in ("decode", "prefill") if any(
+        d["fit_report"][k]["heldout"]["mape"] > GOAL_MAPE or d["fit_report"][k]["heldout"]["max_ape"] > GOAL_WORST
+        for d in docs)]
+    return _and(kinds) if kinds else "held-out points"
+
+
+@figure("calibration.goal", PROFILES)
+def _(r):
+    """README: who meets the held-out goal, with the ranges of their errors."""
+    profiles = r[PROFILES]
+    meet, miss = goal_groups(profiles)
+    docs = {m: [d for _, d in measured(profiles) if d["model"]["name"] == m] for m in meet + miss}
+    parts = []
+    if meet:
+        allh = [d["fit_report"]["overall_heldout"] for m in meet for d in docs[m]]
+        parts.append(f"{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on both GPUs (all held-out "
+                     f"points {spread([a['mape'] * 100 for a in allh], unit='% mean')}, "
+                     f"{spread([a['max_ape'] * 100 for a in allh], unit='% worst')})")
+    for m in miss:
+        kinds = _missed_on(docs[m])
+        worst = [d["fit_report"][k]["heldout"] for d in docs[m] for k in ("decode", "prefill") if k in kinds]
+        parts.append(f"{MODEL_NAMES.get(m, m)} misses on {kinds} "
+                     f"({spread([w['mape'] * 100 for w in worst], unit='% mean')}, "
+                     f"{spread([w['max_ape'] * 100 for w in worst], '{:.0f}', '% worst')})")
+    return "; ".join(parts)
+
+
+@figure("calibration.goal-bold", PROFILES)
+def _(r):
+    meet, miss = goal_groups(r[PROFILES])
+    text = f"**{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on both GPUs.**" if meet else "**None meets it.**"
+    docs = {m: [d for _, d in measured(r[PROFILES]) if d["model"]["name"] == m] for m in miss}
+    return text + "".join(f" {MODEL_NAMES.get(m, m)} misses on {_missed_on(docs[m])}." for m in miss)
+
+
+@figure("calibration.time", PROFILES)
+def _(r):
+    return spread([d["calibration"]["total_seconds"] for _, d in measured(r[PROFILES])], "{:.0f}", " s")
+
+
+@figure("calibration.a100-ratios", PROFILES)
+def _(r):
+    ratios = r[PROFILES]["opt-13b@a100-40gb"]["provenance"]["ratios"]
+    return f"compute ×{ratios['compute']:.2f}, memory ×{ratios['memory']:.2f}, PCIe ×{ratios['pcie']:.1f}"
+
+
+@figure("calibration.h200-ratios", PROFILES)
+def _(r):
+    from kvsim.hardware import load_gpu
+
+    a, b = load_gpu("h100-sxm-80gb"), load_gpu("h200-141gb")
+    ratios = {"memory": a.hbm_bandwidth / b.hbm_bandwidth, "compute": a.fp16_flops / b.fp16_flops,
+              "PCIe": a.pcie_bandwidth / b.pcie_bandwidth}
+    same = [k for k, v in ratios.items() if abs(v - 1) < 5e-3]
+    other = [f"{k} ×{v:.2f}" for k, v in ratios.items() if k not in same]
+    return ", ".join(other) + (f", {' and '.join(same)} ×1.0" if same else "")
+
+
+def transfer_rows(results: list[dict]) -> list[dict]:
+    from kvsim.models import BUILTIN_CONFIGS
+
+    order = list(BUILTIN_CONFIGS)
+    return sorted(results, key=lambda x: (order.index(x["model"]), x["source"] != "h100-sxm-80gb"))
+
+
+@figure("calibration.transfer", TRANSFER, block=True)
+def _(r):
+    lines = ["| model | direction | decode | prefill | block copy | swap |", "| --- | --- | --- | --- | --- | --- |"]
+    for x in transfer_rows(r[TRANSFER]):
+        cells = []
+        for kind in ("decode", "prefill", "copy", "swap"):
+            t, u = mape_worst(x["errors"][kind]["transferred"]), mape_worst(x["errors"][kind]["unchanged"])
+            cells.append(t if t == u else f"{t} ({u})")
+        direction = f"{GPU_NAMES[x['source']]} → {GPU_NAMES[x['target']]}"
+        lines.append(f"| {x['model']} | {direction} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _transfer_range(results, kind: str, which: str, fmt: str = "{:.1f}") -> str:
+    return spread([100 * x["errors"][kind][which]["mape"] for x in results], fmt)
+
+
+for _kind in ("decode", "prefill"):
+    for _which, _fmt in (("transferred", "{:.1f}"), ("unchanged", "{:.0f}")):
+        _name = f"transfer.{_kind}.{_which}"
+        FIGURES[_name] = Figure(_name, (TRANSFER,),
+                                lambda r, k=_kind, w=_which, f=_fmt: _transfer_range(r[TRANSFER], k, w, f),
+                                block=False)
+
+
+@figure("transfer.llama-2-13b-copies", TRANSFER)
+def _(r):
+    return spread([100 * x["errors"]["copy"]["transferred"]["mape"] for x in r[TRANSFER]
+                   if x["model"] == "llama-2-13b"], "{:.0f}")
+
+
+@figure("calibration.fit-range", PROFILES)
+def _(r):
+    values = [100 * d["fit_report"][k]["heldout"]["mape"] for _, d in measured(r[PROFILES]) for k in ("decode", "prefill")]
+    return spread(values)
+
+
+@figure("calibration.llama-3-8b-h100-copy", PROFILES)
+def _(r):
+    return pct(r[PROFILES]["llama-3-8b@h100-sxm-80gb"]["fit_report"]["copy"]["fitted"]["mape"], 0)
+
+
+# Workloads (README, docs/workloads.md) ------------------------------------------------------------
+STATS = [("input mean", "input mean"), ("input p10", "input p10"), ("input median", "input p50"),
+         ("input p90", "input p90"), ("input p99", "input p99"), ("output mean", "output mean"),
+         ("output p10", "output p10"), ("output median", "output p50"), ("output p90", "output p90"),
+         ("output p99", "output p99")]
+
+
+def _difference(data: float, builtin: float) -> str:
+    if round(data, 2) == round(builtin, 2):
+        return "0"
+    return f"{100 * (builtin - data) / data:+.1f}%".replace("-", "−")
+
+
+@figure("workloads.sharegpt-table", BUILTINS, SHAREGPT_DATA, block=True)
+def _(r):
+    data, built = r[SHAREGPT_DATA]["stats"], r[BUILTINS]["sharegpt"]["stats"]
+    lines = ["| statistic | data | built-in | difference |", "| --- | ---: | ---: | ---: |"]
+    for label, key in STATS:
+        fmt = "{:.2f}" if "mean" in key else "{:.0f}"
+        lines.append(f"| {label} | {fmt.format(data[key])} | {fmt.format(built[key])} | "
+                     f"{_difference(data[key], built[key])} |")
+    d, b = data["spearman"], built["spearman"]
+    lines.append(f"| Spearman(input, output) | {_num(d)} | {_num(b)} | {_num(b - d, sign=True)} |")
+    return "\n".join(lines)
+
+
+@figure("workloads.alpaca-table", BUILTINS, block=True)
+def _(r):
+    a = r[BUILTINS]["alpaca"]
+    lines = ["| | sigma (assumed) | mu (solved) | target mean | built-in mean | median | p90 | p99 |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for part in ("input", "output"):
+        s, stats = a["summary"][part], a["stats"]
+        lines.append(f"| {part} | {s['sigma']:.1f} | {s['mu']:.6f} | {s['target_mean']:.2f} | "
+                     f"{stats[part + ' mean']:.2f} | {stats[part + ' p50']:.0f} | {stats[part + ' p90']:.0f} | "
+                     f"{stats[part + ' p99']:.0f} |")
+    return "\n".join(lines)
+
+
+def _num(x: float, sign: bool = False) -> str:
+    """Three decimals, with a typographic minus as the docs write it."""
+    return (f"{x:+.3f}" if sign else f"{x:.3f}").replace("-", "−")
+
+
+FIGURES["alpaca.spearman"] = Figure("alpaca.spearman", (BUILTINS,),
+                                    lambda r: _num(r[BUILTINS]["alpaca"]["stats"]["spearman"]), False)
+FIGURES["alpaca.at-cap"] = Figure("alpaca.at-cap", (BUILTINS,),
+                                  lambda r: f"{r[BUILTINS]['alpaca']['at_cap']:,}", False)
+FIGURES["sharegpt.untruncated"] = Figure(
+    "sharegpt.untruncated", (BUILTINS,), lambda r: pct(r[BUILTINS]["sharegpt"]["untruncated_over"]), False)
+FIGURES["sharegpt.summary-size"] = Figure(
+    "sharegpt.summary-size", (BUILTINS,),
+    lambda r: str(sum(np.size(v) for k, v in r[BUILTINS]["sharegpt"]["summary"].items() if k != "description")),
+    False)
+FIGURES["sharegpt.rows"] = Figure("sharegpt.rows", (SHAREGPT_DATA,), lambda r: f"{r[SHAREGPT_DATA]['rows']:,}", False)
+FIGURES["sharegpt.kept"] = Figure("sharegpt.kept", (SHAREGPT_DATA,), lambda r: f"{r[SHAREGPT_DATA]['kept']:,}", False)
+
+
+@figure("sharegpt.readme", BUILTINS, SHAREGPT_DATA)
+def _(r):
+    b, d = r[BUILTINS]["sharegpt"]["stats"], r[SHAREGPT_DATA]["stats"]
+    return (f"mean input {b['input mean']:.1f} / output {b['output mean']:.1f} tokens against the data's "
+            f"{d['input mean']:.1f} / {d['output mean']:.1f}, Spearman {b['spearman']:.3f} vs {d['spearman']:.3f}")
+
+
+@figure("vidur.clip", VIDUR_CLIP)
+def _(r):
+    p, o = r[VIDUR_CLIP]["prompt"], r[VIDUR_CLIP]["output"]
+    return (f"prompt mean / median / p99 = {p['mean']:.1f} / {p['median']:.0f} / {p['p99']:.0f} and output "
+            f"{o['mean']:.1f} / {o['median']:.0f} / {o['p99']:.0f}")
+
+
+# -- markers in the documents ---------------------------------------------------------------------
+INLINE = re.compile(r"<!-- figure: (?P<name>[\w.-]+) -->(?P<value>.*?)<!-- /figure -->")
+BLOCK = re.compile(r"<!-- begin: (?P<name>[\w.-]+) -->\n(?P<value>.*?)\n<!-- end: (?P=name) -->", re.DOTALL)
+
+
+def markers(text: str) -> list[tuple[str, bool]]:
+    return [(m["name"], False) for m in INLINE.finditer(text)] + [(m["name"], True) for m in BLOCK.finditer(text)]
+
+
+def substitute(text: str, values: dict[str, str]) -> tuple[str, list[tuple[str, str, str]]]:
+    """``text`` with every marked figure in ``values`` replaced; and (name, old, new) per change."""
+    changes = []
+
+    def inline(m):
+        name = m["name"]
+        if name not in values:
+            return m[0]
+        if values[name] != m["value"]:
+            changes.append((name, m["value"], values[name]))
+        return f"<!-- figure: {name} -->{values[name]}<!-- /figure -->"
+
+    def block(m):
+        name = m["name"]
+        if name not in values:
+            return m[0]
+        new = f"\n{values[name]}\n"
+        if new != m["value"]:
+            changes.append((name, m["value"].strip("\n"), values[name]))
+        return f"<!-- begin: {name} -->\n{new}\n<!-- end: {name} -->"
+
+    return BLOCK.sub(block, INLINE.sub(inline, text)), changes
+
+
+def png_software(data: bytes) -> str:
+    """The Software text chunk of a PNG (matplotlib writes its version there)."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"tEXt":
+            key, _, value = data[pos + 8:pos + 8 + length].partition(b"\0")
+            if key == b"Software":
+                return value.decode("latin-1")
+        pos += 12 + length
+    return ""
+
+
+def describe_change(name: str, old: str, new: str) -> str:
+    if "\n" not in old and "\n" not in new:
+        return f"  {name}: {old!r} -> {new!r}"
+    diff = difflib.unified_diff(old.splitlines(), new.splitlines(), lineterm="", n=0)
+    return f"  {name}:\n" + "\n".join(f"      {line}" for line in list(diff)[2:])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 listing every figure that differs")
+    parser.add_argument("--cheap", action="store_true", help="only the figures that take seconds to compute")
+    parser.add_argument("--jobs", type=int, default=2, help="commands run at a time")
+    parser.add_argument("--list", action="store_true", help="list the figures and their commands, run nothing")
+    parser.add_argument("--verbose", action="store_true", help="print each command's run time")
+    args = parser.parse_args(argv)
+
+    texts = {path: path.read_text() for path in markdown_files()}
+    used: dict[str, list[str]] = {}
+    for path, text in texts.items():
+        for name, is_block in markers(text):
+            if name not in FIGURES:
+                print(f"{path.relative_to(ROOT)}: unknown figure {name!r}", file=sys.stderr)
+                return 2
+            if FIGURES[name].block != is_block:
+                print(f"{path.relative_to(ROOT)}: figure {name!r} is a {'block' if FIGURES[name].block else 'inline value'}",
+                      file=sys.stderr)
+                return 2
+            used.setdefault(name, []).append(str(path.relative_to(ROOT)))
+
+    if args.list:
+        for name, fig in sorted(FIGURES.items()):
+            where = ", ".join(sorted(set(used.get(name, [])))) or "(not quoted)"
+            kind = "cheap" if fig.cheap else "slow"
+            print(f"{name} [{kind}] in {where}")
+            for dep in fig.deps:
+                print(f"    {dep.command}")
+        for path, (source, _) in FILES.items():
+            print(f"{path} [{'cheap' if source.cheap else 'slow'}]\n    {source.command} --out docs/compare")
+        return 0
+
+    skipped = []
+    wanted = []
+    for name in used:
+        fig = FIGURES[name]
+        if args.cheap and not fig.cheap:
+            skipped.append(f"{name} (not cheap)")
+        elif fig.needs_data and not DATA.is_dir():
+            skipped.append(f"{name} (no data at {DATA})")
+        else:
+            wanted.append(name)
+    files = {} if args.cheap else FILES
+    sources = {d for name in wanted for d in FIGURES[name].deps} | {s for s, _ in files.values()}
+    started = time.monotonic()
+    results = run_sources(sources, args.jobs, args.verbose)
+    values = {name: FIGURES[name].render(Results(results, FIGURES[name].deps)) for name in wanted}
+
+    drift = []
+    for path, text in texts.items():
+        new, changes = substitute(text, values)
+        rel = path.relative_to(ROOT)
+        drift += [f"{rel}:\n{describe_change(*c)}" for c in changes]
+        if changes and not args.check:
+            path.write_text(new)
+    for rel, (source, name) in files.items():
+        path, new = ROOT / rel, results[source][name]
+        old = path.read_bytes() if path.exists() else b""
+        if old == new:
+            continue
+        if rel.endswith(".png") and old and png_software(old) != png_software(new):
+            skipped.append(f"{rel} (drawn by {png_software(old)!r}, this is {png_software(new)!r})")
+            if args.check:
+                continue
+        drift.append(f"{rel}: {len(old):,} -> {len(new):,} bytes")
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(new)
+
+    took = time.monotonic() - started
+    print(f"{len(values)} figures{'' if args.cheap else f' and {len(files)} files'} from "
+          f"{len(sources)} commands in {took:.0f} s", file=sys.stderr)
+    for item in skipped:
+        print(f"skipped: {item}", file=sys.stderr)
+    if not drift:
+        print("every figure is up to date", file=sys.stderr)
+        return 0
+    print(("out of date" if args.check else "rewritten") + ":\n" + "\n".join(drift), file=sys.stderr)
+    return 1 if args.check else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
