@@ -27,11 +27,18 @@ HEADS, KV_HEADS, HEAD = 32, 32, 128  # Llama-2-7B attention shape
 
 
 def environment() -> dict:
-    driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                            capture_output=True, text=True).stdout.strip()
+    driver = subprocess.run(
+        ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True
+    ).stdout.strip()
     import cupy
-    return {"gpu": torch.cuda.get_device_name(), "driver": driver, "cuda": torch.version.cuda,
-            "torch": torch.__version__, "cupy": cupy.__version__}
+
+    return {
+        "gpu": torch.cuda.get_device_name(),
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "cupy": cupy.__version__,
+    }
 
 
 def copy_bandwidth() -> float:
@@ -60,8 +67,9 @@ class DecodeCase:
         num_blocks = batch * per_seq
         self.k = torch.randn(num_blocks, block_size, KV_HEADS, HEAD, device="cuda", dtype=DTYPE)
         self.v = torch.randn_like(self.k)
-        order = torch.randperm(num_blocks, device="cuda") if shuffled else torch.arange(
-            num_blocks, device="cuda")
+        order = (
+            torch.randperm(num_blocks, device="cuda") if shuffled else torch.arange(num_blocks, device="cuda")
+        )
         self.tables = order.view(batch, per_seq).to(torch.int32)
         self.lens = torch.full((batch,), context, dtype=torch.int32, device="cuda")
         self.q = torch.randn(batch, HEADS, HEAD, device="cuda", dtype=DTYPE)
@@ -69,8 +77,11 @@ class DecodeCase:
         self.kv_bytes = 2 * batch * context * KV_HEADS * HEAD * self.k.element_size()
 
     def paged_ms(self, shape: tuple[int, int] | None = None) -> float:
-        return timing.graph_ms(lambda: kernels.paged_decode_attention(
-            self.q, self.k, self.v, self.tables, self.lens, HEAD ** -0.5, self.context, shape=shape))
+        return timing.graph_ms(
+            lambda: kernels.paged_decode_attention(
+                self.q, self.k, self.v, self.tables, self.lens, HEAD**-0.5, self.context, shape=shape
+            )
+        )
 
 
 def sdpa_ms(batch: int, context: int) -> float:
@@ -83,17 +94,32 @@ def sdpa_ms(batch: int, context: int) -> float:
 
 def bandwidth_table(copy_bw: float) -> list[dict]:
     rows = []
-    for batch, context in [(1, 2048), (8, 2048), (64, 1024), (64, 4096), (128, 4096),
-                           (256, 2048), (16, 32768)]:
+    for batch, context in [
+        (1, 2048),
+        (8, 2048),
+        (64, 1024),
+        (64, 4096),
+        (128, 4096),
+        (256, 2048),
+        (16, 32768),
+    ]:
         case = DecodeCase(batch, context, 16)
         paged, kv_bytes = case.paged_ms(), case.kv_bytes
         del case
         contiguous_tables = DecodeCase(batch, context, 16, shuffled=False).paged_ms()
         sdpa = sdpa_ms(batch, context)
-        rows.append({"batch": batch, "context": context, "paged_ms": paged,
-                     "paged_in_order_ms": contiguous_tables, "sdpa_ms": sdpa,
-                     "paged_GBps": kv_bytes / paged / 1e6, "copy_fraction": kv_bytes / paged / 1e-3 / copy_bw,
-                     "paged_over_sdpa": paged / sdpa})
+        rows.append(
+            {
+                "batch": batch,
+                "context": context,
+                "paged_ms": paged,
+                "paged_in_order_ms": contiguous_tables,
+                "sdpa_ms": sdpa,
+                "paged_GBps": kv_bytes / paged / 1e6,
+                "copy_fraction": kv_bytes / paged / 1e-3 / copy_bw,
+                "paged_over_sdpa": paged / sdpa,
+            }
+        )
         torch.cuda.empty_cache()
     return rows
 
@@ -133,40 +159,74 @@ def runner_table(copy_bw: float) -> list[dict]:
         runner.capture([1, 64])
         for b in (1, 64):
             kv = b * (context + 1) * spec.kv_bytes_per_token
-            rows.append({"batch": b, "context": context, "eager_ms": eager[b],
-                         "graph_ms": timing.decode_ms(runner, b, context),
-                         "weight_floor_ms": spec.weight_bytes / copy_bw * 1e3,
-                         "weight_kv_floor_ms": (spec.weight_bytes + kv) / copy_bw * 1e3})
+            rows.append(
+                {
+                    "batch": b,
+                    "context": context,
+                    "eager_ms": eager[b],
+                    "graph_ms": timing.decode_ms(runner, b, context),
+                    "weight_floor_ms": spec.weight_bytes / copy_bw * 1e3,
+                    "weight_kv_floor_ms": (spec.weight_bytes + kv) / copy_bw * 1e3,
+                }
+            )
         del runner
         torch.cuda.empty_cache()
     return rows
 
 
 def markdown(env: dict, copy_bw: float, bw: list, bs: list, run: list, variants: list) -> str:
-    lines = [f"GPU: {env['gpu']}, driver {env['driver']}, CUDA {env['cuda']}, torch {env['torch']}, "
-             f"cupy {env['cupy']}.", "",
-             f"Device-to-device copy bandwidth (read + write): **{copy_bw / 1e12:.2f} TB/s**.", "",
-             f"### Paged decode attention (fp16, {HEADS} heads, head size {HEAD}, block size 16)", "",
-             "| batch | context | paged ms | paged, blocks in order ms | SDPA contiguous ms "
-             "| K+V GB/s | of copy BW | paged / SDPA |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['batch']} | {r['context']} | {r['paged_ms']:.3f} | {r['paged_in_order_ms']:.3f} "
-              f"| {r['sdpa_ms']:.3f} | {r['paged_GBps']:.0f} | {r['copy_fraction']:.0%} "
-              f"| {r['paged_over_sdpa']:.2f} |" for r in bw]
+    lines = [
+        f"GPU: {env['gpu']}, driver {env['driver']}, CUDA {env['cuda']}, torch {env['torch']}, "
+        f"cupy {env['cupy']}.",
+        "",
+        f"Device-to-device copy bandwidth (read + write): **{copy_bw / 1e12:.2f} TB/s**.",
+        "",
+        f"### Paged decode attention (fp16, {HEADS} heads, head size {HEAD}, block size 16)",
+        "",
+        "| batch | context | paged ms | paged, blocks in order ms | SDPA contiguous ms "
+        "| K+V GB/s | of copy BW | paged / SDPA |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['batch']} | {r['context']} | {r['paged_ms']:.3f} | {r['paged_in_order_ms']:.3f} "
+        f"| {r['sdpa_ms']:.3f} | {r['paged_GBps']:.0f} | {r['copy_fraction']:.0%} "
+        f"| {r['paged_over_sdpa']:.2f} |"
+        for r in bw
+    ]
     names = [f"{t}x{u}" for t, u in VARIANTS]
-    lines += ["", "### Thread split x unroll (head size 128, block size 16; ms, and over SDPA)", "",
-              "| batch | context | SDPA ms | " + " | ".join(names) + " |",
-              "|---|---|---|" + "---|" * len(names)]
-    lines += [f"| {r['batch']} | {r['context']} | {r['sdpa_ms']:.3f} | "
-              + " | ".join(f"{r[n]:.3f} ({r[n] / r['sdpa_ms']:.2f})" for n in names) + " |" for r in variants]
-    lines += ["", "### Block size at fixed total context (batch 32 x 4096 tokens)", "",
-              "| block size | ms |", "|---|---|"]
+    lines += [
+        "",
+        "### Thread split x unroll (head size 128, block size 16; ms, and over SDPA)",
+        "",
+        "| batch | context | SDPA ms | " + " | ".join(names) + " |",
+        "|---|---|---|" + "---|" * len(names),
+    ]
+    lines += [
+        f"| {r['batch']} | {r['context']} | {r['sdpa_ms']:.3f} | "
+        + " | ".join(f"{r[n]:.3f} ({r[n] / r['sdpa_ms']:.2f})" for n in names)
+        + " |"
+        for r in variants
+    ]
+    lines += [
+        "",
+        "### Block size at fixed total context (batch 32 x 4096 tokens)",
+        "",
+        "| block size | ms |",
+        "|---|---|",
+    ]
     lines += [f"| {r['block_size']} | {r['paged_ms']:.3f} |" for r in bs]
-    lines += ["", "### OPT-13B decode step (fp16, random weights, block size 16)", "",
-              "| batch | context | eager ms | CUDA graph ms | weight-read floor ms | weights + KV floor ms |",
-              "|---|---|---|---|---|---|"]
-    lines += [f"| {r['batch']} | {r['context']} | {r['eager_ms']:.2f} | {r['graph_ms']:.2f} "
-              f"| {r['weight_floor_ms']:.2f} | {r['weight_kv_floor_ms']:.2f} |" for r in run]
+    lines += [
+        "",
+        "### OPT-13B decode step (fp16, random weights, block size 16)",
+        "",
+        "| batch | context | eager ms | CUDA graph ms | weight-read floor ms | weights + KV floor ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['batch']} | {r['context']} | {r['eager_ms']:.2f} | {r['graph_ms']:.2f} "
+        f"| {r['weight_floor_ms']:.2f} | {r['weight_kv_floor_ms']:.2f} |"
+        for r in run
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -182,9 +242,19 @@ def main() -> None:
     bw = bandwidth_table(copy_bw)
     bs = block_size_table()
     run = [] if args.skip_runner else runner_table(copy_bw)
-    (args.out / "kernels.json").write_text(json.dumps(
-        {"environment": env, "copy_Bps": copy_bw, "variants": variants, "decode": bw,
-         "block_size": bs, "runner": run}, indent=1))
+    (args.out / "kernels.json").write_text(
+        json.dumps(
+            {
+                "environment": env,
+                "copy_Bps": copy_bw,
+                "variants": variants,
+                "decode": bw,
+                "block_size": bs,
+                "runner": run,
+            },
+            indent=1,
+        )
+    )
     text = markdown(env, copy_bw, bw, bs, run, variants)
     (args.out / "KERNELS.md").write_text(text)
     print(text)

@@ -11,6 +11,7 @@ time, the host sets the pace. Also prints what capturing the graphs cost in seco
 GPU memory, and the GPU time of one layer's four GEMMs by row count, which is why the
 runner pads prefills to multiples of 128 rows.
 """
+
 import argparse
 import json
 import statistics
@@ -37,6 +38,7 @@ def layer_gemms_ms(runner: ModelRunner, rows: int) -> float:
     def gemms():
         F.linear(x, L.qkv_w, L.qkv_b), F.linear(a, L.o_w, L.o_b)
         F.linear(x, L.up_w, L.up_b), F.linear(h, L.down_w, L.down_b)
+
     return graph_ms(gemms)
 
 
@@ -70,18 +72,33 @@ def bench(name: str) -> dict:
     torch.cuda.synchronize()
     capture_s, capture_bytes = time.perf_counter() - t0, torch.cuda.memory_reserved() - before
     graphed = {t: prefill_times(runner, t) for t in TOKENS}
-    print(f"{name} on {torch.cuda.get_device_name()}: {len(PREFILL_GRAPH_TOKENS)} prefill sizes x "
-          f"{spec.num_layers + 1} pieces captured in {capture_s:.1f} s, {capture_bytes / 2**20:.0f} MiB")
+    print(
+        f"{name} on {torch.cuda.get_device_name()}: {len(PREFILL_GRAPH_TOKENS)} prefill sizes x "
+        f"{spec.num_layers + 1} pieces captured in {capture_s:.1f} s, {capture_bytes / 2**20:.0f} MiB"
+    )
     print(f"{'tokens':>7} {'eager wall':>11} {'issue':>7} {'graphed wall':>13} {'issue':>7} {'ratio':>6}")
     for t in TOKENS:
         (ew, ei), (gw, gi) = eager[t], graphed[t]
         print(f"{t:7d} {ew:9.2f}ms {ei:7.2f} {gw:11.2f}ms {gi:7.2f} {gw / ew:6.2f}")
     print("one layer's GEMMs by rows: " + ", ".join(f"{r}: {ms:.3f} ms" for r, ms in gemms.items()))
-    return {"model": name, "layer_gemms_ms": gemms, "device": torch.cuda.get_device_name(), "capture_s": capture_s,
-            "capture_mib": capture_bytes / 2**20, "graph_tokens": list(PREFILL_GRAPH_TOKENS),
-            "rows": [{"tokens": t, "eager_wall_ms": eager[t][0], "eager_issue_ms": eager[t][1],
-                      "graphed_wall_ms": graphed[t][0], "graphed_issue_ms": graphed[t][1]}
-                     for t in TOKENS]}
+    return {
+        "model": name,
+        "layer_gemms_ms": gemms,
+        "device": torch.cuda.get_device_name(),
+        "capture_s": capture_s,
+        "capture_mib": capture_bytes / 2**20,
+        "graph_tokens": list(PREFILL_GRAPH_TOKENS),
+        "rows": [
+            {
+                "tokens": t,
+                "eager_wall_ms": eager[t][0],
+                "eager_issue_ms": eager[t][1],
+                "graphed_wall_ms": graphed[t][0],
+                "graphed_issue_ms": graphed[t][1],
+            }
+            for t in TOKENS
+        ],
+    }
 
 
 def main():

@@ -47,8 +47,7 @@ VIDUR_TRACE = REPO.parent / "shared" / "data" / "sharegpt_8k_filtered_stats_llam
 
 SETTINGS = {
     "paper": dict(model="opt-13b", gpu="a100-40gb", trace="sharegpt", rate=2.0),
-    "vidur": dict(model="llama-2-7b", gpu="a100-80gb", trace=str(VIDUR_TRACE), rate=1.5,
-                  over_length="clip"),
+    "vidur": dict(model="llama-2-7b", gpu="a100-80gb", trace=str(VIDUR_TRACE), rate=1.5, over_length="clip"),
 }
 
 
@@ -62,12 +61,20 @@ def _point(setting: str, num_requests: int, queue) -> None:
     wall = time.perf_counter() - start
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     s = result.summary
-    queue.put({"setting": setting, "requests": num_requests, "wall_s": round(wall, 3),
-               "requests_per_wall_s": round(num_requests / wall),
-               "peak_rss_mib": round(peak_mib), "simulated_s": round(s["duration_s"], 1),
-               "engine_steps": s["num_steps"], "step_events": s["num_step_events"],
-               "throughput_req_s": round(s["throughput_req_s"], 3),
-               "preemptions": s["preemptions"]})
+    queue.put(
+        {
+            "setting": setting,
+            "requests": num_requests,
+            "wall_s": round(wall, 3),
+            "requests_per_wall_s": round(num_requests / wall),
+            "peak_rss_mib": round(peak_mib),
+            "simulated_s": round(s["duration_s"], 1),
+            "engine_steps": s["num_steps"],
+            "step_events": s["num_step_events"],
+            "throughput_req_s": round(s["throughput_req_s"], 3),
+            "preemptions": s["preemptions"],
+        }
+    )
 
 
 def measure(setting: str, num_requests: int) -> dict:
@@ -83,8 +90,20 @@ def measure(setting: str, num_requests: int) -> dict:
 # ---- kvsim beside Vidur, whole processes -------------------------------------------------
 
 HERE = Path(__file__).resolve().parent
-KVSIM_ARGS = ["--model", "llama-2-7b", "--gpu", "a100-80gb", "--arrival", "trace", "--max-num-seqs", "128",
-              "--max-num-batched-tokens", "4096", "--block-size", "16"]
+KVSIM_ARGS = [
+    "--model",
+    "llama-2-7b",
+    "--gpu",
+    "a100-80gb",
+    "--arrival",
+    "trace",
+    "--max-num-seqs",
+    "128",
+    "--max-num-batched-tokens",
+    "4096",
+    "--block-size",
+    "16",
+]
 
 
 def timed(cmd: list[str], log: Path) -> dict:
@@ -102,11 +121,16 @@ def timed(cmd: list[str], log: Path) -> dict:
 
 def kvsim_work(out: Path) -> dict:
     import csv
+
     summary = json.loads((out / "summary.json").read_text())["metrics"]
     with open(out / "iterations.csv", newline="") as f:
         steps = sum(int(row["steps"]) for row in csv.DictReader(f))
-    return {"completed": summary["completed"], "iterations": steps,
-            "events": summary["num_step_events"], "simulated_s": round(summary["duration_s"], 1)}
+    return {
+        "completed": summary["completed"],
+        "iterations": steps,
+        "events": summary["num_step_events"],
+        "simulated_s": round(summary["duration_s"], 1),
+    }
 
 
 def vs_vidur(args) -> None:
@@ -120,17 +144,28 @@ def vs_vidur(args) -> None:
         n_vidur, n_kvsim = int(n_vidur), int(n_kvsim or n_vidur)
         ref = work / f"vidur_ref_{n_vidur}"
         if not ref.is_dir():  # the first, untimed Vidur run: warms its cache, counts its batches
-            timed(vidur_sh + [str(n_vidur), str(ref), cache, "--metrics_config_keep_individual_batch_metrics"],
-                  work / f"vidur_ref_{n_vidur}.log")
+            timed(
+                vidur_sh + [str(n_vidur), str(ref), cache, "--metrics_config_keep_individual_batch_metrics"],
+                work / f"vidur_ref_{n_vidur}.log",
+            )
         helper = [sys.executable, str(HERE / "vidur" / "vidur_arrivals.py"), str(ref)]
         arrivals = work / f"arrivals_{n_kvsim}.csv"
         subprocess.run(helper + [str(arrivals), "--extend", str(n_kvsim)], check=True)
-        v_work = json.loads(subprocess.run(helper + ["--work"], check=True, capture_output=True, text=True).stdout)
+        v_work = json.loads(
+            subprocess.run(helper + ["--work"], check=True, capture_output=True, text=True).stdout
+        )
         kvsim_cmd = lambda out: ["simcli", "run", *KVSIM_ARGS, "--trace", str(arrivals), "--out", str(out)]
-        noff_cmd = lambda out: [sys.executable, str(HERE / "vidur" / "kvsim_no_ff.py"), "run", *KVSIM_ARGS,
-                                "--trace", str(arrivals), "--out", str(out)]
-        sides = {"Vidur": lambda out: vidur_sh + [str(n_vidur), str(out), cache],
-                 "kvsim": kvsim_cmd}
+        noff_cmd = lambda out: [
+            sys.executable,
+            str(HERE / "vidur" / "kvsim_no_ff.py"),
+            "run",
+            *KVSIM_ARGS,
+            "--trace",
+            str(arrivals),
+            "--out",
+            str(out),
+        ]
+        sides = {"Vidur": lambda out: vidur_sh + [str(n_vidur), str(out), cache], "kvsim": kvsim_cmd}
         if n_kvsim in args.no_ff_sizes:
             sides["kvsim, fast-forward off"] = noff_cmd
         for name, cmd in sides.items():  # kvsim warm-up (Vidur's is the reference run above)
@@ -141,26 +176,47 @@ def vs_vidur(args) -> None:
         runs = {name: [] for name in sides}
         for i in range(args.runs):
             for name, cmd in sides.items():
-                out = work / f"run_{name.split(',')[0]}{'_noff' if ',' in name else ''}_{spec.replace(':', '_')}"
+                out = (
+                    work
+                    / f"run_{name.split(',')[0]}{'_noff' if ',' in name else ''}_{spec.replace(':', '_')}"
+                )
                 shutil.rmtree(out, ignore_errors=True)
                 r = timed(cmd(out), work / f"{out.name}.log")
                 runs[name].append(r)
-                print(f"{spec} {name} run {i + 1}: {r['wall_s']:.2f} s, {r['peak_rss_mib']:.0f} MiB", flush=True)
+                print(
+                    f"{spec} {name} run {i + 1}: {r['wall_s']:.2f} s, {r['peak_rss_mib']:.0f} MiB", flush=True
+                )
         for name, rs in runs.items():
             n = n_vidur if name == "Vidur" else n_kvsim
-            w = v_work if name == "Vidur" else kvsim_work(work / f"run_kvsim{'_noff' if ',' in name else ''}_{spec.replace(':', '_')}")
+            w = (
+                v_work
+                if name == "Vidur"
+                else kvsim_work(work / f"run_kvsim{'_noff' if ',' in name else ''}_{spec.replace(':', '_')}")
+            )
             walls = [r["wall_s"] for r in rs]
             med, best = statistics.median(walls), min(walls)
-            row = {"simulator": name, "requests": n, "runs": len(rs), "wall_min_s": round(best, 2),
-                   "wall_median_s": round(med, 2), "wall_max_s": round(max(walls), 2),
-                   "req_per_s_median": round(n / med, 1), "req_per_s_best": round(n / best, 1),
-                   "iter_per_s_median": round(w["iterations"] / med) if w.get("iterations") else None,
-                   "peak_rss_mib_median": round(statistics.median(r["peak_rss_mib"] for r in rs)),
-                   "peak_rss_mib_max": round(max(r["peak_rss_mib"] for r in rs)),
-                   "cpu_s_median": round(statistics.median(r["cpu_s"] for r in rs), 2), **w,
-                   "iter_per_request": round(w["iterations"] / w["completed"], 2) if w.get("iterations") else None}
+            row = {
+                "simulator": name,
+                "requests": n,
+                "runs": len(rs),
+                "wall_min_s": round(best, 2),
+                "wall_median_s": round(med, 2),
+                "wall_max_s": round(max(walls), 2),
+                "req_per_s_median": round(n / med, 1),
+                "req_per_s_best": round(n / best, 1),
+                "iter_per_s_median": round(w["iterations"] / med) if w.get("iterations") else None,
+                "peak_rss_mib_median": round(statistics.median(r["peak_rss_mib"] for r in rs)),
+                "peak_rss_mib_max": round(max(r["peak_rss_mib"] for r in rs)),
+                "cpu_s_median": round(statistics.median(r["cpu_s"] for r in rs), 2),
+                **w,
+                "iter_per_request": round(w["iterations"] / w["completed"], 2)
+                if w.get("iterations")
+                else None,
+            }
             if name != "Vidur":  # pair by pair: (kvsim req/s) / (Vidur req/s) in the same round
-                ratios = [(n_kvsim / r["wall_s"]) / (n_vidur / v["wall_s"]) for r, v in zip(rs, runs["Vidur"])]
+                ratios = [
+                    (n_kvsim / r["wall_s"]) / (n_vidur / v["wall_s"]) for r, v in zip(rs, runs["Vidur"])
+                ]
                 row["req_s_ratio_vs_vidur_min"] = round(min(ratios), 1)
                 row["req_s_ratio_vs_vidur_median"] = round(statistics.median(ratios), 1)
             rows.append({"size": spec, **row})
@@ -178,8 +234,9 @@ def main() -> None:
     parser.add_argument("--vidur-checkout", default="/tmp/vidur")
     parser.add_argument("--vidur-python", default="/tmp/vidur-venv/bin/python")
     parser.add_argument("--runs", type=int, default=5, help="counted rounds (--vs-vidur)")
-    parser.add_argument("--no-ff-sizes", default="1000,10000",
-                        help="kvsim sizes also run with fast-forward off (--vs-vidur)")
+    parser.add_argument(
+        "--no-ff-sizes", default="1000,10000", help="kvsim sizes also run with fast-forward off (--vs-vidur)"
+    )
     parser.add_argument("--work", default="/tmp/kvsim-vs-vidur", help="scratch folder (--vs-vidur)")
     args = parser.parse_args()
     if args.vs_vidur:
@@ -188,8 +245,7 @@ def main() -> None:
             args.sizes = "1000,10000,30731:100000"
         vs_vidur(args)
         return
-    rows = [measure(setting, int(n)) for setting in args.settings.split(",")
-            for n in args.sizes.split(",")]
+    rows = [measure(setting, int(n)) for setting in args.settings.split(",") for n in args.sizes.split(",")]
     machine = f"{platform.processor() or platform.machine()}, {mp.cpu_count()} cores, Python {platform.python_version()}"
     if args.markdown:
         columns = list(rows[0])

@@ -65,9 +65,11 @@ def markdown_files() -> list[Path]:
 
 # -- sources: the commands figures come from ------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Sim:
     """`simcli run ARGS`: what it prints (its summary table) and its summary.json."""
+
     args: tuple[str, ...] = ()
     cheap: bool = True
     needs_data: bool = False
@@ -80,6 +82,7 @@ class Sim:
 @dataclass(frozen=True)
 class Compare:
     """`simcli compare ARGS --out DIR`: compare.csv and the figures it writes."""
+
     args: tuple[str, ...]
     cheap: bool = False
     needs_data: bool = False
@@ -92,6 +95,7 @@ class Compare:
 @dataclass(frozen=True)
 class Local:
     """A computation in this process (kvsim's API, profile files, the shared data)."""
+
     name: str
     fn: Callable = field(compare=False, hash=False)
     command: str = ""
@@ -116,10 +120,15 @@ RATE_4 = Sim(_args("--num-requests 1000 --rate 4"))
 RATE_4_SWAP = Sim(_args("--num-requests 1000 --rate 4 --preemption swap"))
 BEAM_2 = Sim(_args("--num-requests 500 --rate 2 --beam-width 4"), cheap=False)
 BEAM_2_SWAP = Sim(_args("--num-requests 500 --rate 2 --beam-width 4 --preemption swap"), cheap=False)
-POLICIES = Compare(_args("--policies paged,orca-oracle,orca-pow2,orca-max,ft --trace sharegpt "
-                         "--rate 0.5,1,1.5,2 --num-requests 3000"))
-BEAM_POLICIES = Compare(_args("--policies paged,orca-oracle --beam-width 4 --trace sharegpt "
-                              "--rate 0.5,1 --num-requests 500"))
+POLICIES = Compare(
+    _args(
+        "--policies paged,orca-oracle,orca-pow2,orca-max,ft --trace sharegpt "
+        "--rate 0.5,1,1.5,2 --num-requests 3000"
+    )
+)
+BEAM_POLICIES = Compare(
+    _args("--policies paged,orca-oracle --beam-width 4 --trace sharegpt --rate 0.5,1 --num-requests 500")
+)
 
 
 def _profiles() -> dict[str, dict]:
@@ -138,8 +147,14 @@ def _transfer() -> list[dict]:
     """benchmarks/calibration/transfer_check.py's results (it recomputes them from the profiles)."""
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "transfer.json"
-        _call([sys.executable, str(ROOT / "benchmarks" / "calibration" / "transfer_check.py"),
-               "--json", str(out)])
+        _call(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "calibration" / "transfer_check.py"),
+                "--json",
+                str(out),
+            ]
+        )
         return json.loads(out.read_text())
 
 
@@ -166,10 +181,13 @@ def _builtin_lengths() -> dict:
     out = {}
     for name in ("sharegpt", "alpaca"):
         trace = build_trace(name, num_requests=SAMPLES, seed=0)
-        out[name] = {"stats": _describe(trace.prompt_len, trace.output_len),
-                     "summary": load_summary(name),
-                     "at_cap": int(((trace.prompt_len + trace.output_len)
-                                    == load_summary(name)["max_total_len"]).sum())}
+        out[name] = {
+            "stats": _describe(trace.prompt_len, trace.output_len),
+            "summary": load_summary(name),
+            "at_cap": int(
+                ((trace.prompt_len + trace.output_len) == load_summary(name)["max_total_len"]).sum()
+            ),
+        }
     # The output draw is truncated where the total would pass 2048; without that, how many break it.
     summary = dict(load_summary("sharegpt"), max_total_len=10**9)
     prompt, output = take_lengths(lambda rng: sample_sharegpt(summary, rng, 8192), SAMPLES, seed=0)
@@ -180,30 +198,41 @@ def _builtin_lengths() -> dict:
 def _sharegpt_data() -> dict:
     table = pd.read_csv(DATA / "sharegpt_opt_lengths.csv")
     kept = table[table.input_len + table.output_len <= 2048]
-    return {"rows": len(table), "kept": len(kept),
-            "stats": _describe(kept.input_len.to_numpy(), kept.output_len.to_numpy())}
+    return {
+        "rows": len(table),
+        "kept": len(kept),
+        "stats": _describe(kept.input_len.to_numpy(), kept.output_len.to_numpy()),
+    }
 
 
 def _vidur_clip() -> dict:
     from kvsim.workloads import build_trace, clip_to_context
 
     trace = clip_to_context(build_trace(str(DATA / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv")), 4096)
-    return {name: {"mean": float(v.mean()), "median": float(np.median(v)), "p99": float(np.quantile(v, 0.99))}
-            for name, v in (("prompt", trace.prompt_len), ("output", trace.output_len))}
+    return {
+        name: {"mean": float(v.mean()), "median": float(np.median(v)), "p99": float(np.quantile(v, 0.99))}
+        for name, v in (("prompt", trace.prompt_len), ("output", trace.output_len))
+    }
 
 
 PROFILES = Local("profiles", _profiles, "the shipped profiles (kvsim/cost/profiles/*.json)")
-TRANSFER = Local("transfer", _transfer,
-                 "python benchmarks/calibration/transfer_check.py --json FILE")
-BUILTINS = Local("builtins", _builtin_lengths,
-                 "kvsim.workloads.build_trace(sharegpt|alpaca, num_requests=100000, seed=0)")
-SHAREGPT_DATA = Local("sharegpt-data", _sharegpt_data, "../shared/data/sharegpt_opt_lengths.csv",
-                      needs_data=True)
-VIDUR_CLIP = Local("vidur-clip", _vidur_clip,
-                   "clip_to_context(sharegpt_8k_filtered_stats_llama2_tokenizer.csv, 4096)", needs_data=True)
+TRANSFER = Local("transfer", _transfer, "python benchmarks/calibration/transfer_check.py --json FILE")
+BUILTINS = Local(
+    "builtins", _builtin_lengths, "kvsim.workloads.build_trace(sharegpt|alpaca, num_requests=100000, seed=0)"
+)
+SHAREGPT_DATA = Local(
+    "sharegpt-data", _sharegpt_data, "../shared/data/sharegpt_opt_lengths.csv", needs_data=True
+)
+VIDUR_CLIP = Local(
+    "vidur-clip",
+    _vidur_clip,
+    "clip_to_context(sharegpt_8k_filtered_stats_llama2_tokenizer.csv, 4096)",
+    needs_data=True,
+)
 
 
 # -- running them ---------------------------------------------------------------------------------
+
 
 def _call(argv: list[str]) -> str:
     env = dict(os.environ, COLUMNS="250", NO_COLOR="1", TERM="dumb")
@@ -264,6 +293,7 @@ def run_sources(sources, jobs: int, verbose: bool = False) -> dict:
 
 # -- figures --------------------------------------------------------------------------------------
 
+
 @dataclass
 class Figure:
     name: str
@@ -297,6 +327,7 @@ def figure(name: str, *deps, block: bool = False):
     def register(fn):
         FIGURES[name] = Figure(name, deps, fn, block)
         return fn
+
     return register
 
 
@@ -316,8 +347,14 @@ def spread(values, fmt: str = "{:.1f}", unit: str = "%") -> str:
 
 def wrap(text: str, first: str = "", rest: str = "") -> str:
     """``text`` as one paragraph of lines of at most 95 characters (``first``, ``rest``: indents)."""
-    return textwrap.fill(" ".join(text.split()), width=95, initial_indent=first, subsequent_indent=rest,
-                         break_on_hyphens=False, break_long_words=False)
+    return textwrap.fill(
+        " ".join(text.split()),
+        width=95,
+        initial_indent=first,
+        subsequent_indent=rest,
+        break_on_hyphens=False,
+        break_long_words=False,
+    )
 
 
 def printed_block(r: Results, *entries, gap: bool = True) -> str:
@@ -346,13 +383,24 @@ inline("capacity.gib", DEFAULT, lambda s: f"{s.document['kv_capacity']['kv_cache
 inline("capacity.blocks", DEFAULT, lambda s: f"{s.document['kv_capacity']['num_blocks']:,}")
 inline("capacity.slots", DEFAULT, lambda s: f"{s.document['kv_capacity']['num_slots']:,}")
 PAPER_SLOTS = 15_700  # the vLLM paper: ~12 GB, 15.7K token slots for OPT-13B on an A100-40GB
-inline("capacity.vs-paper", DEFAULT,
-       lambda s: pct(abs(s.document["kv_capacity"]["num_slots"] - PAPER_SLOTS) / PAPER_SLOTS))
+inline(
+    "capacity.vs-paper",
+    DEFAULT,
+    lambda s: pct(abs(s.document["kv_capacity"]["num_slots"] - PAPER_SLOTS) / PAPER_SLOTS),
+)
 
 
 # Sharing (README and docs/sharing.md) ------------------------------------------------------------
-ROW = ("completed / rejected", "throughput", "normalized latency", "KV cache usage", "preemptions",
-       "preempted by", "sharing", "prefix cache")
+ROW = (
+    "completed / rejected",
+    "throughput",
+    "normalized latency",
+    "KV cache usage",
+    "preemptions",
+    "preempted by",
+    "sharing",
+    "prefix cache",
+)
 
 
 @figure("readme.sampling", N4, block=True)
@@ -376,8 +424,9 @@ inline("prefix.rejected", PREFIX, lambda s: f"{s.m['rejected']:,}")
 
 @figure("readme.prefix-caching", CHAT, CHAT_CACHED, block=True)
 def _(r):
-    return printed_block(r, (CHAT, ["normalized latency"]),
-                         (CHAT_CACHED, ["normalized latency", "prefix cache"]), gap=False)
+    return printed_block(
+        r, (CHAT, ["normalized latency"]), (CHAT_CACHED, ["normalized latency", "prefix cache"]), gap=False
+    )
 
 
 @figure("readme.swap", RATE_4, RATE_4_SWAP, block=True)
@@ -394,8 +443,10 @@ def versus(swap: SimResult, recompute: SimResult) -> tuple[str, str]:
         return "swap", f"swapping serves {ratio:.1f}x the throughput of recomputing"
     if ratio <= 1 / 1.05:
         return "recompute", f"recomputing serves {1 / ratio:.1f}x the throughput of swapping"
-    return "either", (f"the two serve about the same throughput ({swap.m['throughput_req_s']:.2f} and "
-                      f"{recompute.m['throughput_req_s']:.2f} req/s)")
+    return "either", (
+        f"the two serve about the same throughput ({swap.m['throughput_req_s']:.2f} and "
+        f"{recompute.m['throughput_req_s']:.2f} req/s)"
+    )
 
 
 @figure("readme.beam-answer", BEAM, BEAM_ORACLE, BEAM_2, BEAM_2_SWAP, block=True)
@@ -404,18 +455,19 @@ def _(r):
     verdict, sentence = versus(swap, rec)
     advice = {"swap": "swap", "recompute": "recompute", "either": "it hardly matters"}[verdict]
     head = wrap(f"""**How much memory does beam search with width 4 save on ShareGPT, and should I swap or
-        recompute?** Sharing saves {pct(beam.m['sharing_memory_saving'])} of the blocks the four beams
-        would hold without it: at 1 req/s paged serves {beam.m['throughput_req_s']:.2f} req/s at
-        {beam.m['normalized_latency_s_per_token'] * 1e3:.0f} ms/token with its cache
-        {pct(beam.m['mean_kv_usage'], 0)} full on average, while Orca (Oracle), holding four private
-        copies, serves {oracle.m['throughput_req_s']:.2f} req/s at
-        {oracle.m['normalized_latency_s_per_token']:.1f} s/token. At 2 req/s the cache runs out and
+        recompute?** Sharing saves {pct(beam.m["sharing_memory_saving"])} of the blocks the four beams
+        would hold without it: at 1 req/s paged serves {beam.m["throughput_req_s"]:.2f} req/s at
+        {beam.m["normalized_latency_s_per_token"] * 1e3:.0f} ms/token with its cache
+        {pct(beam.m["mean_kv_usage"], 0)} full on average, while Orca (Oracle), holding four private
+        copies, serves {oracle.m["throughput_req_s"]:.2f} req/s at
+        {oracle.m["normalized_latency_s_per_token"]:.1f} s/token. At 2 req/s the cache runs out and
         groups are preempted; here, {advice}:""")
     labels = ["throughput", "normalized latency", "preemptions"]
-    block = printed_block(r, (BEAM_2, labels, "recompute"), (BEAM_2_SWAP, labels + ["preempted by"], "swap"),
-                          gap=False)
+    block = printed_block(
+        r, (BEAM_2, labels, "recompute"), (BEAM_2_SWAP, labels + ["preempted by"], "swap"), gap=False
+    )
     tail = wrap(f"""Recomputing a group redoes all four beams' tokens
-        ({rec.m['recomputed_tokens']:,} tokens recomputed here); {sentence}. The answer depends on
+        ({rec.m["recomputed_tokens"]:,} tokens recomputed here); {sentence}. The answer depends on
         PCIe bandwidth and block size (the profile scales the H100's measured swaps to the A100's
         32 GB/s); run the pair on your own setting, or `simcli compare --policies paged,orca-oracle
         --beam-width 4 --rate ...` to see the sharing policies against contiguous ones.""")
@@ -429,8 +481,9 @@ def _(r):
 
 @figure("sharing.beam", BEAM, block=True)
 def _(r):
-    return printed_block(r, (BEAM, ["completed / rejected", "throughput", "normalized latency",
-                                    "KV cache usage", "sharing"]))
+    return printed_block(
+        r, (BEAM, ["completed / rejected", "throughput", "normalized latency", "KV cache usage", "sharing"])
+    )
 
 
 inline("beam.saving", BEAM, lambda s: pct(s.m["sharing_memory_saving"]))
@@ -448,8 +501,11 @@ def _(r):
 
 @figure("sharing.prefix-caching", CHAT, CHAT_CACHED, block=True)
 def _(r):
-    return printed_block(r, (CHAT, ["normalized latency", "preemptions"]),
-                         (CHAT_CACHED, ["normalized latency", "preemptions", "prefix cache"]))
+    return printed_block(
+        r,
+        (CHAT, ["normalized latency", "preemptions"]),
+        (CHAT_CACHED, ["normalized latency", "preemptions", "prefix cache"]),
+    )
 
 
 inline("chat.ttft", CHAT, lambda s: f"{s.m['ttft_s_mean']:.0f}")
@@ -457,14 +513,20 @@ inline("chat.ttft", CHAT, lambda s: f"{s.m['ttft_s_mean']:.0f}")
 
 @figure("sharing.swap", RATE_4, RATE_4_SWAP, block=True)
 def _(r):
-    return printed_block(r, (RATE_4, ["throughput", "normalized latency", "preemptions"]),
-                         (RATE_4_SWAP, ["throughput", "normalized latency", "preempted by"]))
+    return printed_block(
+        r,
+        (RATE_4, ["throughput", "normalized latency", "preemptions"]),
+        (RATE_4_SWAP, ["throughput", "normalized latency", "preempted by"]),
+    )
 
 
 @figure("sharing.beam-swap", BEAM_2, BEAM_2_SWAP, block=True)
 def _(r):
-    return printed_block(r, (BEAM_2, ["throughput", "normalized latency", "preemptions"], "recompute"),
-                         (BEAM_2_SWAP, ["throughput", "normalized latency", "preempted by"]))
+    return printed_block(
+        r,
+        (BEAM_2, ["throughput", "normalized latency", "preemptions"], "recompute"),
+        (BEAM_2_SWAP, ["throughput", "normalized latency", "preempted by"]),
+    )
 
 
 @figure("sharing.beam-swap-verdict", BEAM_2, BEAM_2_SWAP, block=True)
@@ -472,37 +534,53 @@ def _(r):
     rec, swap = r[BEAM_2], r[BEAM_2_SWAP]
     n = rec.m["completed"] + rec.m["rejected"]
     _, clause = versus(swap, rec)
-    return wrap(f"""Recomputing: {rec.m['preemptions']:,} preemptions for {n:,} requests
-        ({rec.m['preemptions'] / n:.0f} each on average), each redoing all four beams' tokens,
-        {rec.m['recomputed_tokens']:,} recomputed tokens in all. Swapping keeps the work done and
-        preempts {swap.m['preemptions']:,} times. In the end {clause}, and normalized latency is
-        {swap.m['normalized_latency_s_per_token'] * 1e3:,.0f} ms/token with swapping against
-        {rec.m['normalized_latency_s_per_token'] * 1e3:,.0f} with recomputing.""")
+    return wrap(f"""Recomputing: {rec.m["preemptions"]:,} preemptions for {n:,} requests
+        ({rec.m["preemptions"] / n:.0f} each on average), each redoing all four beams' tokens,
+        {rec.m["recomputed_tokens"]:,} recomputed tokens in all. Swapping keeps the work done and
+        preempts {swap.m["preemptions"]:,} times. In the end {clause}, and normalized latency is
+        {swap.m["normalized_latency_s_per_token"] * 1e3:,.0f} ms/token with swapping against
+        {rec.m["normalized_latency_s_per_token"] * 1e3:,.0f} with recomputing.""")
 
 
 @figure("sharing.sampling-swap", N4, N4_SWAP, block=True)
 def _(r):
-    return printed_block(r, (N4, ["normalized latency", "preemptions"], "recompute"),
-                         (N4_SWAP, ["normalized latency", "preempted by"]))
+    return printed_block(
+        r,
+        (N4, ["normalized latency", "preemptions"], "recompute"),
+        (N4_SWAP, ["normalized latency", "preempted by"]),
+    )
 
 
 @figure("sharing.swap-verdict", RATE_4, RATE_4_SWAP, BEAM_2, BEAM_2_SWAP, N4, N4_SWAP)
 def _(r):
-    cases = {"plain ShareGPT": (RATE_4, RATE_4_SWAP), "beam search": (BEAM_2, BEAM_2_SWAP),
-             "parallel sampling": (N4, N4_SWAP)}
-    better = [name for name, (rec, swap) in cases.items()
-              if r[swap].m["normalized_latency_s_per_token"] < r[rec].m["normalized_latency_s_per_token"]]
+    cases = {
+        "plain ShareGPT": (RATE_4, RATE_4_SWAP),
+        "beam search": (BEAM_2, BEAM_2_SWAP),
+        "parallel sampling": (N4, N4_SWAP),
+    }
+    better = [
+        name
+        for name, (rec, swap) in cases.items()
+        if r[swap].m["normalized_latency_s_per_token"] < r[rec].m["normalized_latency_s_per_token"]
+    ]
     if len(better) == len(cases):
         return "swapping beats recomputing (lower normalized latency) in all three cases"
     if not better:
         return "recomputing beats swapping (lower normalized latency) in all three cases"
-    return (f"swapping beats recomputing (lower normalized latency) in {len(better)} of the three "
-            f"cases ({', '.join(better)})")
+    return (
+        f"swapping beats recomputing (lower normalized latency) in {len(better)} of the three "
+        f"cases ({', '.join(better)})"
+    )
 
 
 # Policy comparison (README, docs/compare.md, docs/compare/) ---------------------------------------
-NAMES = {"paged": "paged", "orca-oracle": "Orca (Oracle)", "orca-pow2": "Orca (Pow2)",
-         "orca-max": "Orca (Max)", "ft": "FasterTransformer"}
+NAMES = {
+    "paged": "paged",
+    "orca-oracle": "Orca (Oracle)",
+    "orca-pow2": "Orca (Pow2)",
+    "orca-max": "Orca (Max)",
+    "ft": "FasterTransformer",
+}
 KEEPS_UP = 0.95  # a policy keeps up with a rate when it serves at least 95% of it
 
 
@@ -565,26 +643,27 @@ def _(r):
     mx_row = row(t, "orca-max", mx_at)
     n = int(paged.completed + paged.rejected)
     close = [p for p in NAMES if low in keeps_up(t, p)]
-    close_text = ", ".join(f"{NAMES[p]} {s_per_token(row(t, p, low).normalized_latency_s_per_token)}"
-                           for p in close)
+    close_text = ", ".join(
+        f"{NAMES[p]} {s_per_token(row(t, p, low).normalized_latency_s_per_token)}" for p in close
+    )
     return wrap(f"""What kvsim printed (OPT-13B, A100-40GB, {n:,} ShareGPT requests, cost model
-        `profile:opt-13b@a100-40gb (derived)`): paged {saturation(t, 'paged')}; at {top:g} req/s it
+        `profile:opt-13b@a100-40gb (derived)`): paged {saturation(t, "paged")}; at {top:g} req/s it
         serves {paged.throughput_req_s:.2f} req/s at {s_per_token(paged.normalized_latency_s_per_token)}
         s/token with a mean batch of {paged.mean_batch_size:.1f}, and its cache is
         {pct(paged.waste_token_states)} token states, {pct(paged.waste_internal_fragmentation)} internal
         fragmentation and {pct(paged.waste_external_and_other)} free.
-        {two(t, 'orca-oracle', 'orca-pow2')}: at {top:g} req/s they serve
-        {pair(oracle.throughput_req_s, pow2.throughput_req_s, '{:.2f}', ' req/s')} at
+        {two(t, "orca-oracle", "orca-pow2")}: at {top:g} req/s they serve
+        {pair(oracle.throughput_req_s, pow2.throughput_req_s, "{:.2f}", " req/s")} at
         {s_per_token(oracle.normalized_latency_s_per_token)} and
         {s_per_token(pow2.normalized_latency_s_per_token)} s/token, batches of
         {oracle.mean_batch_size:.1f} and {pow2.mean_batch_size:.1f}; the oracle wastes nothing inside
         its ranges, yet {pct(oracle.waste_external_and_other)} of its cache is free but unplaceable
         (external fragmentation), and Pow2 turns part of that into
         {pct(pow2.waste_internal_fragmentation)} internal fragmentation. Orca (Max)
-        {saturation(t, 'orca-max')} ({mx_row.throughput_req_s:.2f} req/s served at {mx_at:g} req/s,
+        {saturation(t, "orca-max")} ({mx_row.throughput_req_s:.2f} req/s served at {mx_at:g} req/s,
         batch {mx_row.mean_batch_size:.1f}) with {pct(mx_row.waste_internal_fragmentation)} internal
         fragmentation and {pct(mx_row.waste_token_states)} token states. FasterTransformer
-        {saturation(t, 'ft')}: it serves {spread(t[t.policy == 'ft'].throughput_req_s, '{:.2f}', ' req/s')}
+        {saturation(t, "ft")}: it serves {spread(t[t.policy == "ft"].throughput_req_s, "{:.2f}", " req/s")}
         with {ft.mean_batch_size:.1f} running requests on average, since a batch's short requests
         finish early and their slots ({pct(ft.waste_external_and_other)} of the cache) wait for its
         longest one. At {low:g} req/s, normalized latency in s/token: {close_text}.""")
@@ -616,17 +695,17 @@ def _(r):
     mx = row(t, "orca-max", mx_at)
     ft_low = row(t, "ft", low)
     bullets = [
-        f"""**Paged {saturation(t, 'paged')}**: at {top:g} req/s it serves {paged.throughput_req_s:.2f}
+        f"""**Paged {saturation(t, "paged")}**: at {top:g} req/s it serves {paged.throughput_req_s:.2f}
         req/s with a normalized latency of {s_per_token(paged.normalized_latency_s_per_token)} s/token
         and a mean batch of {paged.mean_batch_size:.1f} requests. Its cache is
         {pct(paged.waste_token_states)} token states and {pct(paged.waste_internal_fragmentation)}
         internal fragmentation; the remaining {pct(paged.waste_external_and_other)} is free.""",
-        f"""**{two(t, 'orca-oracle', 'orca-pow2')}**: at {oracle_ok:g} req/s they serve
-        {pair(o1.throughput_req_s, p1.throughput_req_s, '{:.2f}', ' req/s')} at
+        f"""**{two(t, "orca-oracle", "orca-pow2")}**: at {oracle_ok:g} req/s they serve
+        {pair(o1.throughput_req_s, p1.throughput_req_s, "{:.2f}", " req/s")} at
         {s_per_token(o1.normalized_latency_s_per_token)} and
         {s_per_token(p1.normalized_latency_s_per_token)} s/token (paged:
         {s_per_token(g1.normalized_latency_s_per_token)}); at {top:g} req/s they serve
-        {pair(oracle.throughput_req_s, pow2.throughput_req_s, '{:.2f}', ' req/s')}, with normalized latencies of
+        {pair(oracle.throughput_req_s, pow2.throughput_req_s, "{:.2f}", " req/s")}, with normalized latencies of
         {s_per_token(oracle.normalized_latency_s_per_token)} and
         {s_per_token(pow2.normalized_latency_s_per_token)} s/token and mean batches of
         {oracle.mean_batch_size:.1f} and {pow2.mean_batch_size:.1f}. Even the oracle, which wastes
@@ -634,33 +713,41 @@ def _(r):
         the buddy allocator cannot place the next range in the space that is left (external
         fragmentation). Pow2 trades part of that for {pct(pow2.waste_internal_fragmentation)} internal
         fragmentation.""",
-        f"""**Orca (Max) {saturation(t, 'orca-max')}** ({mx.throughput_req_s:.2f} req/s served at
+        f"""**Orca (Max) {saturation(t, "orca-max")}** ({mx.throughput_req_s:.2f} req/s served at
         {mx_at:g} req/s, {s_per_token(mx.normalized_latency_s_per_token)} s/token, batch
         {mx.mean_batch_size:.1f}): {pct(mx.waste_internal_fragmentation)} of its cache is internal
         fragmentation and only {pct(mx.waste_token_states)} holds token states.""",
-        f"""**FasterTransformer {saturation(t, 'ft')}** (it serves
-        {spread(t[t.policy == 'ft'].throughput_req_s, '{:.2f}', ' req/s')}; at {low:g} req/s
+        f"""**FasterTransformer {saturation(t, "ft")}** (it serves
+        {spread(t[t.policy == "ft"].throughput_req_s, "{:.2f}", " req/s")}; at {low:g} req/s
         {s_per_token(ft_low.normalized_latency_s_per_token)} s/token): its batch of at most
         {ft_batch(t)} averages {ft.mean_batch_size:.1f} running requests
         ({ft_low.mean_batch_size:.1f} at {low:g} req/s), because the short requests of a batch finish
         early and their slots ({pct(ft.waste_external_and_other)} of the cache at {top:g} req/s) stay
         unusable until its longest request is done.""",
-        "At {:g} req/s, normalized latency in s/token: {}.".format(low, ", ".join(
-            f"{NAMES[p]} {s_per_token(row(t, p, low).normalized_latency_s_per_token)}" for p in NAMES)),
+        "At {:g} req/s, normalized latency in s/token: {}.".format(
+            low,
+            ", ".join(
+                f"{NAMES[p]} {s_per_token(row(t, p, low).normalized_latency_s_per_token)}" for p in NAMES
+            ),
+        ),
     ]
     return "\n".join(wrap(b, "- ", "  ") for b in bullets)
 
 
 def compare_rows(table: pd.DataFrame) -> str:
-    head = ("| policy | rate | tput req/s | norm lat s/tok | mean batch | token states | reservation | "
-            "internal frag. | external & other | memory saved by sharing | block copies |")
+    head = (
+        "| policy | rate | tput req/s | norm lat s/tok | mean batch | token states | reservation | "
+        "internal frag. | external & other | memory saved by sharing | block copies |"
+    )
     lines = [head, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for x in table.itertuples():
-        lines.append(f"| {x.policy} | {x.rate:g} | {x.throughput_req_s:.2f} | "
-                     f"{s_per_token(x.normalized_latency_s_per_token)} | {x.mean_batch_size:.1f} | "
-                     f"{pct(x.waste_token_states)} | {pct(x.waste_reservation)} | "
-                     f"{pct(x.waste_internal_fragmentation)} | {pct(x.waste_external_and_other)} | "
-                     f"{pct(x.sharing_memory_saving)} | {x.block_copies:,} |")
+        lines.append(
+            f"| {x.policy} | {x.rate:g} | {x.throughput_req_s:.2f} | "
+            f"{s_per_token(x.normalized_latency_s_per_token)} | {x.mean_batch_size:.1f} | "
+            f"{pct(x.waste_token_states)} | {pct(x.waste_reservation)} | "
+            f"{pct(x.waste_internal_fragmentation)} | {pct(x.waste_external_and_other)} | "
+            f"{pct(x.sharing_memory_saving)} | {x.block_copies:,} |"
+        )
     return "\n".join(lines)
 
 
@@ -674,30 +761,42 @@ def _(r):
     t = compare_table(r[BEAM_POLICIES])
     top = t.rate.max()
     paged, oracle = row(t, "paged", top), t[t.policy == "orca-oracle"]
-    return wrap(f"""Paged {saturation(t, 'paged')}: the four beams share
+    return wrap(f"""Paged {saturation(t, "paged")}: the four beams share
         {pct(paged.sharing_memory_saving)} of the blocks they would otherwise hold, and
         {pct(paged.waste_external_and_other)} of its cache is still free at {top:g} req/s. Orca
         (Oracle) reserves four full ranges (prompt + output) per request, so its batch averages
-        {spread(oracle.mean_batch_size, '{:.1f}', '')} requests; it
-        {saturation(t, 'orca-oracle')}, serving {spread(oracle.throughput_req_s, '{:.2f}', ' req/s')},
+        {spread(oracle.mean_batch_size, "{:.1f}", "")} requests; it
+        {saturation(t, "orca-oracle")}, serving {spread(oracle.throughput_req_s, "{:.2f}", " req/s")},
         and copying beams' KV costs it {int(oracle.block_copies.max()):,} block copies against
         paged's {int(paged.block_copies):,} copy-on-write copies.""")
 
 
-inline_compare = [("beam-compare.token-states", "waste_token_states"),
-                  ("beam-compare.free", "waste_external_and_other")]
+inline_compare = [
+    ("beam-compare.token-states", "waste_token_states"),
+    ("beam-compare.free", "waste_external_and_other"),
+]
 for _name, _key in inline_compare:
-    FIGURES[_name] = Figure(_name, (BEAM_POLICIES,),
-                            lambda r, key=_key: pct(row(compare_table(r[BEAM_POLICIES]), "paged", 1.0)[key]),
-                            block=False)
+    FIGURES[_name] = Figure(
+        _name,
+        (BEAM_POLICIES,),
+        lambda r, key=_key: pct(row(compare_table(r[BEAM_POLICIES]), "paged", 1.0)[key]),
+        block=False,
+    )
 
 # Generated files: docs/compare/ is `simcli compare --out docs/compare` of POLICIES.
-FILES = {f"docs/compare/{name}": (POLICIES, name)
-         for name in ("compare.csv", "latency_vs_rate.png", "waste_breakdown.png", "batch_size.png")}
+FILES = {
+    f"docs/compare/{name}": (POLICIES, name)
+    for name in ("compare.csv", "latency_vs_rate.png", "waste_breakdown.png", "batch_size.png")
+}
 
 
 # Calibration (README, docs/calibration.md): shipped profiles and the transfer check ---------------
-GPU_NAMES = {"h100-sxm-80gb": "H100", "h200-141gb": "H200", "a100-40gb": "A100-40GB", "a100-80gb": "A100-80GB"}
+GPU_NAMES = {
+    "h100-sxm-80gb": "H100",
+    "h200-141gb": "H200",
+    "a100-40gb": "A100-40GB",
+    "a100-80gb": "A100-80GB",
+}
 GOAL_MAPE, GOAL_WORST = 0.03, 0.10
 
 
@@ -716,20 +815,29 @@ def mape_worst(entry: dict) -> str:
 
 @figure("calibration.profiles", PROFILES, block=True)
 def _(r):
-    lines = [("| profile | decode held out (MAPE / worst) | prefill held out | copy (fitted) | swap (fitted) "
-              "| all held out | engine | calibration time |"), "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        (
+            "| profile | decode held out (MAPE / worst) | prefill held out | copy (fitted) | swap (fitted) "
+            "| all held out | engine | calibration time |"
+        ),
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, doc in measured(r[PROFILES]):
         f, e = doc["fit_report"], doc["coefficients"]["engine"]
-        lines.append(f"| {name} | {mape_worst(f['decode']['heldout'])} | {mape_worst(f['prefill']['heldout'])} | "
-                     f"{mape_worst(f['copy']['fitted'])} | {mape_worst(f['swap']['fitted'])} | "
-                     f"{mape_worst(f['overall_heldout'])} | {e['fixed'] * 1e3:.2f} ms + {e['seqs'] * 1e6:.2f} us/seq | "
-                     f"{doc['calibration']['total_seconds']:.0f} s |")
+        lines.append(
+            f"| {name} | {mape_worst(f['decode']['heldout'])} | {mape_worst(f['prefill']['heldout'])} | "
+            f"{mape_worst(f['copy']['fitted'])} | {mape_worst(f['swap']['fitted'])} | "
+            f"{mape_worst(f['overall_heldout'])} | {e['fixed'] * 1e3:.2f} ms + {e['seqs'] * 1e6:.2f} us/seq | "
+            f"{doc['calibration']['total_seconds']:.0f} s |"
+        )
     return "\n".join(lines)
 
 
 def _held_out_counts(profiles):
-    counts = {(d["fit_report"]["decode"]["heldout"]["n"], d["fit_report"]["prefill"]["heldout"]["n"])
-              for _, d in measured(profiles)}
+    counts = {
+        (d["fit_report"]["decode"]["heldout"]["n"], d["fit_report"]["prefill"]["heldout"]["n"])
+        for _, d in measured(profiles)
+    }
     return counts
 
 
@@ -738,7 +846,7 @@ def _(r):
     counts = _held_out_counts(r[PROFILES])
     if len(counts) != 1:
         return "varying numbers of held-out points per profile (see each file's fit_report)"
-    (decode, prefill), = counts
+    ((decode, prefill),) = counts
     return f"n = {decode} held-out decode and {prefill} held-out prefill points per profile"
 
 
@@ -747,14 +855,24 @@ def goal_groups(profiles: dict) -> tuple[list[str], list[str]]:
     by_model: dict[str, list[dict]] = {}
     for _, doc in measured(profiles):
         by_model.setdefault(doc["model"]["name"], []).append(doc)
-    meet = [m for m, docs in by_model.items()
-            if all(d["fit_report"]["overall_heldout"]["mape"] <= GOAL_MAPE
-                   and d["fit_report"]["overall_heldout"]["max_ape"] <= GOAL_WORST for d in docs)]
+    meet = [
+        m
+        for m, docs in by_model.items()
+        if all(
+            d["fit_report"]["overall_heldout"]["mape"] <= GOAL_MAPE
+            and d["fit_report"]["overall_heldout"]["max_ape"] <= GOAL_WORST
+            for d in docs
+        )
+    ]
     return meet, [m for m in by_model if m not in meet]
 
 
-MODEL_NAMES = {"opt-13b": "OPT-13B", "llama-2-7b": "Llama-2-7B", "llama-2-13b": "Llama-2-13B",
-               "llama-3-8b": "Llama-3-8B"}
+MODEL_NAMES = {
+    "opt-13b": "OPT-13B",
+    "llama-2-7b": "Llama-2-7B",
+    "llama-2-13b": "Llama-2-13B",
+    "llama-3-8b": "Llama-3-8B",
+}
 
 
 def _and(items: list[str]) -> str:
@@ -762,9 +880,15 @@ def _and(items: list[str]) -> str:
 
 
 def _missed_on(docs: list[dict]) -> str:
-    kinds = [k for k in ("decode", "prefill") if any(
-        d["fit_report"][k]["heldout"]["mape"] > GOAL_MAPE or d["fit_report"][k]["heldout"]["max_ape"] > GOAL_WORST
-        for d in docs)]
+    kinds = [
+        k
+        for k in ("decode", "prefill")
+        if any(
+            d["fit_report"][k]["heldout"]["mape"] > GOAL_MAPE
+            or d["fit_report"][k]["heldout"]["max_ape"] > GOAL_WORST
+            for d in docs
+        )
+    ]
     return _and(kinds) if kinds else "held-out points"
 
 
@@ -777,22 +901,30 @@ def _(r):
     parts = []
     if meet:
         allh = [d["fit_report"]["overall_heldout"] for m in meet for d in docs[m]]
-        parts.append(f"{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on both GPUs (all held-out "
-                     f"points {spread([a['mape'] * 100 for a in allh], unit='% mean')}, "
-                     f"{spread([a['max_ape'] * 100 for a in allh], unit='% worst')})")
+        parts.append(
+            f"{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on both GPUs (all held-out "
+            f"points {spread([a['mape'] * 100 for a in allh], unit='% mean')}, "
+            f"{spread([a['max_ape'] * 100 for a in allh], unit='% worst')})"
+        )
     for m in miss:
         kinds = _missed_on(docs[m])
         worst = [d["fit_report"][k]["heldout"] for d in docs[m] for k in ("decode", "prefill") if k in kinds]
-        parts.append(f"{MODEL_NAMES.get(m, m)} misses on {kinds} "
-                     f"({spread([w['mape'] * 100 for w in worst], unit='% mean')}, "
-                     f"{spread([w['max_ape'] * 100 for w in worst], '{:.0f}', '% worst')})")
+        parts.append(
+            f"{MODEL_NAMES.get(m, m)} misses on {kinds} "
+            f"({spread([w['mape'] * 100 for w in worst], unit='% mean')}, "
+            f"{spread([w['max_ape'] * 100 for w in worst], '{:.0f}', '% worst')})"
+        )
     return "; ".join(parts)
 
 
 @figure("calibration.goal-bold", PROFILES)
 def _(r):
     meet, miss = goal_groups(r[PROFILES])
-    text = f"**{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on both GPUs.**" if meet else "**None meets it.**"
+    text = (
+        f"**{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on both GPUs.**"
+        if meet
+        else "**None meets it.**"
+    )
     docs = {m: [d for _, d in measured(r[PROFILES]) if d["model"]["name"] == m] for m in miss}
     return text + "".join(f" {MODEL_NAMES.get(m, m)} misses on {_missed_on(docs[m])}." for m in miss)
 
@@ -813,8 +945,11 @@ def _(r):
     from kvsim.hardware import load_gpu
 
     a, b = load_gpu("h100-sxm-80gb"), load_gpu("h200-141gb")
-    ratios = {"memory": a.hbm_bandwidth / b.hbm_bandwidth, "compute": a.fp16_flops / b.fp16_flops,
-              "PCIe": a.pcie_bandwidth / b.pcie_bandwidth}
+    ratios = {
+        "memory": a.hbm_bandwidth / b.hbm_bandwidth,
+        "compute": a.fp16_flops / b.fp16_flops,
+        "PCIe": a.pcie_bandwidth / b.pcie_bandwidth,
+    }
     same = [k for k, v in ratios.items() if abs(v - 1) < 5e-3]
     other = [f"{k} ×{v:.2f}" for k, v in ratios.items() if k not in same]
     return ", ".join(other) + (f", {' and '.join(same)} ×1.0" if same else "")
@@ -829,7 +964,10 @@ def transfer_rows(results: list[dict]) -> list[dict]:
 
 @figure("calibration.transfer", TRANSFER, block=True)
 def _(r):
-    lines = ["| model | direction | decode | prefill | block copy | swap |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| model | direction | decode | prefill | block copy | swap |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for x in transfer_rows(r[TRANSFER]):
         cells = []
         for kind in ("decode", "prefill", "copy", "swap"):
@@ -847,20 +985,33 @@ def _transfer_range(results, kind: str, which: str, fmt: str = "{:.1f}") -> str:
 for _kind in ("decode", "prefill"):
     for _which, _fmt in (("transferred", "{:.1f}"), ("unchanged", "{:.0f}")):
         _name = f"transfer.{_kind}.{_which}"
-        FIGURES[_name] = Figure(_name, (TRANSFER,),
-                                lambda r, k=_kind, w=_which, f=_fmt: _transfer_range(r[TRANSFER], k, w, f),
-                                block=False)
+        FIGURES[_name] = Figure(
+            _name,
+            (TRANSFER,),
+            lambda r, k=_kind, w=_which, f=_fmt: _transfer_range(r[TRANSFER], k, w, f),
+            block=False,
+        )
 
 
 @figure("transfer.llama-2-13b-copies", TRANSFER)
 def _(r):
-    return spread([100 * x["errors"]["copy"]["transferred"]["mape"] for x in r[TRANSFER]
-                   if x["model"] == "llama-2-13b"], "{:.0f}")
+    return spread(
+        [
+            100 * x["errors"]["copy"]["transferred"]["mape"]
+            for x in r[TRANSFER]
+            if x["model"] == "llama-2-13b"
+        ],
+        "{:.0f}",
+    )
 
 
 @figure("calibration.fit-range", PROFILES)
 def _(r):
-    values = [100 * d["fit_report"][k]["heldout"]["mape"] for _, d in measured(r[PROFILES]) for k in ("decode", "prefill")]
+    values = [
+        100 * d["fit_report"][k]["heldout"]["mape"]
+        for _, d in measured(r[PROFILES])
+        for k in ("decode", "prefill")
+    ]
     return spread(values)
 
 
@@ -870,10 +1021,18 @@ def _(r):
 
 
 # Workloads (README, docs/workloads.md) ------------------------------------------------------------
-STATS = [("input mean", "input mean"), ("input p10", "input p10"), ("input median", "input p50"),
-         ("input p90", "input p90"), ("input p99", "input p99"), ("output mean", "output mean"),
-         ("output p10", "output p10"), ("output median", "output p50"), ("output p90", "output p90"),
-         ("output p99", "output p99")]
+STATS = [
+    ("input mean", "input mean"),
+    ("input p10", "input p10"),
+    ("input median", "input p50"),
+    ("input p90", "input p90"),
+    ("input p99", "input p99"),
+    ("output mean", "output mean"),
+    ("output p10", "output p10"),
+    ("output median", "output p50"),
+    ("output p90", "output p90"),
+    ("output p99", "output p99"),
+]
 
 
 def _difference(data: float, builtin: float) -> str:
@@ -888,8 +1047,10 @@ def _(r):
     lines = ["| statistic | data | built-in | difference |", "| --- | ---: | ---: | ---: |"]
     for label, key in STATS:
         fmt = "{:.2f}" if "mean" in key else "{:.0f}"
-        lines.append(f"| {label} | {fmt.format(data[key])} | {fmt.format(built[key])} | "
-                     f"{_difference(data[key], built[key])} |")
+        lines.append(
+            f"| {label} | {fmt.format(data[key])} | {fmt.format(built[key])} | "
+            f"{_difference(data[key], built[key])} |"
+        )
     d, b = data["spearman"], built["spearman"]
     lines.append(f"| Spearman(input, output) | {_num(d)} | {_num(b)} | {_num(b - d, sign=True)} |")
     return "\n".join(lines)
@@ -898,13 +1059,17 @@ def _(r):
 @figure("workloads.alpaca-table", BUILTINS, block=True)
 def _(r):
     a = r[BUILTINS]["alpaca"]
-    lines = ["| | sigma (assumed) | mu (solved) | target mean | built-in mean | median | p90 | p99 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| | sigma (assumed) | mu (solved) | target mean | built-in mean | median | p90 | p99 |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for part in ("input", "output"):
         s, stats = a["summary"][part], a["stats"]
-        lines.append(f"| {part} | {s['sigma']:.1f} | {s['mu']:.6f} | {s['target_mean']:.2f} | "
-                     f"{stats[part + ' mean']:.2f} | {stats[part + ' p50']:.0f} | {stats[part + ' p90']:.0f} | "
-                     f"{stats[part + ' p99']:.0f} |")
+        lines.append(
+            f"| {part} | {s['sigma']:.1f} | {s['mu']:.6f} | {s['target_mean']:.2f} | "
+            f"{stats[part + ' mean']:.2f} | {stats[part + ' p50']:.0f} | {stats[part + ' p90']:.0f} | "
+            f"{stats[part + ' p99']:.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -913,32 +1078,47 @@ def _num(x: float, sign: bool = False) -> str:
     return (f"{x:+.3f}" if sign else f"{x:.3f}").replace("-", "−")
 
 
-FIGURES["alpaca.spearman"] = Figure("alpaca.spearman", (BUILTINS,),
-                                    lambda r: _num(r[BUILTINS]["alpaca"]["stats"]["spearman"]), False)
-FIGURES["alpaca.at-cap"] = Figure("alpaca.at-cap", (BUILTINS,),
-                                  lambda r: f"{r[BUILTINS]['alpaca']['at_cap']:,}", False)
+FIGURES["alpaca.spearman"] = Figure(
+    "alpaca.spearman", (BUILTINS,), lambda r: _num(r[BUILTINS]["alpaca"]["stats"]["spearman"]), False
+)
+FIGURES["alpaca.at-cap"] = Figure(
+    "alpaca.at-cap", (BUILTINS,), lambda r: f"{r[BUILTINS]['alpaca']['at_cap']:,}", False
+)
 FIGURES["sharegpt.untruncated"] = Figure(
-    "sharegpt.untruncated", (BUILTINS,), lambda r: pct(r[BUILTINS]["sharegpt"]["untruncated_over"]), False)
+    "sharegpt.untruncated", (BUILTINS,), lambda r: pct(r[BUILTINS]["sharegpt"]["untruncated_over"]), False
+)
 FIGURES["sharegpt.summary-size"] = Figure(
-    "sharegpt.summary-size", (BUILTINS,),
-    lambda r: str(sum(np.size(v) for k, v in r[BUILTINS]["sharegpt"]["summary"].items() if k != "description")),
-    False)
-FIGURES["sharegpt.rows"] = Figure("sharegpt.rows", (SHAREGPT_DATA,), lambda r: f"{r[SHAREGPT_DATA]['rows']:,}", False)
-FIGURES["sharegpt.kept"] = Figure("sharegpt.kept", (SHAREGPT_DATA,), lambda r: f"{r[SHAREGPT_DATA]['kept']:,}", False)
+    "sharegpt.summary-size",
+    (BUILTINS,),
+    lambda r: str(
+        sum(np.size(v) for k, v in r[BUILTINS]["sharegpt"]["summary"].items() if k != "description")
+    ),
+    False,
+)
+FIGURES["sharegpt.rows"] = Figure(
+    "sharegpt.rows", (SHAREGPT_DATA,), lambda r: f"{r[SHAREGPT_DATA]['rows']:,}", False
+)
+FIGURES["sharegpt.kept"] = Figure(
+    "sharegpt.kept", (SHAREGPT_DATA,), lambda r: f"{r[SHAREGPT_DATA]['kept']:,}", False
+)
 
 
 @figure("sharegpt.readme", BUILTINS, SHAREGPT_DATA)
 def _(r):
     b, d = r[BUILTINS]["sharegpt"]["stats"], r[SHAREGPT_DATA]["stats"]
-    return (f"mean input {b['input mean']:.1f} / output {b['output mean']:.1f} tokens against the data's "
-            f"{d['input mean']:.1f} / {d['output mean']:.1f}, Spearman {b['spearman']:.3f} vs {d['spearman']:.3f}")
+    return (
+        f"mean input {b['input mean']:.1f} / output {b['output mean']:.1f} tokens against the data's "
+        f"{d['input mean']:.1f} / {d['output mean']:.1f}, Spearman {b['spearman']:.3f} vs {d['spearman']:.3f}"
+    )
 
 
 @figure("vidur.clip", VIDUR_CLIP)
 def _(r):
     p, o = r[VIDUR_CLIP]["prompt"], r[VIDUR_CLIP]["output"]
-    return (f"prompt mean / median / p99 = {p['mean']:.1f} / {p['median']:.0f} / {p['p99']:.0f} and output "
-            f"{o['mean']:.1f} / {o['median']:.0f} / {o['p99']:.0f}")
+    return (
+        f"prompt mean / median / p99 = {p['mean']:.1f} / {p['median']:.0f} / {p['p99']:.0f} and output "
+        f"{o['mean']:.1f} / {o['median']:.0f} / {o['p99']:.0f}"
+    )
 
 
 # -- markers in the documents ---------------------------------------------------------------------
@@ -947,7 +1127,9 @@ BLOCK = re.compile(r"<!-- begin: (?P<name>[\w.-]+) -->\n(?P<value>.*?)\n<!-- end
 
 
 def markers(text: str) -> list[tuple[str, bool]]:
-    return [(m["name"], False) for m in INLINE.finditer(text)] + [(m["name"], True) for m in BLOCK.finditer(text)]
+    return [(m["name"], False) for m in INLINE.finditer(text)] + [
+        (m["name"], True) for m in BLOCK.finditer(text)
+    ]
 
 
 def substitute(text: str, values: dict[str, str]) -> tuple[str, list[tuple[str, str, str]]]:
@@ -978,9 +1160,9 @@ def png_software(data: bytes) -> str:
     """The Software text chunk of a PNG (matplotlib writes its version there)."""
     pos = 8
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if kind == b"tEXt":
-            key, _, value = data[pos + 8:pos + 8 + length].partition(b"\0")
+            key, _, value = data[pos + 8 : pos + 8 + length].partition(b"\0")
             if key == b"Software":
                 return value.decode("latin-1")
         pos += 12 + length
@@ -996,10 +1178,14 @@ def describe_change(name: str, old: str, new: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="change nothing; exit 1 listing every figure that differs")
+    parser.add_argument(
+        "--check", action="store_true", help="change nothing; exit 1 listing every figure that differs"
+    )
     parser.add_argument("--cheap", action="store_true", help="only the figures that take seconds to compute")
     parser.add_argument("--jobs", type=int, default=2, help="commands run at a time")
-    parser.add_argument("--list", action="store_true", help="list the figures and their commands, run nothing")
+    parser.add_argument(
+        "--list", action="store_true", help="list the figures and their commands, run nothing"
+    )
     parser.add_argument("--verbose", action="store_true", help="print each command's run time")
     args = parser.parse_args(argv)
 
@@ -1011,8 +1197,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{path.relative_to(ROOT)}: unknown figure {name!r}", file=sys.stderr)
                 return 2
             if FIGURES[name].block != is_block:
-                print(f"{path.relative_to(ROOT)}: figure {name!r} is a {'block' if FIGURES[name].block else 'inline value'}",
-                      file=sys.stderr)
+                print(
+                    f"{path.relative_to(ROOT)}: figure {name!r} is a {'block' if FIGURES[name].block else 'inline value'}",
+                    file=sys.stderr,
+                )
                 return 2
             used.setdefault(name, []).append(str(path.relative_to(ROOT)))
 
@@ -1065,8 +1253,11 @@ def main(argv: list[str] | None = None) -> int:
             path.write_bytes(new)
 
     took = time.monotonic() - started
-    print(f"{len(values)} figures{'' if args.cheap else f' and {len(files)} files'} from "
-          f"{len(sources)} commands in {took:.0f} s", file=sys.stderr)
+    print(
+        f"{len(values)} figures{'' if args.cheap else f' and {len(files)} files'} from "
+        f"{len(sources)} commands in {took:.0f} s",
+        file=sys.stderr,
+    )
     for item in skipped:
         print(f"skipped: {item}", file=sys.stderr)
     if not drift:

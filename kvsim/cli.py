@@ -65,14 +65,24 @@ class OneLineErrors(TyperGroup):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
-                  help="Simulate LLM serving: model x GPU x KV-cache policy x traffic.")
+app = typer.Typer(
+    cls=OneLineErrors,
+    add_completion=False,
+    no_args_is_help=True,
+    help="Simulate LLM serving: model x GPU x KV-cache policy x traffic.",
+)
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=err_console, transient=True,
-                    disable=not err_console.is_terminal)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not err_console.is_terminal,
+    )
 
 
 # -- options generated from SimConfig -------------------------------------------------------------
@@ -88,7 +98,9 @@ def _shown_default(f: Field) -> bool | str:
     return f.metadata["default_text"] or True
 
 
-def _config_parameters(panel: str, listed: bool = False, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
+def _config_parameters(
+    panel: str, listed: bool = False, skip: tuple[str, ...] = ()
+) -> list[inspect.Parameter]:
     """An option for every SimConfig field but ``skip``, typed, with its help and default, in
     help panel ``panel``. A switch is --x/--no-x (--no-x undoes a --config); ``listed``: as
     `sweep` reads it instead, a word (``--x false,true``)."""
@@ -101,26 +113,32 @@ def _config_parameters(panel: str, listed: bool = False, skip: tuple[str, ...] =
         if base is bool and listed:
             base, default, shape = str, str(default).lower(), {"metavar": "<bool>"}
         decls = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
-        option = typer.Option(default, *decls, help=_help(f), show_default=_shown_default(f),
-                              rich_help_panel=panel, **shape)
-        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option,
-                                            annotation=Optional[base]))
+        option = typer.Option(
+            default, *decls, help=_help(f), show_default=_shown_default(f), rich_help_panel=panel, **shape
+        )
+        parameters.append(
+            inspect.Parameter(
+                f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=Optional[base]
+            )
+        )
     return parameters
 
 
 def with_config_options(command):
     """Gives ``command`` (whose signature ends in ``**settings``) an option for every SimConfig
     field; typer passes their values as keyword arguments (see ``_explicit``)."""
-    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
-           if p.kind != p.VAR_KEYWORD]
+    own = [
+        p for p in inspect.signature(command, eval_str=True).parameters.values() if p.kind != p.VAR_KEYWORD
+    ]
     command.__signature__ = inspect.Signature(own + _config_parameters(SIMULATION_PANEL))
     return command
 
 
 def _explicit(ctx: typer.Context, settings: dict) -> dict:
     """The options of ``settings`` given on the command line, not left at their default."""
-    return {name: value for name, value in settings.items()
-            if ctx.get_parameter_source(name).name != "DEFAULT"}
+    return {
+        name: value for name, value in settings.items() if ctx.get_parameter_source(name).name != "DEFAULT"
+    }
 
 
 def listing_options(note: str, skip: tuple[str, ...] = ()) -> type[TyperCommand]:
@@ -134,7 +152,8 @@ def listing_options(note: str, skip: tuple[str, ...] = ()) -> type[TyperCommand]
                 """Never run: only its options are shown."""
 
             options.__signature__ = inspect.Signature(
-                _config_parameters(f"{SIMULATION_PANEL}: {note}", listed=True, skip=skip))
+                _config_parameters(f"{SIMULATION_PANEL}: {note}", listed=True, skip=skip)
+            )
             shown = typer.Typer(add_completion=False)
             shown.command()(options)
             listed = copy.copy(self)
@@ -163,13 +182,17 @@ def check_out(out: Path, file: bool = False) -> None:
 @with_config_options
 def run(
     ctx: typer.Context,
-    out: Optional[Path] = typer.Option(None, help="Write requests.csv, iterations.csv, summary.json, config.json here."),
-    config: Optional[Path] = typer.Option(None, help="Start from a config.json written by an earlier run; options given here override it."),
+    out: Optional[Path] = typer.Option(
+        None, help="Write requests.csv, iterations.csv, summary.json, config.json here."
+    ),
+    config: Optional[Path] = typer.Option(
+        None, help="Start from a config.json written by an earlier run; options given here override it."
+    ),
     **settings,
 ):
     """Simulate one configuration and print its summary."""
-    from kvsim.reports.tables import print_run_summary
     from kvsim.experiments.run import run as simulate_run
+    from kvsim.reports.tables import print_run_summary
 
     if out is not None:
         check_out(out)
@@ -177,15 +200,19 @@ def run(
     sim_config = replace(base, **_explicit(ctx, settings)).validate()
     with _progress() as bar:
         task = bar.add_task("simulating", total=None)
-        result = simulate_run(sim_config, progress=lambda done, total: bar.update(task, completed=done, total=total))
+        result = simulate_run(
+            sim_config, progress=lambda done, total: bar.update(task, completed=done, total=total)
+        )
     print_run_summary(console, result)
     if out is not None:
         written = result.write(out)
         console.print(f"wrote {written}/requests.csv, iterations.csv, summary.json, config.json")
     if result.summary["completed"] == 0:
         rejected = result.recorder.reject_reason[result.recorder.status == "rejected"]
-        _error(f"no request completed: {len(rejected)} of {len(result.trace)} rejected"
-               + (f" (the first: {rejected[0]})" if len(rejected) else ""))
+        _error(
+            f"no request completed: {len(rejected)} of {len(result.trace)} rejected"
+            + (f" (the first: {rejected[0]})" if len(rejected) else "")
+        )
         raise typer.Exit(EXIT_NOTHING_SERVED)
 
 
@@ -197,8 +224,10 @@ TRUE_WORDS, FALSE_WORDS = ("true", "yes", "1", "on"), ("false", "no", "0", "off"
 def _field_type(command: str, name: str) -> type:
     """The type of option ``--name`` (a SimConfig field; Optional unwrapped)."""
     if name not in FIELD_TYPES:
-        raise KvsimError(f"{command}: unknown option {option_name(name)} "
-                         f"(options: {', '.join(option_name(f) for f in FIELD_TYPES)})")
+        raise KvsimError(
+            f"{command}: unknown option {option_name(name)} "
+            f"(options: {', '.join(option_name(f) for f in FIELD_TYPES)})"
+        )
     return field_type(name)[0]
 
 
@@ -283,7 +312,9 @@ def sweep(
 @app.command(cls=listing_options("one value each", skip=("policy", "rate")), context_settings=EXTRA_ARGS)
 def compare(
     ctx: typer.Context,
-    policies: str = typer.Option("paged,orca-oracle,orca-pow2,orca-max,ft", help="Comma-separated KV-cache policies."),
+    policies: str = typer.Option(
+        "paged,orca-oracle,orca-pow2,orca-max,ft", help="Comma-separated KV-cache policies."
+    ),
     rate: str = typer.Option("1", help="Request rates (req/s), comma-separated; each policy runs at each."),
     out: Optional[Path] = typer.Option(None, help="Write compare.csv and the figures (PNG) here."),
     jobs: int = _jobs(),
@@ -294,8 +325,8 @@ def compare(
     --prefix-caching alone). Every policy sees the same requests, lengths and arrival times;
     --preemption applies to the policies that preempt (paged).
     """
-    from kvsim.reports.tables import print_compare_table
     from kvsim.experiments.compare import caption, compare_policies, parse_policies, sharing_settings
+    from kvsim.reports.tables import print_compare_table
 
     if out is not None:
         check_out(out)
@@ -307,7 +338,9 @@ def compare(
         if name == "policy":
             raise KvsimError("compare: give the policies with --policies")
         if len(values) != 1:
-            raise KvsimError(f"compare: {option_name(name)} takes one value (only --policies and --rate take lists)")
+            raise KvsimError(
+                f"compare: {option_name(name)} takes one value (only --policies and --rate take lists)"
+            )
     base = SimConfig(**{name: values[0] for name, values in settings.items()}).validate()
     with _progress() as bar:
         task = bar.add_task("comparing", total=len(names) * len(rates))
@@ -333,11 +366,23 @@ def models():
     rows = []
     for name in BUILTIN_CONFIGS:
         spec = load_model(name)
-        rows.append([name, spec.family, f"{spec.param_count / 1e9:.2f}B",
-                     f"{spec.weight_bytes / 2**30:.1f}", f"{spec.kv_bytes_per_token / 1024:.0f}",
-                     f"{spec.num_heads}/{spec.num_kv_heads}", str(spec.max_model_len)])
-    print_catalogue(console, "Built-in models (fp16)",
-                    ["name", "family", "params", "weights GiB", "KV KiB/token", "heads/KV heads", "context"], rows)
+        rows.append(
+            [
+                name,
+                spec.family,
+                f"{spec.param_count / 1e9:.2f}B",
+                f"{spec.weight_bytes / 2**30:.1f}",
+                f"{spec.kv_bytes_per_token / 1024:.0f}",
+                f"{spec.num_heads}/{spec.num_kv_heads}",
+                str(spec.max_model_len),
+            ]
+        )
+    print_catalogue(
+        console,
+        "Built-in models (fp16)",
+        ["name", "family", "params", "weights GiB", "KV KiB/token", "heads/KV heads", "context"],
+        rows,
+    )
 
 
 @app.command()
@@ -346,11 +391,24 @@ def gpus():
     from kvsim.hardware import BUILTIN_GPUS, GiB
     from kvsim.reports.tables import print_catalogue
 
-    rows = [[g.name, f"{g.memory_bytes / GiB:.1f}", f"{g.fp16_flops / 1e12:.0f}",
-             f"{g.hbm_bandwidth / 1e9:,.0f}", f"{g.pcie_bandwidth / 1e9:.0f}",
-             f"{g.nvlink_bandwidth / 1e9:.0f}", g.source] for g in BUILTIN_GPUS.values()]
-    print_catalogue(console, "Built-in GPUs",
-                    ["name", "memory GiB", "fp16 TFLOP/s", "HBM GB/s", "PCIe GB/s", "NVLink GB/s", "source"], rows)
+    rows = [
+        [
+            g.name,
+            f"{g.memory_bytes / GiB:.1f}",
+            f"{g.fp16_flops / 1e12:.0f}",
+            f"{g.hbm_bandwidth / 1e9:,.0f}",
+            f"{g.pcie_bandwidth / 1e9:.0f}",
+            f"{g.nvlink_bandwidth / 1e9:.0f}",
+            g.source,
+        ]
+        for g in BUILTIN_GPUS.values()
+    ]
+    print_catalogue(
+        console,
+        "Built-in GPUs",
+        ["name", "memory GiB", "fp16 TFLOP/s", "HBM GB/s", "PCIe GB/s", "NVLink GB/s", "source"],
+        rows,
+    )
 
 
 @app.command()
@@ -359,8 +417,12 @@ def policies():
     from kvsim.policies.registry import available_policies
     from kvsim.reports.tables import print_catalogue
 
-    print_catalogue(console, "Policies", ["name", "description"],
-                    [[p.name, p.description] for p in available_policies().values()])
+    print_catalogue(
+        console,
+        "Policies",
+        ["name", "description"],
+        [[p.name, p.description] for p in available_policies().values()],
+    )
 
 
 # -- calibration ------------------------------------------------------------------------------
@@ -370,15 +432,23 @@ def calibrate(
     out: Optional[Path] = typer.Option(None, help="Profile file to write.", show_default="MODEL@GPU.json"),
     block_size: int = typer.Option(16, help="Tokens per KV block of the measured cache."),
     quick: bool = typer.Option(False, help="Thinner grid and fewer repeats: a rough profile, fast."),
-    gpu: Optional[str] = typer.Option(None, help="GPU spec the profile is for.", show_default="the one detected"),
+    gpu: Optional[str] = typer.Option(
+        None, help="GPU spec the profile is for.", show_default="the one detected"
+    ),
 ):
     """Measure step costs on this machine's GPU, fit them, write a profile (needs CUDA)."""
     from kvsim.calibration.calibrate import calibrate as run_calibration
 
     if out is not None:
         check_out(out, file=True)
-    run_calibration(model, out, block_size, quick, gpu,
-                    log=lambda line: console.print(line, highlight=False, markup=False))
+    run_calibration(
+        model,
+        out,
+        block_size,
+        quick,
+        gpu,
+        log=lambda line: console.print(line, highlight=False, markup=False),
+    )
 
 
 @app.command()
@@ -395,10 +465,22 @@ def profiles():
         report = doc["fit_report"].get("source", doc["fit_report"])
         fit = " / ".join(f"{100 * report[k]['heldout']['mape']:.1f}%" for k in ("decode", "prefill"))
         origin = "measured" if prov["kind"] == "measured" else f"derived ({prov['from'].split('@')[-1]})"
-        rows.append([doc["model"]["name"], doc["gpu"]["name"], origin, doc["created"][:10],
-                     str(doc["block_size"]), fit])
-    print_catalogue(console, "Shipped profiles (kvsim/cost/profiles)",
-                    ["model", "gpu", "provenance", "date", "block", "held-out MAPE decode / prefill"], rows)
+        rows.append(
+            [
+                doc["model"]["name"],
+                doc["gpu"]["name"],
+                origin,
+                doc["created"][:10],
+                str(doc["block_size"]),
+                fit,
+            ]
+        )
+    print_catalogue(
+        console,
+        "Shipped profiles (kvsim/cost/profiles)",
+        ["model", "gpu", "provenance", "date", "block", "held-out MAPE decode / prefill"],
+        rows,
+    )
 
 
 # -- validation -------------------------------------------------------------------------------
@@ -406,8 +488,14 @@ def profiles():
 def validate(
     ctx: typer.Context,
     out: Path = typer.Option(Path("validation"), help="Directory for validation.csv, plots and logs."),
-    campaign: Optional[Path] = typer.Option(None, help="JSON list of points, each a dict of `run` options (see docs/validation/)."),
-    calibrate_first: bool = typer.Option(False, "--calibrate", help="Calibrate each model on this GPU first (profiles written to --out) and simulate with those profiles."),
+    campaign: Optional[Path] = typer.Option(
+        None, help="JSON list of points, each a dict of `run` options (see docs/validation/)."
+    ),
+    calibrate_first: bool = typer.Option(
+        False,
+        "--calibrate",
+        help="Calibrate each model on this GPU first (profiles written to --out) and simulate with those profiles.",
+    ),
 ):
     """Run traces through the real GPU executor and the simulator, and compare them.
 
@@ -418,8 +506,14 @@ def validate(
     the pace of short eager prefills, differs between machines of one GPU model).
     """
     from kvsim.experiments.sweep import grid_points
-    from kvsim.experiments.validate import (detect_gpu, load_campaign, relative_errors, run_campaign,
-                                            step_error_summary, with_fresh_profiles)
+    from kvsim.experiments.validate import (
+        detect_gpu,
+        load_campaign,
+        relative_errors,
+        run_campaign,
+        step_error_summary,
+        with_fresh_profiles,
+    )
     from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
 
     check_out(out)
@@ -427,8 +521,10 @@ def validate(
     if campaign:  # options given beside a campaign apply to all its points (e.g. --profile)
         if any(len(values) > 1 for values in grid.values()):
             raise KvsimError("validate: with --campaign, other options take one value")
-        points = [{**point, **{name: values[0] for name, values in grid.items()}}
-                  for point in load_campaign(campaign)]
+        points = [
+            {**point, **{name: values[0] for name, values in grid.items()}}
+            for point in load_campaign(campaign)
+        ]
     else:
         points = grid_points(grid)
     gpu = detect_gpu()
@@ -443,8 +539,12 @@ def validate(
     latency_scatter(requests, out / "latency_scatter.png", caption)
     step_error_histogram(steps, out / "step_error.png", caption)
     errors = relative_errors(table)
-    console.print(errors.to_string(index=False, formatters={
-        c: (lambda v: f"{v:+.1%}") for c in errors.columns if c.endswith("_rel_error")}))
+    console.print(
+        errors.to_string(
+            index=False,
+            formatters={c: (lambda v: f"{v:+.1%}") for c in errors.columns if c.endswith("_rel_error")},
+        )
+    )
     console.print(f"per-step cost-model error: {step_error_summary(steps)}")
     console.print(f"wrote {out}/validation.csv, requests.csv, steps.csv, latency_scatter.png, step_error.png")
 

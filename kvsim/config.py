@@ -42,19 +42,26 @@ class SimConfig:
     gpu_memory_utilization: float = setting(0.9, "Fraction of GPU memory kvsim may use, in (0, 1].")
     max_num_seqs: int = setting(256, "Most sequences in one batch.")
     max_num_batched_tokens: int | None = setting(
-        None, "Most prompt tokens in one prefill step.", "max(2560, the model's context length)")
-    watermark: float = setting(0.01, "Fraction of KV blocks kept free when admitting (policy paged), in [0, 1).")
+        None, "Most prompt tokens in one prefill step.", "max(2560, the model's context length)"
+    )
+    watermark: float = setting(
+        0.01, "Fraction of KV blocks kept free when admitting (policy paged), in [0, 1)."
+    )
     ft_batch_size: int | None = setting(
-        None, "Policy ft: requests per batch.", "the most max-length reservations that fit")
+        None, "Policy ft: requests per batch.", "the most max-length reservations that fit"
+    )
     profile: str | None = setting(
-        None, "Step-cost profile file.", "the shipped profile of this model and GPU, else the roofline")
+        None, "Step-cost profile file.", "the shipped profile of this model and GPU, else the roofline"
+    )
     # Workload
     trace: str = setting("sharegpt", "Built-in workload (sharegpt, alpaca, chatbot) or a trace file.")
     # OPT-13B on an A100-40GB at 2 req/s: loaded (57% KV, some preemption), below saturation
     rate: float | None = setting(2.0, "Requests per second; 0 < rate.")
     num_requests: int | None = setting(
-        None, f"Number of requests, at most {MAX_NUM_REQUESTS:,}.",
-        f"{DEFAULT_NUM_REQUESTS}; the whole file with --arrival trace; or all that arrive within --duration")
+        None,
+        f"Number of requests, at most {MAX_NUM_REQUESTS:,}.",
+        f"{DEFAULT_NUM_REQUESTS}; the whole file with --arrival trace; or all that arrive within --duration",
+    )
     duration: float | None = setting(None, "Stop generating arrivals after this many seconds.", "no limit")
     arrival: str = setting("poisson", "poisson, gamma, or trace (the file's timestamps).")
     burstiness_cv: float = setting(1.0, "Coefficient of variation of gamma inter-arrivals.")
@@ -64,23 +71,30 @@ class SimConfig:
     # Sharing (docs/sharing.md): groups of sequences, shared prefixes, prefix caching
     n: int = setting(1, "Parallel samples per request (sharing the prompt's blocks).")
     independent_sample_lengths: bool = setting(
-        False, "Each sample draws its own output length (off: all generate the trace's).")
+        False, "Each sample draws its own output length (off: all generate the trace's)."
+    )
     beam_width: int = setting(1, "Beam search with this many beams.")
     beam_stay: float = setting(0.5, "Beam model: chance a new beam continues the beam of its own rank.")
     beam_skew: float = setting(1.0, "Beam model: otherwise parent rank r drawn with weight (r+1)^-skew.")
     prefix_len: int = setting(0, "Shared system prompt of this many tokens prepended to every request.")
     num_prefixes: int = setting(1, "How many different shared prefixes.")
     prefix_popularity: float = setting(1.0, "Zipf exponent of the prefixes' popularity (0: uniform).")
-    prefix_caching: bool = setting(False, "Automatic prefix caching: reuse cached full blocks by content hash.")
+    prefix_caching: bool = setting(
+        False, "Automatic prefix caching: reuse cached full blocks by content hash."
+    )
     # Preemption
     preemption: str = setting("recompute", "Preemption: recompute or swap.")
     swap_space: float = setting(
-        4.0, f"CPU swap space per replica, GiB, at most {MAX_SWAP_SPACE_GIB:g} (4: vLLM's default).")
+        4.0, f"CPU swap space per replica, GiB, at most {MAX_SWAP_SPACE_GIB:g} (4: vLLM's default)."
+    )
 
     def validate(self) -> "SimConfig":
         check_types(self)
-        positive = {"block_size": self.block_size, "max_num_seqs": self.max_num_seqs,
-                    "num_replicas": self.num_replicas}
+        positive = {
+            "block_size": self.block_size,
+            "max_num_seqs": self.max_num_seqs,
+            "num_replicas": self.num_replicas,
+        }
         for name, value in positive.items():
             if value < 1:
                 raise KvsimError(f"{option_name(name)} must be at least 1 (got {value})")
@@ -91,14 +105,23 @@ class SimConfig:
         if self.rate is not None and self.rate <= 0:
             raise KvsimError(f"--rate must be positive (got {self.rate})")
         if self.num_requests is not None and not 1 <= self.num_requests <= MAX_NUM_REQUESTS:
-            raise KvsimError(f"--num-requests must be between 1 and {MAX_NUM_REQUESTS:,} (got {self.num_requests})")
+            raise KvsimError(
+                f"--num-requests must be between 1 and {MAX_NUM_REQUESTS:,} (got {self.num_requests})"
+            )
         if self.duration is not None and self.duration <= 0:
             raise KvsimError(f"--duration must be positive (got {self.duration})")
-        if (self.num_requests is None and self.duration is not None and self.rate is not None
-                and self.arrival != "trace" and self.rate * self.duration > MAX_NUM_REQUESTS):
-            raise KvsimError(f"--rate {self.rate:g} for --duration {self.duration:g} s makes about "
-                             f"{self.rate * self.duration:,.0f} requests, more than the limit of "
-                             f"{MAX_NUM_REQUESTS:,} (bound them with --num-requests)")
+        if (
+            self.num_requests is None
+            and self.duration is not None
+            and self.rate is not None
+            and self.arrival != "trace"
+            and self.rate * self.duration > MAX_NUM_REQUESTS
+        ):
+            raise KvsimError(
+                f"--rate {self.rate:g} for --duration {self.duration:g} s makes about "
+                f"{self.rate * self.duration:,.0f} requests, more than the limit of "
+                f"{MAX_NUM_REQUESTS:,} (bound them with --num-requests)"
+            )
         if not 0 < self.gpu_memory_utilization <= 1:
             raise KvsimError("--gpu-memory-utilization must be in (0, 1]")
         if not 0 <= self.watermark < 1:
@@ -112,10 +135,14 @@ class SimConfig:
         if self.swap_space < 0 or (self.preemption == "swap" and self.swap_space <= 0):
             raise KvsimError(f"--swap-space must be positive with --preemption swap (got {self.swap_space})")
         if self.swap_space > MAX_SWAP_SPACE_GIB:
-            raise KvsimError(f"--swap-space must be at most {MAX_SWAP_SPACE_GIB:g} GiB (got {self.swap_space:g})")
+            raise KvsimError(
+                f"--swap-space must be at most {MAX_SWAP_SPACE_GIB:g} GiB (got {self.swap_space:g})"
+            )
         if max(self.n, self.beam_width) > self.max_num_seqs:
-            raise KvsimError(f"a group of {max(self.n, self.beam_width)} sequences (--n / --beam-width) "
-                             f"can never run with --max-num-seqs {self.max_num_seqs}")
+            raise KvsimError(
+                f"a group of {max(self.n, self.beam_width)} sequences (--n / --beam-width) "
+                f"can never run with --max-num-seqs {self.max_num_seqs}"
+            )
         if self.ft_batch_size is not None and self.ft_batch_size < 1:
             raise KvsimError(f"--ft-batch-size must be at least 1 (got {self.ft_batch_size})")
         return self
@@ -186,7 +213,9 @@ def check_types(config: SimConfig) -> None:
 
 def json_kind(value) -> str:
     """What JSON calls ``value``'s type, for messages about a file's contents."""
-    return {list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(type(value), "a number")
+    return {list: "a list", str: "a string", bool: "true/false", type(None): "null"}.get(
+        type(value), "a number"
+    )
 
 
 FIELD_TYPES: dict[str, type] = typing.get_type_hints(SimConfig)

@@ -35,14 +35,42 @@ class GPUSpec:
 BUILTIN_GPUS: dict[str, GPUSpec] = {
     spec.name: spec
     for spec in (
-        GPUSpec("a100-40gb", 40 * GiB, 312e12, 1555e9, 32e9, 600e9,
-                "NVIDIA A100 Tensor Core GPU datasheet (SXM4 40GB; PCIe Gen4 x16)"),
-        GPUSpec("a100-80gb", 80 * GiB, 312e12, 2039e9, 32e9, 600e9,
-                "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB; PCIe Gen4 x16)"),
-        GPUSpec("h100-sxm-80gb", 81559 * MiB, 989.4e12, 3.35e12, 64e9, 900e9,
-                "NVIDIA H100 datasheet (SXM5; PCIe Gen5 x16); memory as nvidia-smi reports it"),
-        GPUSpec("h200-141gb", 143771 * MiB, 989.4e12, 4.8e12, 64e9, 900e9,
-                "NVIDIA H200 datasheet (SXM; PCIe Gen5 x16); memory as nvidia-smi reports it"),
+        GPUSpec(
+            "a100-40gb",
+            40 * GiB,
+            312e12,
+            1555e9,
+            32e9,
+            600e9,
+            "NVIDIA A100 Tensor Core GPU datasheet (SXM4 40GB; PCIe Gen4 x16)",
+        ),
+        GPUSpec(
+            "a100-80gb",
+            80 * GiB,
+            312e12,
+            2039e9,
+            32e9,
+            600e9,
+            "NVIDIA A100 Tensor Core GPU datasheet (SXM4 80GB; PCIe Gen4 x16)",
+        ),
+        GPUSpec(
+            "h100-sxm-80gb",
+            81559 * MiB,
+            989.4e12,
+            3.35e12,
+            64e9,
+            900e9,
+            "NVIDIA H100 datasheet (SXM5; PCIe Gen5 x16); memory as nvidia-smi reports it",
+        ),
+        GPUSpec(
+            "h200-141gb",
+            143771 * MiB,
+            989.4e12,
+            4.8e12,
+            64e9,
+            900e9,
+            "NVIDIA H200 datasheet (SXM; PCIe Gen5 x16); memory as nvidia-smi reports it",
+        ),
     )
 }
 
@@ -85,8 +113,9 @@ def load_gpu(name_or_path: str) -> GPUSpec:
         return BUILTIN_GPUS[key]
     path = Path(name_or_path)
     if not path.is_file():
-        raise KvsimError(f"unknown GPU {name_or_path!r}: not a built-in "
-                         f"({', '.join(BUILTIN_GPUS)}) and no such file")
+        raise KvsimError(
+            f"unknown GPU {name_or_path!r}: not a built-in ({', '.join(BUILTIN_GPUS)}) and no such file"
+        )
     try:
         raw = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -16,33 +16,85 @@ from kvsim.errors import KvsimError
 # Built-in models as the relevant fields of their Hugging Face config.json. OPT-175B was
 # never published on the Hub; its shape is the one in the OPT paper (Zhang et al. 2022, Table 1).
 BUILTIN_CONFIGS: dict[str, dict] = {
-    "opt-13b": {"model_type": "opt", "hidden_size": 5120, "num_hidden_layers": 40,
-                "num_attention_heads": 40, "ffn_dim": 20480, "vocab_size": 50272,
-                "max_position_embeddings": 2048, "word_embed_proj_dim": 5120},
-    "opt-66b": {"model_type": "opt", "hidden_size": 9216, "num_hidden_layers": 64,
-                "num_attention_heads": 72, "ffn_dim": 36864, "vocab_size": 50272,
-                "max_position_embeddings": 2048, "word_embed_proj_dim": 9216},
-    "opt-175b": {"model_type": "opt", "hidden_size": 12288, "num_hidden_layers": 96,
-                 "num_attention_heads": 96, "ffn_dim": 49152, "vocab_size": 50272,
-                 "max_position_embeddings": 2048, "word_embed_proj_dim": 12288},
-    "llama-7b": {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
-                 "num_attention_heads": 32, "intermediate_size": 11008, "vocab_size": 32000,
-                 "max_position_embeddings": 2048},
-    "llama-13b": {"model_type": "llama", "hidden_size": 5120, "num_hidden_layers": 40,
-                  "num_attention_heads": 40, "intermediate_size": 13824, "vocab_size": 32000,
-                  "max_position_embeddings": 2048},
-    "llama-2-7b": {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
-                   "num_attention_heads": 32, "num_key_value_heads": 32,
-                   "intermediate_size": 11008, "vocab_size": 32000,
-                   "max_position_embeddings": 4096},
-    "llama-2-13b": {"model_type": "llama", "hidden_size": 5120, "num_hidden_layers": 40,
-                    "num_attention_heads": 40, "num_key_value_heads": 40,
-                    "intermediate_size": 13824, "vocab_size": 32000,
-                    "max_position_embeddings": 4096},
-    "llama-3-8b": {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
-                   "num_attention_heads": 32, "num_key_value_heads": 8,
-                   "intermediate_size": 14336, "vocab_size": 128256,
-                   "max_position_embeddings": 8192, "rope_theta": 500000.0},
+    "opt-13b": {
+        "model_type": "opt",
+        "hidden_size": 5120,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 40,
+        "ffn_dim": 20480,
+        "vocab_size": 50272,
+        "max_position_embeddings": 2048,
+        "word_embed_proj_dim": 5120,
+    },
+    "opt-66b": {
+        "model_type": "opt",
+        "hidden_size": 9216,
+        "num_hidden_layers": 64,
+        "num_attention_heads": 72,
+        "ffn_dim": 36864,
+        "vocab_size": 50272,
+        "max_position_embeddings": 2048,
+        "word_embed_proj_dim": 9216,
+    },
+    "opt-175b": {
+        "model_type": "opt",
+        "hidden_size": 12288,
+        "num_hidden_layers": 96,
+        "num_attention_heads": 96,
+        "ffn_dim": 49152,
+        "vocab_size": 50272,
+        "max_position_embeddings": 2048,
+        "word_embed_proj_dim": 12288,
+    },
+    "llama-7b": {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "intermediate_size": 11008,
+        "vocab_size": 32000,
+        "max_position_embeddings": 2048,
+    },
+    "llama-13b": {
+        "model_type": "llama",
+        "hidden_size": 5120,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 40,
+        "intermediate_size": 13824,
+        "vocab_size": 32000,
+        "max_position_embeddings": 2048,
+    },
+    "llama-2-7b": {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 32,
+        "intermediate_size": 11008,
+        "vocab_size": 32000,
+        "max_position_embeddings": 4096,
+    },
+    "llama-2-13b": {
+        "model_type": "llama",
+        "hidden_size": 5120,
+        "num_hidden_layers": 40,
+        "num_attention_heads": 40,
+        "num_key_value_heads": 40,
+        "intermediate_size": 13824,
+        "vocab_size": 32000,
+        "max_position_embeddings": 4096,
+    },
+    "llama-3-8b": {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+        "max_position_embeddings": 8192,
+        "rope_theta": 500000.0,
+    },
 }
 
 SUPPORTED_FAMILIES = ("opt", "llama")
@@ -145,16 +197,20 @@ def spec_from_hf_config(config: dict, name: str, dtype: str = "float16") -> Mode
     model_type = config.get("model_type", "")
     family = "llama" if model_type in ("llama", "mistral") else model_type
     if family not in SUPPORTED_FAMILIES:
-        raise KvsimError(f"model {name!r}: unsupported model_type {model_type!r} "
-                         f"(supported: {', '.join(SUPPORTED_FAMILIES)})")
+        raise KvsimError(
+            f"model {name!r}: unsupported model_type {model_type!r} "
+            f"(supported: {', '.join(SUPPORTED_FAMILIES)})"
+        )
     try:
         hidden = int(config["hidden_size"])
         heads = int(config["num_attention_heads"])
         if family == "opt":
             intermediate = int(config["ffn_dim"])
             if int(config.get("word_embed_proj_dim", hidden)) != hidden:
-                raise KvsimError(f"model {name!r}: OPT with word_embed_proj_dim != hidden_size "
-                                 "(the 350M variant) is not supported")
+                raise KvsimError(
+                    f"model {name!r}: OPT with word_embed_proj_dim != hidden_size "
+                    "(the 350M variant) is not supported"
+                )
         else:
             intermediate = int(config["intermediate_size"])
         spec = ModelSpec(
@@ -178,8 +234,9 @@ def spec_from_hf_config(config: dict, name: str, dtype: str = "float16") -> Mode
     except (TypeError, ValueError) as bad:
         raise KvsimError(f"model {name!r}: malformed config.json ({bad})") from None
     if spec.num_heads % spec.num_kv_heads:
-        raise KvsimError(f"model {name!r}: {spec.num_heads} heads not divisible by "
-                         f"{spec.num_kv_heads} KV heads")
+        raise KvsimError(
+            f"model {name!r}: {spec.num_heads} heads not divisible by {spec.num_kv_heads} KV heads"
+        )
     return spec
 
 
@@ -192,8 +249,10 @@ def load_model(name_or_path: str, dtype: str = "float16") -> ModelSpec:
     if path.is_dir():
         path = path / "config.json"
     if not path.is_file():
-        raise KvsimError(f"unknown model {name_or_path!r}: not a built-in "
-                         f"({', '.join(BUILTIN_CONFIGS)}) and no config.json at that path")
+        raise KvsimError(
+            f"unknown model {name_or_path!r}: not a built-in "
+            f"({', '.join(BUILTIN_CONFIGS)}) and no config.json at that path"
+        )
     try:
         config = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

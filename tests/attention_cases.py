@@ -9,8 +9,17 @@ import torch
 from kvsim.gpu import ops, reference
 
 
-def prefill_case(new: list[int], cached: list[int], heads: int, kv_heads: int, head_dim: int,
-                 block_size: int, dtype=torch.float64, device="cpu", seed: int = 0):
+def prefill_case(
+    new: list[int],
+    cached: list[int],
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    block_size: int,
+    dtype=torch.float64,
+    device="cpu",
+    seed: int = 0,
+):
     """Sequences whose ``cached[i]`` first tokens already sit in a paged cache (random
     blocks) and whose ``new[i]`` next tokens are computed now. Returns the arguments of
     ``ops.prefill_attention`` (new tokens' K/V already written to the cache, as the runner
@@ -22,7 +31,10 @@ def prefill_case(new: list[int], cached: list[int], heads: int, kv_heads: int, h
     per_seq = [-(-t // block_size) for t in contexts]
     num_blocks = sum(per_seq) + 3
     free = rng.sample(range(num_blocks), num_blocks)
-    k_cache, v_cache = rand(num_blocks, block_size, kv_heads, head_dim), rand(num_blocks, block_size, kv_heads, head_dim)
+    k_cache, v_cache = (
+        rand(num_blocks, block_size, kv_heads, head_dim),
+        rand(num_blocks, block_size, kv_heads, head_dim),
+    )
     qs, ks, vs, expected, slots = [], [], [], [], []
     for n, c, blocks in zip(new, cached, per_seq):
         table, free = free[:blocks], free[blocks:]
@@ -35,8 +47,9 @@ def prefill_case(new: list[int], cached: list[int], heads: int, kv_heads: int, h
         ks.append(k[c:])
         vs.append(v[c:])
         slots += seq_slots
-    offsets = lambda lengths: torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()],
-                                           dtype=torch.int32, device=device)
+    offsets = lambda lengths: torch.tensor(
+        [0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=device
+    )
     layout = ops.PrefillLayout(list(new), list(cached), offsets(new))
     if any(cached):
         layout.context_offsets = offsets(contexts)

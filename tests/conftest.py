@@ -11,6 +11,7 @@ import pytest
 
 def strict_json(text: str):
     """``json.loads`` that refuses NaN, Infinity and -Infinity, as strict parsers do."""
+
     def refuse(constant: str):
         raise ValueError(f"{constant} is not JSON")
 

@@ -1,6 +1,6 @@
 """`simcli` with fast-forward off: every engine step is its own SimPy event.
 
-    python benchmarks/vidur/kvsim_no_ff.py run ...   (the same options as `simcli run`)
+python benchmarks/vidur/kvsim_no_ff.py run ...   (the same options as `simcli run`)
 """
 
 import sys

@@ -58,11 +58,19 @@ def main(checkout: str) -> None:
     c, k, b = frame["prefill_chunk_size"], frame["kv_cache_size"], frame["batch_size"]
     decode = c == 0
     frame["is_prefill"] = ~decode
-    frame["time_stats.attn_prefill.median"] = (0.02 + 6e-5 * c + 5.4e-8 * c**2 + 1.5e-7 * c * k).where(~decode, 0.0)
+    frame["time_stats.attn_prefill.median"] = (0.02 + 6e-5 * c + 5.4e-8 * c**2 + 1.5e-7 * c * k).where(
+        ~decode, 0.0
+    )
     frame["time_stats.attn_decode.median"] = (0.005 + b * (0.0012 + 8.5e-6 * k)).where(decode, 0.0)
     frame["time_stats.attn_kv_cache_save.median"] = 0.002 + 2e-6 * c.where(~decode, b)
-    for name, value in (("n_embd", 4096), ("n_q_head", 32), ("n_kv_head", 32), ("block_size", 16),
-                        ("num_tensor_parallel_workers", 1), ("max_model_len", MAX_SEQ)):
+    for name, value in (
+        ("n_embd", 4096),
+        ("n_q_head", 32),
+        ("n_kv_head", 32),
+        ("block_size", 16),
+        ("num_tensor_parallel_workers", 1),
+        ("max_model_len", MAX_SEQ),
+    ):
         frame[name] = value
     out = Path(checkout) / "data/profiling/compute/a100/meta-llama/Llama-2-7b-hf/attention.csv"
     frame.to_csv(out, index=False)

@@ -39,9 +39,13 @@ def requests(folder: Path) -> pd.DataFrame:
     times = np.sort(arrivals.to_numpy())
     if len(times) != len(metrics):
         sys.exit(f"{folder}: {len(times)} arrivals but {len(metrics)} requests")
-    return pd.DataFrame({"arrived_at": times,
-                         "num_prefill_tokens": metrics["request_num_prefill_tokens"].to_numpy(),
-                         "num_decode_tokens": metrics["request_num_decode_tokens"].to_numpy()})
+    return pd.DataFrame(
+        {
+            "arrived_at": times,
+            "num_prefill_tokens": metrics["request_num_prefill_tokens"].to_numpy(),
+            "num_decode_tokens": metrics["request_num_decode_tokens"].to_numpy(),
+        }
+    )
 
 
 def extend(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -52,9 +56,13 @@ def extend(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     gaps = np.minimum(rng.exponential(1 / QPS, more), 3 / QPS)
     times = frame["arrived_at"].iloc[-1] + np.cumsum(gaps)
     rows = np.arange(len(frame), n) % len(frame)
-    tail = pd.DataFrame({"arrived_at": times,
-                         "num_prefill_tokens": frame["num_prefill_tokens"].to_numpy()[rows],
-                         "num_decode_tokens": frame["num_decode_tokens"].to_numpy()[rows]})
+    tail = pd.DataFrame(
+        {
+            "arrived_at": times,
+            "num_prefill_tokens": frame["num_prefill_tokens"].to_numpy()[rows],
+            "num_decode_tokens": frame["num_decode_tokens"].to_numpy()[rows],
+        }
+    )
     return pd.concat([frame, tail], ignore_index=True)
 
 
@@ -62,15 +70,19 @@ def work(folder: Path) -> dict:
     metrics = pd.read_csv(folder / "request_metrics.csv")
     batches_file = folder / "batch_metrics.csv"
     batches = pd.read_csv(batches_file) if batches_file.exists() else None
-    arrivals = np.sort(pd.read_csv(folder / "plots" / "request_arrival_time_series.csv")["Time (sec)"].to_numpy())
+    arrivals = np.sort(
+        pd.read_csv(folder / "plots" / "request_arrival_time_series.csv")["Time (sec)"].to_numpy()
+    )
     completions = pd.read_csv(folder / "plots" / "request_completion_time_series.csv")["Time (sec)"]
     span = arrivals[-1] - arrivals[0]
-    return {"completed": int(len(metrics)),
-            "iterations": None if batches is None else int(len(batches)),
-            "mean_batch_size": None if batches is None else round(float(batches["batch_size"].mean()), 2),
-            "simulated_s": round(float(completions.max()), 1),
-            "offered_rate": round((len(arrivals) - 1) / span, 4),
-            "restarts": int(metrics["request_num_restarts"].sum())}
+    return {
+        "completed": int(len(metrics)),
+        "iterations": None if batches is None else int(len(batches)),
+        "mean_batch_size": None if batches is None else round(float(batches["batch_size"].mean()), 2),
+        "simulated_s": round(float(completions.max()), 1),
+        "offered_rate": round((len(arrivals) - 1) / span, 4),
+        "restarts": int(metrics["request_num_restarts"].sum()),
+    }
 
 
 def main() -> None:

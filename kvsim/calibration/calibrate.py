@@ -28,8 +28,10 @@ def builtin_gpu_for(device_name: str, memory_bytes: int) -> GPUSpec:
             return BUILTIN_GPUS[name]
     if "A100" in device_name:
         return BUILTIN_GPUS["a100-80gb" if memory_bytes > 60 * (1 << 30) else "a100-40gb"]
-    raise KvsimError(f"no built-in spec for {device_name!r}: pass --gpu with a GPU spec file "
-                     "(see `simcli gpus` for the fields)")
+    raise KvsimError(
+        f"no built-in spec for {device_name!r}: pass --gpu with a GPU spec file "
+        "(see `simcli gpus` for the fields)"
+    )
 
 
 def require_cuda() -> None:
@@ -41,8 +43,14 @@ def require_cuda() -> None:
         raise KvsimError("calibrate needs a CUDA GPU, and torch finds none on this machine")
 
 
-def calibrate(model: str, out: Path | None, block_size: int = 16, quick: bool = False,
-              gpu: str | None = None, log: Callable[[str], None] = print) -> tuple[dict, Path]:
+def calibrate(
+    model: str,
+    out: Path | None,
+    block_size: int = 16,
+    quick: bool = False,
+    gpu: str | None = None,
+    log: Callable[[str], None] = print,
+) -> tuple[dict, Path]:
     """Measure ``model`` on this machine's GPU 0; write and return its profile."""
     spec = load_model(model)
     if not 1 <= block_size <= 256:
@@ -55,8 +63,10 @@ def calibrate(model: str, out: Path | None, block_size: int = 16, quick: bool = 
     props = torch.cuda.get_device_properties(0)
     gpu_spec = load_gpu(gpu) if gpu else builtin_gpu_for(props.name, props.total_memory)
     out = out or Path(f"{profile_name(spec.name, gpu_spec.name)}.json")
-    log(f"calibrating {spec.name} on {props.name} (as {gpu_spec.name}), block size {block_size}"
-        f"{', quick grid' if quick else ''}")
+    log(
+        f"calibrating {spec.name} on {props.name} (as {gpu_spec.name}), block size {block_size}"
+        f"{', quick grid' if quick else ''}"
+    )
     t0 = time.perf_counter()
     raw = Calibrator(spec, block_size, Grid.quick() if quick else Grid(), log=log).run()
     doc = fit_profile(raw, spec, gpu_spec, block_size)

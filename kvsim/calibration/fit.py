@@ -20,17 +20,29 @@ from dataclasses import asdict
 import numpy as np
 from scipy.optimize import nnls
 
-from kvsim.cost.profile import (FORMAT, TERMS, VERSION, PrefillTokens, block_features,
-                                       decode_features, engine_features, graph_for, host_features,
-                                       model_fields, prefill_features, profile_name)
+from kvsim.cost.profile import (
+    FORMAT,
+    TERMS,
+    VERSION,
+    PrefillTokens,
+    block_features,
+    decode_features,
+    engine_features,
+    graph_for,
+    host_features,
+    model_fields,
+    prefill_features,
+    profile_name,
+)
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
 
 SPLIT_TERMS = ("fixed", "weights")  # one fitted intercept, split by the measured weight read
 
 
-def nnls_fit(features: np.ndarray, measured: np.ndarray, relative: bool = True,
-             known: np.ndarray | float = 0.0) -> np.ndarray:
+def nnls_fit(
+    features: np.ndarray, measured: np.ndarray, relative: bool = True, known: np.ndarray | float = 0.0
+) -> np.ndarray:
     """Non-negative coefficients for ``measured - known`` minimising the squared error,
     relative to ``measured`` by default."""
     scale = 1.0 / measured if relative else np.ones_like(measured)
@@ -38,8 +50,14 @@ def nnls_fit(features: np.ndarray, measured: np.ndarray, relative: bool = True,
     return coef
 
 
-def _fit_kind(kind: str, rows: np.ndarray, measured: np.ndarray, weight_read_s: float,
-              relative: bool = True, known: np.ndarray | float = 0.0) -> dict[str, float]:
+def _fit_kind(
+    kind: str,
+    rows: np.ndarray,
+    measured: np.ndarray,
+    weight_read_s: float,
+    relative: bool = True,
+    known: np.ndarray | float = 0.0,
+) -> dict[str, float]:
     """Fit one step kind (``known``: the part of each measurement already accounted for);
     where TERMS has both "fixed" and "weights", fit them as one."""
     names = [t for t, _ in TERMS[kind]]
@@ -87,11 +105,15 @@ def engine_residuals(coefficients: dict, points: list[dict]) -> dict:
     if not points:
         return {"n": 0}
     predicted = np.array([engine_features(p["seqs"]) for p in points]) @ np.array(
-        [coefficients[t] for t, _ in TERMS["engine"]])
+        [coefficients[t] for t, _ in TERMS["engine"]]
+    )
     measured = np.array([p["engine_s"] for p in points])
-    return {"n": len(points), "mean_s": float(measured.mean()),
-            "mean_abs_error_s": float(np.abs(predicted - measured).mean()),
-            "mean_error_s": float((predicted - measured).mean())}
+    return {
+        "n": len(points),
+        "mean_s": float(measured.mean()),
+        "mean_abs_error_s": float(np.abs(predicted - measured).mean()),
+        "mean_error_s": float((predicted - measured).mean()),
+    }
 
 
 def fit_report(doc: dict, raw: dict, spec: ModelSpec) -> dict:
@@ -101,9 +123,13 @@ def fit_report(doc: dict, raw: dict, spec: ModelSpec) -> dict:
     from kvsim.cost.profile_model import ProfileCostModel
 
     model = ProfileCostModel(doc, spec, doc["block_size"], engine=False)
-    report = {kind: {split: prediction_errors(model, kind, [p for p in raw[kind] if p["heldout"] is held])
-                     for split, held in (("heldout", True), ("fitted", False))}
-              for kind in ("decode", "prefill")}
+    report = {
+        kind: {
+            split: prediction_errors(model, kind, [p for p in raw[kind] if p["heldout"] is held])
+            for split, held in (("heldout", True), ("fitted", False))
+        }
+        for kind in ("decode", "prefill")
+    }
     for kind in ("copy", "swap"):
         report[kind] = {"fitted": prediction_errors(model, kind, raw[kind])}
     report["engine"] = engine_residuals(doc["coefficients"]["engine"], raw["engine"])
@@ -112,7 +138,8 @@ def fit_report(doc: dict, raw: dict, spec: ModelSpec) -> dict:
     report["overall_heldout"] = {
         "n": n,
         "mape": sum(h["mape"] * h["n"] for h in held) / n if n else None,
-        "max_ape": max((h["max_ape"] for h in held), default=None)}
+        "max_ape": max((h["max_ape"] for h in held), default=None),
+    }
     return report
 
 
@@ -121,12 +148,16 @@ def token_table(points: list[dict], weight_read_s: float) -> dict:
     least the one before (noise must not make more tokens cheaper)."""
     points = sorted(points, key=lambda p: sum(p["new_tokens"]))
     seconds = np.maximum.accumulate([p["wall_s"] for p in points])
-    return {"tokens": [int(sum(p["new_tokens"])) for p in points], "seconds": seconds.tolist(),
-            "weights_s": float(min(seconds[0], weight_read_s))}
+    return {
+        "tokens": [int(sum(p["new_tokens"])) for p in points],
+        "seconds": seconds.tolist(),
+        "weights_s": float(min(seconds[0], weight_read_s)),
+    }
 
 
-def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
-                created: str | None = None) -> dict:
+def fit_profile(
+    raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int, created: str | None = None
+) -> dict:
     """The profile document for ``raw`` (what :class:`~kvsim.calibration.measure.Calibrator`
     returns), measured on ``gpu`` with KV blocks of ``block_size`` tokens."""
     sizes, partitions = list(raw["graph_batch_sizes"]), list(raw["attention_partition"])
@@ -136,55 +167,105 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
     table = token_table(raw["prefill_tokens"], weight_read_s)
     linear = PrefillTokens(table, raw["prefill_padding"])
     coefficients = {
-        "decode": _fit_kind("decode", np.array([
-            decode_features(p["batch"], *graph_for(sizes, partitions, p["batch"]), p["total_context"])
-            for p in dec]), np.array([p["gpu_s"] for p in dec]), weight_read_s),
+        "decode": _fit_kind(
+            "decode",
+            np.array(
+                [
+                    decode_features(p["batch"], *graph_for(sizes, partitions, p["batch"]), p["total_context"])
+                    for p in dec
+                ]
+            ),
+            np.array([p["gpu_s"] for p in dec]),
+            weight_read_s,
+        ),
         # Host overhead is small and noisy (wall - GPU can be near 0): absolute errors.
-        "host": _fit_kind("host", np.array([host_features(p["batch"]) for p in dec]),
-                          np.array([max(p["wall_s"] - p["gpu_s"], 0.0) for p in dec]),
-                          weight_read_s, relative=False),
-        "prefill": _fit_kind("prefill", np.array([prefill_features(*_prefill_args(p)) for p in pre]),
-                             np.array([p["wall_s"] for p in pre]), weight_read_s,
-                             known=np.array([linear(sum(p["new_tokens"])) for p in pre])),
-        "copy": _fit_kind("copy", np.array([block_features(p["blocks"]) for p in raw["copy"]]),
-                          np.array([p["wall_s"] for p in raw["copy"]]), weight_read_s),
-        "swap": _fit_kind("swap", np.array([block_features(p["blocks"]) for p in raw["swap"]]),
-                          np.array([p["wall_s"] for p in raw["swap"]]), weight_read_s),
+        "host": _fit_kind(
+            "host",
+            np.array([host_features(p["batch"]) for p in dec]),
+            np.array([max(p["wall_s"] - p["gpu_s"], 0.0) for p in dec]),
+            weight_read_s,
+            relative=False,
+        ),
+        "prefill": _fit_kind(
+            "prefill",
+            np.array([prefill_features(*_prefill_args(p)) for p in pre]),
+            np.array([p["wall_s"] for p in pre]),
+            weight_read_s,
+            known=np.array([linear(sum(p["new_tokens"])) for p in pre]),
+        ),
+        "copy": _fit_kind(
+            "copy",
+            np.array([block_features(p["blocks"]) for p in raw["copy"]]),
+            np.array([p["wall_s"] for p in raw["copy"]]),
+            weight_read_s,
+        ),
+        "swap": _fit_kind(
+            "swap",
+            np.array([block_features(p["blocks"]) for p in raw["swap"]]),
+            np.array([p["wall_s"] for p in raw["swap"]]),
+            weight_read_s,
+        ),
         # Mean seconds matter to the simulated clock, outliers included: absolute errors.
-        "engine": _fit_kind("engine", np.array([engine_features(p["seqs"]) for p in raw["engine"]]),
-                            np.array([p["engine_s"] for p in raw["engine"]]), weight_read_s,
-                            relative=False),
+        "engine": _fit_kind(
+            "engine",
+            np.array([engine_features(p["seqs"]) for p in raw["engine"]]),
+            np.array([p["engine_s"] for p in raw["engine"]]),
+            weight_read_s,
+            relative=False,
+        ),
     }
     # The measured range is the fitted points': held-out ones test the fit, not widen it.
     prefill_tokens = [sum(p["new_tokens"]) for p in pre + raw["prefill_tokens"]]
     grid = {
-        "decode": {"batch": _span([p["batch"] for p in dec]),
-                   "total_context": _span([p["total_context"] for p in dec]),
-                   "context_per_seq": _span([p["max_context"] for p in dec])},
-        "prefill": {"tokens": _span(prefill_tokens),
-                    "seqs": _span([len(p["new_tokens"]) for p in pre]),
-                    "context": _span([sum(p["new_tokens"]) + sum(p["cached_tokens"]) for p in pre]),
-                    "cached": _span([sum(p["cached_tokens"]) for p in pre])},
+        "decode": {
+            "batch": _span([p["batch"] for p in dec]),
+            "total_context": _span([p["total_context"] for p in dec]),
+            "context_per_seq": _span([p["max_context"] for p in dec]),
+        },
+        "prefill": {
+            "tokens": _span(prefill_tokens),
+            "seqs": _span([len(p["new_tokens"]) for p in pre]),
+            "context": _span([sum(p["new_tokens"]) + sum(p["cached_tokens"]) for p in pre]),
+            "cached": _span([sum(p["cached_tokens"]) for p in pre]),
+        },
         "copy": {"blocks": _span([p["blocks"] for p in raw["copy"]])},
         "swap": {"blocks": _span([p["blocks"] for p in raw["swap"]])},
         "engine": {"seqs": _span([p["seqs"] for p in raw["engine"]])},
     }
     doc = {
-        "format": FORMAT, "version": VERSION, "name": profile_name(spec.name, gpu.name),
-        "model": model_fields(spec), "gpu": asdict(gpu), "dtype": spec.dtype, "tensor_parallel": 1,
-        "block_size": block_size, "attention_partition": partitions,
+        "format": FORMAT,
+        "version": VERSION,
+        "name": profile_name(spec.name, gpu.name),
+        "model": model_fields(spec),
+        "gpu": asdict(gpu),
+        "dtype": spec.dtype,
+        "tensor_parallel": 1,
+        "block_size": block_size,
+        "attention_partition": partitions,
         "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "provenance": {"kind": "measured", "by": "simcli calibrate"},
-        "environment": raw["environment"], "ceilings": raw["ceilings"],
-        "calibration": {k: raw[k] for k in ("kv_capacity_tokens", "max_batched_tokens", "repeats",
-                                            "setup_seconds", "measure_seconds")},
-        "grid": grid, "graph_batch_sizes": sizes,
-        "prefill_padding": raw["prefill_padding"], "coefficients": coefficients,
+        "environment": raw["environment"],
+        "ceilings": raw["ceilings"],
+        "calibration": {
+            k: raw[k]
+            for k in (
+                "kv_capacity_tokens",
+                "max_batched_tokens",
+                "repeats",
+                "setup_seconds",
+                "measure_seconds",
+            )
+        },
+        "grid": grid,
+        "graph_batch_sizes": sizes,
+        "prefill_padding": raw["prefill_padding"],
+        "coefficients": coefficients,
         "prefill_tokens": table,
         "term_classes": {kind: dict(terms) for kind, terms in TERMS.items()},
         "fit_report": {},
-        "measurements": {k: raw[k] for k in ("decode", "prefill", "prefill_tokens", "copy", "swap",
-                                             "engine")},
+        "measurements": {
+            k: raw[k] for k in ("decode", "prefill", "prefill_tokens", "copy", "swap", "engine")
+        },
     }
     doc["fit_report"] = fit_report(doc, raw, spec)
     return doc
@@ -193,8 +274,9 @@ def fit_profile(raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int,
 def format_report(doc: dict) -> list[str]:
     """The fit report as lines for the terminal."""
     r = doc["fit_report"]
-    pct = lambda e: (f"MAPE {100 * e['mape']:.2f}%, worst {100 * e['max_ape']:.2f}% (n={e['n']})"
-                     if e.get("n") else "n=0")
+    pct = lambda e: (
+        f"MAPE {100 * e['mape']:.2f}%, worst {100 * e['max_ape']:.2f}% (n={e['n']})" if e.get("n") else "n=0"
+    )
     lines = [f"{doc['name']} ({doc['provenance']['kind']}), block size {doc['block_size']}"]
     for kind in ("decode", "prefill"):
         lines.append(f"  {kind:8s} held out: {pct(r[kind]['heldout'])}; fitted: {pct(r[kind]['fitted'])}")
@@ -202,9 +284,11 @@ def format_report(doc: dict) -> list[str]:
         lines.append(f"  {kind:8s} fitted: {pct(r[kind]['fitted'])}")
     engine, coef = r["engine"], doc["coefficients"]["engine"]
     if engine.get("n"):
-        lines.append(f"  engine   {1e3 * coef['fixed']:.3f} ms + {1e6 * coef['seqs']:.2f} us/seq per step "
-                     f"(n={engine['n']} steps, mean {1e3 * engine['mean_s']:.3f} ms, "
-                     f"mean |error| {1e3 * engine['mean_abs_error_s']:.3f} ms)")
+        lines.append(
+            f"  engine   {1e3 * coef['fixed']:.3f} ms + {1e6 * coef['seqs']:.2f} us/seq per step "
+            f"(n={engine['n']} steps, mean {1e3 * engine['mean_s']:.3f} ms, "
+            f"mean |error| {1e3 * engine['mean_abs_error_s']:.3f} ms)"
+        )
     overall = r["overall_heldout"]
     if overall["n"]:
         goal = "meets" if overall["mape"] <= 0.03 and overall["max_ape"] <= 0.10 else "misses"
@@ -215,10 +299,15 @@ def format_report(doc: dict) -> list[str]:
 def refit(doc: dict, spec: ModelSpec, gpu: GPUSpec) -> dict:
     """``doc`` fitted again from the raw measurements it carries (after a change to the cost
     model's terms: no GPU needed). Its creation date and calibration times are kept."""
-    raw = {**doc["measurements"], **doc["calibration"], "environment": doc["environment"],
-           "ceilings": doc["ceilings"], "graph_batch_sizes": doc["graph_batch_sizes"],
-           "prefill_padding": doc["prefill_padding"],
-           "attention_partition": doc["attention_partition"]}
+    raw = {
+        **doc["measurements"],
+        **doc["calibration"],
+        "environment": doc["environment"],
+        "ceilings": doc["ceilings"],
+        "graph_batch_sizes": doc["graph_batch_sizes"],
+        "prefill_padding": doc["prefill_padding"],
+        "attention_partition": doc["attention_partition"],
+    }
     new = fit_profile(raw, spec, gpu, doc["block_size"], created=doc["created"])
     new["calibration"] = doc["calibration"]
     return new

@@ -41,10 +41,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from kvsim.gpu.kernels import partition_size
 from kvsim.cost.padding import PREFILL_PADDING
-from kvsim.gpu.runner import (GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, ModelRunner,
-                              padded_prefill_tokens)
+from kvsim.gpu.kernels import partition_size
+from kvsim.gpu.runner import GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, ModelRunner, padded_prefill_tokens
 from kvsim.models import ModelSpec
 
 GiB = 1 << 30
@@ -70,25 +69,47 @@ class Grid:
 
     @classmethod
     def quick(cls) -> "Grid":
-        return cls(decode_batches=(1, 4, 16, 64, 256), decode_contexts=(32, 512, 2048, 8192),
-                   prefill_seqs=(1, 4, 16, 64), prefill_lengths=(16, 128, 1024, 4096),
-                   copy_blocks=(1, 16, 256), swap_blocks=(1, 16, 128),
-                   heldout_decode=12, heldout_prefill=8, engine_requests=128, repeats=3,
-                   prefill_repeats=2)
+        return cls(
+            decode_batches=(1, 4, 16, 64, 256),
+            decode_contexts=(32, 512, 2048, 8192),
+            prefill_seqs=(1, 4, 16, 64),
+            prefill_lengths=(16, 128, 1024, 4096),
+            copy_blocks=(1, 16, 256),
+            swap_blocks=(1, 16, 128),
+            heldout_decode=12,
+            heldout_prefill=8,
+            engine_requests=128,
+            repeats=3,
+            prefill_repeats=2,
+        )
 
 
 def environment() -> dict:
     """Where the numbers come from: GPU, driver, CUDA and torch versions."""
     props = torch.cuda.get_device_properties(0)
     try:
-        driver = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                                capture_output=True, text=True, timeout=30).stdout.strip().splitlines()[0]
+        driver = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            .stdout.strip()
+            .splitlines()[0]
+        )
     except (OSError, IndexError, subprocess.SubprocessError):
         driver = "unknown"
-    return {"device_name": props.name, "device_memory_bytes": props.total_memory,
-            "multiprocessors": props.multi_processor_count, "driver": driver,
-            "cuda": torch.version.cuda, "torch": torch.__version__,
-            "python": platform.python_version(), "host": platform.node()}
+    return {
+        "device_name": props.name,
+        "device_memory_bytes": props.total_memory,
+        "multiprocessors": props.multi_processor_count,
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
 
 
 def _median_gpu_seconds(fn: Callable[[], None], repeats: int) -> float:
@@ -124,7 +145,7 @@ def ceilings(repeats: int = 5) -> dict:
     copy_s = _median_gpu_seconds(_device_copy(n), repeats)
     mm_s = _median_gpu_seconds(_matmul(m), repeats)
     torch.cuda.empty_cache()  # the operands went with the closures
-    return {"copy_bandwidth": 2 * n * 2 / copy_s, "matmul_flops": 2 * m ** 3 / mm_s}
+    return {"copy_bandwidth": 2 * n * 2 / copy_s, "matmul_flops": 2 * m**3 / mm_s}
 
 
 def _device_copy(n: int):
@@ -157,9 +178,16 @@ class _Blocks:
 class Calibrator:
     """Runs the grid on one model; ``run()`` returns every measurement as plain dicts."""
 
-    def __init__(self, spec: ModelSpec, block_size: int = 16, grid: Grid = Grid(),
-                 max_batched_tokens: int | None = None, memory_fraction: float = 0.9,
-                 log: Callable[[str], None] = print, seed: int = 0):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        block_size: int = 16,
+        grid: Grid = Grid(),
+        max_batched_tokens: int | None = None,
+        memory_fraction: float = 0.9,
+        log: Callable[[str], None] = print,
+        seed: int = 0,
+    ):
         self.spec, self.block_size, self.grid, self.log = spec, block_size, grid, log
         self.max_batched_tokens = max_batched_tokens or max(DEFAULT_MAX_BATCHED_TOKENS, spec.max_model_len)
         self.rng = np.random.default_rng(seed)
@@ -184,8 +212,9 @@ class Calibrator:
         self.ceilings = ceilings()
         num_blocks = self._kv_blocks()
         self.num_host_blocks = max(self.grid.swap_blocks)
-        self.runner = ModelRunner(self.spec, num_blocks, self.block_size, seed=self.seed,
-                                  num_host_blocks=self.num_host_blocks)
+        self.runner = ModelRunner(
+            self.spec, num_blocks, self.block_size, seed=self.seed, num_host_blocks=self.num_host_blocks
+        )
         gen = torch.Generator(device="cuda").manual_seed(self.seed)
         for cache in self.runner.caches:
             cache.normal_(0.0, 1.0, generator=gen)
@@ -198,11 +227,13 @@ class Calibrator:
         self.runner.capture(self.graph_sizes, self.prefill_graph_tokens)
         torch.cuda.synchronize()
         self.setup_seconds = time.perf_counter() - t0
-        self.log(f"setup {self.setup_seconds:.1f} s: {num_blocks} blocks of {self.block_size} "
-                 f"({self.capacity_tokens} tokens), {len(self.graph_sizes)} decode graphs, "
-                 f"{len(self.prefill_graph_tokens)} prefill graph sizes, "
-                 f"copy {self.ceilings['copy_bandwidth'] / 1e12:.2f} TB/s, "
-                 f"matmul {self.ceilings['matmul_flops'] / 1e12:.0f} TFLOP/s")
+        self.log(
+            f"setup {self.setup_seconds:.1f} s: {num_blocks} blocks of {self.block_size} "
+            f"({self.capacity_tokens} tokens), {len(self.graph_sizes)} decode graphs, "
+            f"{len(self.prefill_graph_tokens)} prefill graph sizes, "
+            f"copy {self.ceilings['copy_bandwidth'] / 1e12:.2f} TB/s, "
+            f"matmul {self.ceilings['matmul_flops'] / 1e12:.0f} TFLOP/s"
+        )
 
     def _tokens(self, n: int) -> list[int]:
         return self.rng.integers(0, self.spec.vocab_size, n).tolist()
@@ -219,9 +250,15 @@ class Calibrator:
         wall = _median_wall_seconds(step, self.grid.repeats)
         graph = r.graphs[r.graph_sizes[np.searchsorted(r.graph_sizes, len(contexts))]][0]
         gpu = _median_gpu_seconds(graph.replay, self.grid.repeats)
-        return {"batch": len(contexts), "total_context": int(sum(contexts)),
-                "max_context": int(max(contexts)), "mixed": mixed, "heldout": heldout,
-                "gpu_s": gpu, "wall_s": wall}
+        return {
+            "batch": len(contexts),
+            "total_context": int(sum(contexts)),
+            "max_context": int(max(contexts)),
+            "mixed": mixed,
+            "heldout": heldout,
+            "gpu_s": gpu,
+            "wall_s": wall,
+        }
 
     def _mixed(self, batch: int, mean: int, limit: int) -> list[int]:
         """Per-sequence contexts uniform on [1, 2 mean), clipped to the model's context."""
@@ -254,8 +291,12 @@ class Calibrator:
         tokens = [self._tokens(n) for n in new]
         r = self.runner
         step = lambda: r.prefill(tokens, tables, cached).argmax(-1).tolist()
-        return {"new_tokens": new, "cached_tokens": cached, "heldout": heldout,
-                "wall_s": _median_wall_seconds(step, self.grid.prefill_repeats)}
+        return {
+            "new_tokens": new,
+            "cached_tokens": cached,
+            "heldout": heldout,
+            "wall_s": _median_wall_seconds(step, self.grid.prefill_repeats),
+        }
 
     def prefill_token_table(self) -> list[dict]:
         """Prefills of every padded size up to the token budget's, as sequences of 32 tokens."""
@@ -301,14 +342,26 @@ class Calibrator:
         copies = []
         for k in g.copy_blocks:
             pairs = [(i, k + i) for i in range(k)]
-            copies.append({"blocks": k, "wall_s": _median_wall_seconds(lambda: r.copy_blocks(pairs), g.repeats)})
+            copies.append(
+                {"blocks": k, "wall_s": _median_wall_seconds(lambda: r.copy_blocks(pairs), g.repeats)}
+            )
         swaps = []
         for k in g.swap_blocks:
             pairs = [(i, i) for i in range(k)]
-            swaps.append({"blocks": k, "direction": "out",
-                          "wall_s": _median_wall_seconds(lambda: r.swap_out(pairs), g.repeats)})
-            swaps.append({"blocks": k, "direction": "in",
-                          "wall_s": _median_wall_seconds(lambda: r.swap_in(pairs), g.repeats)})
+            swaps.append(
+                {
+                    "blocks": k,
+                    "direction": "out",
+                    "wall_s": _median_wall_seconds(lambda: r.swap_out(pairs), g.repeats),
+                }
+            )
+            swaps.append(
+                {
+                    "blocks": k,
+                    "direction": "in",
+                    "wall_s": _median_wall_seconds(lambda: r.swap_in(pairs), g.repeats),
+                }
+            )
         return copies, swaps
 
     # -- the engine around the runner ---------------------------------------------------------
@@ -322,17 +375,20 @@ class Calibrator:
         from kvsim.workloads.trace import Trace
 
         n = self.grid.engine_requests
-        trace = Trace("engine-burst", np.zeros(n), self.rng.integers(4, 65, n),
-                      self.rng.integers(4, 193, n))
-        context = PolicyContext(num_blocks=self.capacity_tokens // self.block_size,
-                                block_size=self.block_size, max_num_seqs=MAX_NUM_SEQS,
-                                max_num_batched_tokens=self.max_batched_tokens,
-                                max_model_len=self.spec.max_model_len)
+        trace = Trace("engine-burst", np.zeros(n), self.rng.integers(4, 65, n), self.rng.integers(4, 193, n))
+        context = PolicyContext(
+            num_blocks=self.capacity_tokens // self.block_size,
+            block_size=self.block_size,
+            max_num_seqs=MAX_NUM_SEQS,
+            max_num_batched_tokens=self.max_batched_tokens,
+            max_model_len=self.spec.max_model_len,
+        )
         executor = RealExecutor(get_policy("paged").build(context), self.runner, seed=self.seed)
         executor.run(trace)
         kind, seqs, engine = (STEP_COLUMNS.index(c) for c in ("kind", "num_seqs", "engine_s"))
-        return [{"kind": step[kind], "seqs": step[seqs], "engine_s": step[engine]}
-                for step in executor.step_times]
+        return [
+            {"kind": step[kind], "seqs": step[seqs], "engine_s": step[engine]} for step in executor.step_times
+        ]
 
     def run(self) -> dict:
         """Set up, measure everything, return the raw measurements with their context."""
@@ -349,12 +405,24 @@ class Calibrator:
         seconds = time.perf_counter() - t0
         self.log(f"prefill: {len(prefill)} points and {len(table)} token counts, {seconds:.0f} s in all")
         # Tokens per split-K partition of the attention kernel in each captured graph.
-        partitions = [partition_size(b * self.spec.num_heads, self.spec.max_model_len, 0)
-                      for b in self.graph_sizes]
-        return {"environment": environment(), "ceilings": self.ceilings, "attention_partition": partitions,
-                "kv_capacity_tokens": self.capacity_tokens, "graph_batch_sizes": self.graph_sizes,
-                "prefill_padding": {**PREFILL_PADDING, "graphs": self.prefill_graph_tokens},
-                "max_batched_tokens": self.max_batched_tokens, "repeats": self.grid.repeats,
-                "setup_seconds": self.setup_seconds, "measure_seconds": seconds,
-                "decode": decode, "prefill": prefill, "prefill_tokens": table, "copy": copies,
-                "swap": swaps, "engine": engine}
+        partitions = [
+            partition_size(b * self.spec.num_heads, self.spec.max_model_len, 0) for b in self.graph_sizes
+        ]
+        return {
+            "environment": environment(),
+            "ceilings": self.ceilings,
+            "attention_partition": partitions,
+            "kv_capacity_tokens": self.capacity_tokens,
+            "graph_batch_sizes": self.graph_sizes,
+            "prefill_padding": {**PREFILL_PADDING, "graphs": self.prefill_graph_tokens},
+            "max_batched_tokens": self.max_batched_tokens,
+            "repeats": self.grid.repeats,
+            "setup_seconds": self.setup_seconds,
+            "measure_seconds": seconds,
+            "decode": decode,
+            "prefill": prefill,
+            "prefill_tokens": table,
+            "copy": copies,
+            "swap": swaps,
+            "engine": engine,
+        }

@@ -27,44 +27,71 @@ from kvsim.cost.profile import TERMS, load_profile, profile_name, save_profile
 from kvsim.hardware import GPUSpec, load_gpu
 from kvsim.models import ModelSpec
 
-RULE = ("compute terms x FLOP/s ratio, memory terms x HBM bandwidth ratio, PCIe terms x PCIe "
-        "bandwidth ratio (datasheets, source over target); fixed terms kept; prefill token table: "
-        "weight read x HBM ratio, rest of its first entry kept, increments x FLOP/s ratio")
+RULE = (
+    "compute terms x FLOP/s ratio, memory terms x HBM bandwidth ratio, PCIe terms x PCIe "
+    "bandwidth ratio (datasheets, source over target); fixed terms kept; prefill token table: "
+    "weight read x HBM ratio, rest of its first entry kept, increments x FLOP/s ratio"
+)
 
 
 def scaling_ratios(source: dict, target: GPUSpec) -> dict[str, float]:
     """Factor applied to each scaling class's coefficients going from ``source`` to ``target``."""
-    return {"fixed": 1.0,
-            "compute": source["fp16_flops"] / target.fp16_flops,
-            "memory": source["hbm_bandwidth"] / target.hbm_bandwidth,
-            "pcie": source["pcie_bandwidth"] / target.pcie_bandwidth}
+    return {
+        "fixed": 1.0,
+        "compute": source["fp16_flops"] / target.fp16_flops,
+        "memory": source["hbm_bandwidth"] / target.hbm_bandwidth,
+        "pcie": source["pcie_bandwidth"] / target.pcie_bandwidth,
+    }
 
 
 def derive_profile(source: dict, target: GPUSpec, created: str | None = None) -> dict:
     """``source`` (a measured profile document) transferred to ``target``."""
     ratios = scaling_ratios(source["gpu"], target)
-    coefficients = {kind: {term: source["coefficients"][kind][term] * ratios[cls] for term, cls in terms}
-                    for kind, terms in TERMS.items()}
+    coefficients = {
+        kind: {term: source["coefficients"][kind][term] * ratios[cls] for term, cls in terms}
+        for kind, terms in TERMS.items()
+    }
     table = source["prefill_tokens"]
     first, weights = table["seconds"][0], table["weights_s"]
     base = weights * ratios["memory"] + (first - weights)
-    prefill_tokens = {"tokens": table["tokens"], "weights_s": weights * ratios["memory"],
-                      "seconds": [base + (s - first) * ratios["compute"] for s in table["seconds"]]}
-    keep = ("format", "version", "model", "dtype", "tensor_parallel", "block_size", "grid",
-            "graph_batch_sizes", "prefill_padding", "attention_partition", "term_classes")
+    prefill_tokens = {
+        "tokens": table["tokens"],
+        "weights_s": weights * ratios["memory"],
+        "seconds": [base + (s - first) * ratios["compute"] for s in table["seconds"]],
+    }
+    keep = (
+        "format",
+        "version",
+        "model",
+        "dtype",
+        "tensor_parallel",
+        "block_size",
+        "grid",
+        "graph_batch_sizes",
+        "prefill_padding",
+        "attention_partition",
+        "term_classes",
+    )
     doc = {k: source[k] for k in keep if k in source}
-    doc.update({
-        "name": profile_name(source["model"]["name"], target.name),
-        "gpu": asdict(target),
-        "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "provenance": {"kind": "derived", "from": source["name"], "source_created": source["created"],
-                       "source_device": source.get("environment", {}).get("device_name"),
-                       "rule": RULE, "ratios": ratios},
-        "coefficients": coefficients,
-        "prefill_tokens": prefill_tokens,
-        # What the source's fit achieved; the transfer's own error is in docs/calibration.md.
-        "fit_report": {"source": source["fit_report"]},
-    })
+    doc.update(
+        {
+            "name": profile_name(source["model"]["name"], target.name),
+            "gpu": asdict(target),
+            "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "provenance": {
+                "kind": "derived",
+                "from": source["name"],
+                "source_created": source["created"],
+                "source_device": source.get("environment", {}).get("device_name"),
+                "rule": RULE,
+                "ratios": ratios,
+            },
+            "coefficients": coefficients,
+            "prefill_tokens": prefill_tokens,
+            # What the source's fit achieved; the transfer's own error is in docs/calibration.md.
+            "fit_report": {"source": source["fit_report"]},
+        }
+    )
     return doc
 
 
@@ -72,10 +99,13 @@ def transfer_error(source: dict, measured: dict, spec: ModelSpec) -> dict:
     """Errors of ``source`` transferred to ``measured``'s GPU against every step measured there."""
     from kvsim.cost.profile_model import ProfileCostModel, gpu_of
 
-    model = ProfileCostModel(derive_profile(source, gpu_of(measured)), spec, measured["block_size"],
-                             engine=False)
-    return {kind: prediction_errors(model, kind, measured["measurements"][kind])
-            for kind in ("decode", "prefill", "copy", "swap")}
+    model = ProfileCostModel(
+        derive_profile(source, gpu_of(measured)), spec, measured["block_size"], engine=False
+    )
+    return {
+        kind: prediction_errors(model, kind, measured["measurements"][kind])
+        for kind in ("decode", "prefill", "copy", "swap")
+    }
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,27 +33,40 @@ def select_cost_model(config, model, gpu) -> CostModel:
     and swaps are priced by bytes, but decode attention's cost is the one measured)."""
     path = config.profile or shipped_profile(model.name, gpu.name)
     if path is None:
-        print(f"note: no profile for {model.name} on {gpu.name}; using the analytic roofline "
-              "(`simcli calibrate` measures one)", file=sys.stderr)
+        print(
+            f"note: no profile for {model.name} on {gpu.name}; using the analytic roofline "
+            "(`simcli calibrate` measures one)",
+            file=sys.stderr,
+        )
         return RooflineCostModel(model, gpu, config.block_size)
     doc = load_profile(path)
     check_model(doc, model, str(path))
     if doc["gpu"]["name"] != gpu.name:
-        raise KvsimError(f"profile {path} prices {doc['gpu']['name']}, but the run is on {gpu.name} "
-                         f"(pass --gpu {doc['gpu']['name']}, or derive a profile for {gpu.name} "
-                         "with python -m kvsim.calibration.transfer)")
+        raise KvsimError(
+            f"profile {path} prices {doc['gpu']['name']}, but the run is on {gpu.name} "
+            f"(pass --gpu {doc['gpu']['name']}, or derive a profile for {gpu.name} "
+            "with python -m kvsim.calibration.transfer)"
+        )
     if doc["tensor_parallel"] != TENSOR_PARALLEL:
-        raise KvsimError(f"profile {path}: tensor_parallel is {doc['tensor_parallel']}, but kvsim "
-                         f"simulates one GPU per replica (tensor parallelism {TENSOR_PARALLEL})")
+        raise KvsimError(
+            f"profile {path}: tensor_parallel is {doc['tensor_parallel']}, but kvsim "
+            f"simulates one GPU per replica (tensor parallelism {TENSOR_PARALLEL})"
+        )
     if doc["block_size"] != config.block_size:
-        measured = (f"profile {path}: block_size is {doc['block_size']}, not the run's "
-                    f"{config.block_size}: the decode attention cost was measured at block size "
-                    f"{doc['block_size']}")
+        measured = (
+            f"profile {path}: block_size is {doc['block_size']}, not the run's "
+            f"{config.block_size}: the decode attention cost was measured at block size "
+            f"{doc['block_size']}"
+        )
         if config.profile:
-            raise KvsimError(f"{measured} (run with --block-size {doc['block_size']}, or calibrate "
-                             f"a profile with simcli calibrate --block-size {config.block_size})")
+            raise KvsimError(
+                f"{measured} (run with --block-size {doc['block_size']}, or calibrate "
+                f"a profile with simcli calibrate --block-size {config.block_size})"
+            )
         warnings.warn(f"{measured}; this run uses it as measured", BlockSizeWarning, stacklevel=2)
     # summary.json names the file without this checkout's location (a shipped profile by its
     # name), so the same run writes the same bytes from any directory.
     given = config.profile is not None and not Path(config.profile).is_absolute()
-    return ProfileCostModel(doc, model, config.block_size, source=config.profile if given else Path(path).name)
+    return ProfileCostModel(
+        doc, model, config.block_size, source=config.profile if given else Path(path).name
+    )

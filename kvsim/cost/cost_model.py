@@ -49,8 +49,11 @@ class CostModel(ABC):
         else:
             durations = np.array([self.prefill_time(plan.new_tokens, plan.context_lens)])
         if plan.block_copies or plan.swap_in_blocks or plan.swap_out_blocks:  # most steps move none
-            durations[0] += (self.copy_time(plan.block_copies) + self.swap_time(plan.swap_in_blocks)
-                             + self.swap_time(plan.swap_out_blocks))
+            durations[0] += (
+                self.copy_time(plan.block_copies)
+                + self.swap_time(plan.swap_in_blocks)
+                + self.swap_time(plan.swap_out_blocks)
+            )
         return durations
 
     def describe(self) -> dict:

@@ -32,14 +32,25 @@ SHIPPED_DIR = Path(__file__).parent / "profiles"
 # launches: kept across GPUs), "memory" (HBM bytes), "compute" (tensor-core FLOPs),
 # "pcie" (host <-> device bytes).
 TERMS: dict[str, tuple[tuple[str, str], ...]] = {
-    "decode": (("fixed", "fixed"), ("weights", "memory"), ("batch", "compute"),
-               ("context", "memory"), ("partition", "memory"), ("batch_squared", "compute")),
+    "decode": (
+        ("fixed", "fixed"),
+        ("weights", "memory"),
+        ("batch", "compute"),
+        ("context", "memory"),
+        ("partition", "memory"),
+        ("batch_squared", "compute"),
+    ),
     "host": (("fixed", "fixed"), ("batch", "fixed")),
     "engine": (("fixed", "fixed"), ("seqs", "fixed")),
     # Prefill's cost in its token count is the measured token table (see PrefillTokens);
     # these terms add what the table's short sequences leave out.
-    "prefill": (("seqs", "fixed"), ("pairs", "compute"), ("gathered", "memory"), ("cached", "fixed"),
-                ("longest", "compute")),
+    "prefill": (
+        ("seqs", "fixed"),
+        ("pairs", "compute"),
+        ("gathered", "memory"),
+        ("cached", "fixed"),
+        ("longest", "compute"),
+    ),
     "copy": (("fixed", "fixed"), ("blocks", "memory")),
     "swap": (("fixed", "fixed"), ("blocks", "pcie")),
 }
@@ -53,8 +64,17 @@ GRID_AXES = {
 }
 PROVENANCE_KINDS = ("measured", "derived")
 # The model fields a step's cost depends on; a profile fits a run whose model agrees on all.
-SHAPE_FIELDS = ("family", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",
-                "intermediate_size", "vocab_size", "dtype")
+SHAPE_FIELDS = (
+    "family",
+    "hidden_size",
+    "num_layers",
+    "num_heads",
+    "num_kv_heads",
+    "head_dim",
+    "intermediate_size",
+    "vocab_size",
+    "dtype",
+)
 
 
 # Features: one column per term of TERMS, in order. "fixed" and "weights" are both the
@@ -68,8 +88,7 @@ def graph_for(sizes, partitions, batch: int) -> tuple[int, int]:
     return batch, int(partitions[-1])
 
 
-def decode_features(batch: int, padded_batch: int, partition: int,
-                    total_context: np.ndarray) -> np.ndarray:
+def decode_features(batch: int, padded_batch: int, partition: int, total_context: np.ndarray) -> np.ndarray:
     """Decode GPU time. The graph runs ``padded_batch`` rows through the weights (linear, and
     squared for the GEMMs' turn from memory- to compute-bound as rows grow); attention reads
     the whole context, and one sequence's partition of at most ``partition`` tokens is read
@@ -84,7 +103,7 @@ def decode_features(batch: int, padded_batch: int, partition: int,
     features[..., 2] = padded_batch
     features[..., 3] = ctx
     np.minimum(ctx / batch, partition, out=features[..., 4])
-    features[..., 5] = padded_batch ** 2
+    features[..., 5] = padded_batch**2
     return features
 
 
@@ -137,9 +156,25 @@ def block_features(num_blocks: float) -> np.ndarray:
     return np.array([1.0, float(num_blocks)])
 
 
-REQUIRED = ("format", "version", "name", "model", "gpu", "dtype", "tensor_parallel", "block_size",
-            "created", "provenance", "grid", "graph_batch_sizes", "prefill_padding",
-            "attention_partition", "coefficients", "prefill_tokens", "fit_report")
+REQUIRED = (
+    "format",
+    "version",
+    "name",
+    "model",
+    "gpu",
+    "dtype",
+    "tensor_parallel",
+    "block_size",
+    "created",
+    "provenance",
+    "grid",
+    "graph_batch_sizes",
+    "prefill_padding",
+    "attention_partition",
+    "coefficients",
+    "prefill_tokens",
+    "fit_report",
+)
 
 
 def profile_name(model: str, gpu: str) -> str:
@@ -177,7 +212,9 @@ def validate(doc: object, where: str) -> dict:
     if doc.get("format") != FORMAT:
         raise _fail(where, f"not a kvsim step profile (format {doc.get('format')!r}, expected {FORMAT!r})")
     if doc.get("version") != VERSION:
-        raise _fail(where, f"format version {doc.get('version')!r} is not supported (this kvsim reads {VERSION})")
+        raise _fail(
+            where, f"format version {doc.get('version')!r} is not supported (this kvsim reads {VERSION})"
+        )
     missing = [k for k in REQUIRED if k not in doc]
     if missing:
         raise _fail(where, f"missing field(s) {', '.join(missing)}")
@@ -201,25 +238,41 @@ def validate(doc: object, where: str) -> dict:
         for term, _ in terms:
             value = given.get(term)
             if not is_number(value) or value < 0:
-                raise _fail(where, f"coefficients.{kind}.{term} must be a non-negative number "
-                                   f"(got {value!r})")
+                raise _fail(
+                    where, f"coefficients.{kind}.{term} must be a non-negative number (got {value!r})"
+                )
     table = doc["prefill_tokens"]
     numbers = lambda v: isinstance(v, list) and all(map(is_number, v))
-    if not (isinstance(table, dict) and numbers(table.get("tokens")) and numbers(table.get("seconds"))
-            and is_number(table.get("weights_s"))):
+    if not (
+        isinstance(table, dict)
+        and numbers(table.get("tokens"))
+        and numbers(table.get("seconds"))
+        and is_number(table.get("weights_s"))
+    ):
         raise _fail(where, "prefill_tokens must hold tokens, seconds and weights_s (numbers)")
     tokens, seconds = (np.asarray(table[k], dtype=np.float64) for k in ("tokens", "seconds"))
-    if not (len(tokens) >= 2 and tokens.shape == seconds.shape and tokens[0] > 0
-            and (np.diff(tokens) > 0).all() and (np.diff(seconds) >= 0).all()
-            and seconds[0] >= table["weights_s"] >= 0):
-        raise _fail(where, "prefill_tokens must give increasing token counts (positive) with "
-                           "non-decreasing seconds, the first at least weights_s (non-negative)")
+    if not (
+        len(tokens) >= 2
+        and tokens.shape == seconds.shape
+        and tokens[0] > 0
+        and (np.diff(tokens) > 0).all()
+        and (np.diff(seconds) >= 0).all()
+        and seconds[0] >= table["weights_s"] >= 0
+    ):
+        raise _fail(
+            where,
+            "prefill_tokens must give increasing token counts (positive) with "
+            "non-decreasing seconds, the first at least weights_s (non-negative)",
+        )
     increasing = lambda v: isinstance(v, list) and all(map(_count, v)) and v == sorted(set(v))
     if not increasing(doc["graph_batch_sizes"]):
         raise _fail(where, "graph_batch_sizes must be increasing positive integers")
     padding = doc["prefill_padding"]
-    if not (isinstance(padding, dict) and increasing(padding.get("sizes"))
-            and increasing([padding.get("multiple")])):
+    if not (
+        isinstance(padding, dict)
+        and increasing(padding.get("sizes"))
+        and increasing([padding.get("multiple")])
+    ):
         raise _fail(where, "prefill_padding must give increasing positive sizes and a positive multiple")
     padded = {padded_tokens(padding, t) for t in range(1, int(tokens[-1]) + 1)}
     if not padded <= set(tokens.tolist()):
@@ -228,18 +281,22 @@ def validate(doc: object, where: str) -> dict:
     for kind, axes in GRID_AXES.items():
         for axis in axes:
             span = grid.get(kind, {}).get(axis) if isinstance(grid, dict) else None
-            if not (isinstance(span, list) and len(span) == 2 and all(map(is_number, span))
-                    and 0 <= span[0] <= span[1]):
+            if not (
+                isinstance(span, list)
+                and len(span) == 2
+                and all(map(is_number, span))
+                and 0 <= span[0] <= span[1]
+            ):
                 raise _fail(where, f"grid.{kind}.{axis} must be a [min, max] pair of non-negative numbers")
     for field in ("block_size", "tensor_parallel"):
         if not _count(doc[field]):
             raise _fail(where, f"{field} must be a positive integer (got {doc[field]!r})")
     parts = doc["attention_partition"]
-    if not (isinstance(parts, list) and len(parts) == len(doc["graph_batch_sizes"])
-            and all(map(_count, parts))):
+    if not (
+        isinstance(parts, list) and len(parts) == len(doc["graph_batch_sizes"]) and all(map(_count, parts))
+    ):
         raise _fail(where, "attention_partition must give a positive size per graph batch size")
     return doc
-
 
 
 def load_profile(path: str | Path) -> dict:

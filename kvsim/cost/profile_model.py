@@ -18,16 +18,25 @@ from dataclasses import fields
 import numpy as np
 
 from kvsim.cost.cost_model import CostModel
-from kvsim.cost.profile import (GRID_AXES, TERMS, PrefillTokens, block_features,
-                                       decode_features, engine_features, graph_for, host_features,
-                                       prefill_features)
+from kvsim.cost.profile import (
+    GRID_AXES,
+    TERMS,
+    PrefillTokens,
+    block_features,
+    decode_features,
+    engine_features,
+    graph_for,
+    host_features,
+    prefill_features,
+)
 from kvsim.cost.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
 
 # The physical floor: datasheet rates at full efficiency, no overheads.
-PHYSICAL_FLOOR = RooflineAssumptions(prefill_flops_efficiency=1.0, memory_efficiency=1.0,
-                                     step_overhead_s=0.0, transfer_latency_s=0.0)
+PHYSICAL_FLOOR = RooflineAssumptions(
+    prefill_flops_efficiency=1.0, memory_efficiency=1.0, step_overhead_s=0.0, transfer_latency_s=0.0
+)
 
 
 class OutOfRangeWarning(UserWarning):
@@ -43,20 +52,22 @@ class ProfileCostModel(CostModel):
     """``engine=False`` prices the runner's steps alone, as calibration's grid timed them
     (fit reports); the simulator always includes the engine."""
 
-    def __init__(self, doc: dict, model: ModelSpec, block_size: int, source: str = "",
-                 engine: bool = True):
+    def __init__(self, doc: dict, model: ModelSpec, block_size: int, source: str = "", engine: bool = True):
         self.doc, self.source = doc, source
         self.name = f"profile:{doc['name']}"
         self.kind = doc["provenance"]["kind"]
-        self.coef = {kind: np.array([float(doc["coefficients"][kind][t]) for t, _ in terms])
-                     for kind, terms in TERMS.items()}
+        self.coef = {
+            kind: np.array([float(doc["coefficients"][kind][t]) for t, _ in terms])
+            for kind, terms in TERMS.items()
+        }
         self.engine = engine
         self.prefill_tokens = PrefillTokens(doc["prefill_tokens"], doc["prefill_padding"])
         self.floor = RooflineCostModel(model, gpu_of(doc), block_size, PHYSICAL_FLOOR)
         self.graph_sizes = np.asarray(doc["graph_batch_sizes"])
         self.partitions = np.asarray(doc["attention_partition"])
-        self.limits = {kind: {axis: doc["grid"][kind][axis][1] for axis in axes}
-                       for kind, axes in GRID_AXES.items()}
+        self.limits = {
+            kind: {axis: doc["grid"][kind][axis][1] for axis in axes} for kind, axes in GRID_AXES.items()
+        }
         # Copies and swaps were fitted per block of the profile's size; price bytes, not blocks.
         self.block_scale = block_size / doc["block_size"]
         self._warned: set[tuple[str, str]] = set()
@@ -67,9 +78,12 @@ class ProfileCostModel(CostModel):
             limit = self.limits.get(kind, {}).get(axis)
             if limit is not None and value > limit and (kind, axis) not in self._warned:
                 self._warned.add((kind, axis))
-                warnings.warn(f"{self.name}: {kind} {axis.replace('_', ' ')} {value:g} is beyond the "
-                              f"measured {limit:g}; its cost is extrapolated", OutOfRangeWarning,
-                              stacklevel=3)
+                warnings.warn(
+                    f"{self.name}: {kind} {axis.replace('_', ' ')} {value:g} is beyond the "
+                    f"measured {limit:g}; its cost is extrapolated",
+                    OutOfRangeWarning,
+                    stacklevel=3,
+                )
 
     def _engine(self, num_seqs: int) -> float:
         if not self.engine:
@@ -95,10 +109,12 @@ class ProfileCostModel(CostModel):
         return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps))
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
-        self._check("prefill", tokens=float(new_tokens.sum()), seqs=len(new_tokens),
-                    context=float(context_lens.sum()))
+        self._check(
+            "prefill", tokens=float(new_tokens.sum()), seqs=len(new_tokens), context=float(context_lens.sum())
+        )
         fitted = self.prefill_tokens(float(new_tokens.sum())) + float(
-            prefill_features(new_tokens, context_lens) @ self.coef["prefill"])
+            prefill_features(new_tokens, context_lens) @ self.coef["prefill"]
+        )
         return max(fitted, self.floor.prefill_time(new_tokens, context_lens)) + self._engine(len(new_tokens))
 
     def _blocks(self, kind: str, num_blocks: int, floor: float) -> float:
@@ -116,8 +132,15 @@ class ProfileCostModel(CostModel):
 
     def describe(self) -> dict:
         d = self.doc
-        return {"name": self.name, "kind": self.kind, "source": self.source,
-                "provenance": d["provenance"], "gpu": d["gpu"]["name"],
-                "device": d.get("environment", {}).get("device_name"),
-                "created": d["created"], "block_size": d["block_size"],
-                "fit_report": d["fit_report"], "coefficients": d["coefficients"]}
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "source": self.source,
+            "provenance": d["provenance"],
+            "gpu": d["gpu"]["name"],
+            "device": d.get("environment", {}).get("device_name"),
+            "created": d["created"],
+            "block_size": d["block_size"],
+            "fit_report": d["fit_report"],
+            "coefficients": d["coefficients"],
+        }

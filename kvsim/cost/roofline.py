@@ -40,8 +40,13 @@ class RooflineAssumptions:
 class RooflineCostModel(CostModel):
     kind = "analytic"
 
-    def __init__(self, model: ModelSpec, gpu: GPUSpec, block_size: int,
-                 assumptions: RooflineAssumptions = RooflineAssumptions()) -> None:
+    def __init__(
+        self,
+        model: ModelSpec,
+        gpu: GPUSpec,
+        block_size: int,
+        assumptions: RooflineAssumptions = RooflineAssumptions(),
+    ) -> None:
         self.name = f"roofline:{model.name}@{gpu.name}"
         self.model, self.gpu, self.block_size, self.assumptions = model, gpu, block_size, assumptions
         a = assumptions
@@ -78,8 +83,7 @@ class RooflineCostModel(CostModel):
     def swap_time(self, num_blocks: int) -> float:
         if num_blocks == 0:
             return 0.0
-        return (num_blocks * self._block_bytes / self.gpu.pcie_bandwidth
-                + self.assumptions.transfer_latency_s)
+        return num_blocks * self._block_bytes / self.gpu.pcie_bandwidth + self.assumptions.transfer_latency_s
 
     def describe(self) -> dict:
         return {"name": self.name, "kind": self.kind, "assumptions": vars(self.assumptions)}

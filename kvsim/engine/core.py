@@ -58,8 +58,13 @@ class Step:
 class EngineCore:
     """Scheduler and recorder of one replica, driven by a clock through the step protocol."""
 
-    def __init__(self, scheduler: Scheduler, recorder: Recorder, replica: int = 0,
-                 intake_check: IntakeCheck = lambda request: "") -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        recorder: Recorder,
+        replica: int = 0,
+        intake_check: IntakeCheck = lambda request: "",
+    ) -> None:
         self.scheduler, self.recorder = scheduler, recorder
         self.replica, self.intake_check = replica, intake_check
 
@@ -85,10 +90,10 @@ class EngineCore:
         scheduler = self.scheduler
         plan = scheduler.schedule()
         if plan is None:
-            raise RuntimeError("requests wait but nothing can be scheduled; "
-                               "the policy admitted a request it can never run")
-        return Step(plan, scheduler.headroom(plan, max_steps),
-                    arrival_can_cut=not scheduler.waiting)
+            raise RuntimeError(
+                "requests wait but nothing can be scheduled; the policy admitted a request it can never run"
+            )
+        return Step(plan, scheduler.headroom(plan, max_steps), arrival_can_cut=not scheduler.waiting)
 
     def observe_cache(self, step: Step) -> None:
         step.usage = self.scheduler.kv_usage(step.plan)
@@ -105,10 +110,17 @@ class EngineCore:
     def record(self, step: Step, start: float, end: float) -> None:
         """The ended step ran from ``start`` to ``end`` on the clock: write it down."""
         scheduler = self.scheduler
-        self.recorder.record_step(self.replica, step.plan, start, end, step.steps,
-                                  kv_slots=step.slots, kv_blocks_used=scheduler.kv.num_used_blocks(),
-                                  kv_blocks_logical=scheduler.kv.num_logical_blocks(),
-                                  num_waiting=len(scheduler.waiting))
+        self.recorder.record_step(
+            self.replica,
+            step.plan,
+            start,
+            end,
+            step.steps,
+            kv_slots=step.slots,
+            kv_blocks_used=scheduler.kv.num_used_blocks(),
+            kv_blocks_logical=scheduler.kv.num_logical_blocks(),
+            num_waiting=len(scheduler.waiting),
+        )
         if step.finished:
             self.recorder.finished(step.finished, end)
 

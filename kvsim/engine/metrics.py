@@ -18,11 +18,30 @@ from kvsim.policies.scheduler import StepKind
 KV_SLOT_COLUMNS = ("kv_token_states", "kv_reserved", "kv_internal_fragmentation", "kv_free")
 # Summary keys of the time-averaged breakdown, in KV_SLOT_COLUMNS order (the paper's Fig. 2):
 # free slots are the "external fragmentation & other" that no waiting request could use.
-WASTE_KEYS = ("waste_token_states", "waste_reservation", "waste_internal_fragmentation",
-              "waste_external_and_other")
-STEP_COLUMNS = ("replica", "start", "duration", "kind", "steps", "batch_size", "num_seqs",
-                "tokens", "kv_blocks_used", "num_waiting", "num_preempted", "block_copies",
-                "swap_in_blocks", "swap_out_blocks", *KV_SLOT_COLUMNS, "kv_blocks_logical")
+WASTE_KEYS = (
+    "waste_token_states",
+    "waste_reservation",
+    "waste_internal_fragmentation",
+    "waste_external_and_other",
+)
+STEP_COLUMNS = (
+    "replica",
+    "start",
+    "duration",
+    "kind",
+    "steps",
+    "batch_size",
+    "num_seqs",
+    "tokens",
+    "kv_blocks_used",
+    "num_waiting",
+    "num_preempted",
+    "block_copies",
+    "swap_in_blocks",
+    "swap_out_blocks",
+    *KV_SLOT_COLUMNS,
+    "kv_blocks_logical",
+)
 STATUS_COMPLETED, STATUS_REJECTED, STATUS_PENDING = "completed", "rejected", "pending"
 
 
@@ -53,19 +72,43 @@ class Recorder:
         self.status[request.request_id] = STATUS_REJECTED
         self.reject_reason[request.request_id] = reason
 
-    def record_step(self, replica: int, plan, start: float, end: float, steps: int,
-                    kv_slots: tuple, kv_blocks_used: int, kv_blocks_logical: int,
-                    num_waiting: int) -> None:
+    def record_step(
+        self,
+        replica: int,
+        plan,
+        start: float,
+        end: float,
+        steps: int,
+        kv_slots: tuple,
+        kv_blocks_used: int,
+        kv_blocks_logical: int,
+        num_waiting: int,
+    ) -> None:
         """One executed run of ``steps`` steps of ``plan``, as ``EngineCore.end_step`` saw it:
         ``kv_slots`` is the cache by use over the run (``KV_SLOT_COLUMNS``; NaN if unmeasured),
         the block counts and queue length are those after the run's requests retired."""
         if plan.kind is StepKind.PREFILL:
             self.prefilled(plan.requests, start, end, replica)
-        self.steps.append((
-            replica, start, end - start, plan.kind.value, steps, len(plan.requests), len(plan.seqs),
-            int(plan.new_tokens.sum()), kv_blocks_used, num_waiting,
-            len(plan.preempted), plan.block_copies, plan.swap_in_blocks, plan.swap_out_blocks,
-            *kv_slots, kv_blocks_logical))
+        self.steps.append(
+            (
+                replica,
+                start,
+                end - start,
+                plan.kind.value,
+                steps,
+                len(plan.requests),
+                len(plan.seqs),
+                int(plan.new_tokens.sum()),
+                kv_blocks_used,
+                num_waiting,
+                len(plan.preempted),
+                plan.block_copies,
+                plan.swap_in_blocks,
+                plan.swap_out_blocks,
+                *kv_slots,
+                kv_blocks_logical,
+            )
+        )
 
     def prefilled(self, requests: list[Request], start: float, end: float, replica: int) -> None:
         for request in requests:
@@ -85,22 +128,24 @@ class Recorder:
 
     # -- outputs --------------------------------------------------------------------------
     def requests_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({
-            "request_id": np.arange(len(self.arrival)),
-            "status": self.status.astype(str),
-            "replica": self.replica,
-            "prompt_len": self.prompt_len,
-            "output_len": self.output_len,
-            "arrival": self.arrival,
-            "admitted": self.admitted,
-            "first_token": self.first_token,
-            "finish": self.finish,
-            "ttft": self.first_token - self.arrival,
-            "e2e_latency": self.finish - self.arrival,
-            "preemptions": self.preemptions,
-            "recomputed_tokens": self.recomputed_tokens,
-            "reject_reason": self.reject_reason.astype(str),
-        })
+        return pd.DataFrame(
+            {
+                "request_id": np.arange(len(self.arrival)),
+                "status": self.status.astype(str),
+                "replica": self.replica,
+                "prompt_len": self.prompt_len,
+                "output_len": self.output_len,
+                "arrival": self.arrival,
+                "admitted": self.admitted,
+                "first_token": self.first_token,
+                "finish": self.finish,
+                "ttft": self.first_token - self.arrival,
+                "e2e_latency": self.finish - self.arrival,
+                "preemptions": self.preemptions,
+                "recomputed_tokens": self.recomputed_tokens,
+                "reject_reason": self.reject_reason.astype(str),
+            }
+        )
 
     def steps_frame(self) -> pd.DataFrame:
         return pd.DataFrame.from_records(self.steps, columns=STEP_COLUMNS)
@@ -110,8 +155,12 @@ def _percentiles(values: np.ndarray, prefix: str) -> dict:
     if not len(values):
         return {f"{prefix}_{k}": float("nan") for k in ("mean", "p50", "p90", "p99")}
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
-    return {f"{prefix}_mean": float(values.mean()), f"{prefix}_p50": float(p50),
-            f"{prefix}_p90": float(p90), f"{prefix}_p99": float(p99)}
+    return {
+        f"{prefix}_mean": float(values.mean()),
+        f"{prefix}_p50": float(p50),
+        f"{prefix}_p90": float(p90),
+        f"{prefix}_p99": float(p99),
+    }
 
 
 def _waste_breakdown(steps: pd.DataFrame) -> dict:

@@ -16,13 +16,13 @@ from contextlib import ExitStack
 
 import pandas as pd
 
-from kvsim.cost import select_cost_model
 from kvsim.config import SimConfig
+from kvsim.cost import select_cost_model
 from kvsim.errors import KvsimError
+from kvsim.experiments.run import prepare_trace, run
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.registry import get_policy
-from kvsim.experiments.run import prepare_trace, run
 from kvsim.workloads.trace import Trace
 
 
@@ -49,7 +49,9 @@ def sharing_settings(config: SimConfig) -> list[str]:
     """The options under which block tables share blocks, in words ([] when none is set)."""
     parts = []
     if config.n > 1:
-        parts.append(f"n {config.n}" + (" (independent lengths)" if config.independent_sample_lengths else ""))
+        parts.append(
+            f"n {config.n}" + (" (independent lengths)" if config.independent_sample_lengths else "")
+        )
     if config.beam_width > 1:
         parts.append(f"beam width {config.beam_width} (stay {config.beam_stay:g}, skew {config.beam_skew:g})")
     if config.prefix_len:
@@ -63,18 +65,30 @@ def sharing_settings(config: SimConfig) -> list[str]:
 def _run_point(point: tuple[SimConfig, Trace]) -> dict:
     config, trace = point
     result = run(config, trace=trace)
-    return {"policy": config.policy, "rate": config.rate, "num_slots": result.capacity.num_slots,
-            **result.summary}
+    return {
+        "policy": config.policy,
+        "rate": config.rate,
+        "num_slots": result.capacity.num_slots,
+        **result.summary,
+    }
 
 
-def compare_policies(base: SimConfig, policies: list[str], rates: list[float | None], jobs: int = 1,
-                     on_point: Callable[[], None] | None = None) -> pd.DataFrame:
+def compare_policies(
+    base: SimConfig,
+    policies: list[str],
+    rates: list[float | None],
+    jobs: int = 1,
+    on_point: Callable[[], None] | None = None,
+) -> pd.DataFrame:
     """One row per (policy, rate) with every summary metric, policies in the order given."""
     model = load_model(base.model, base.dtype)
     configs = [base.with_overrides(rate=rate).validate() for rate in rates]
     traces = [prepare_trace(config, model) for config in configs]
-    points = [(policy_config(config, policy), trace)
-              for policy in policies for config, trace in zip(configs, traces)]
+    points = [
+        (policy_config(config, policy), trace)
+        for policy in policies
+        for config, trace in zip(configs, traces)
+    ]
     rows = []
     with ExitStack() as stack:  # one job runs in this process: no pickling, no start-up
         mapper = stack.enter_context(ProcessPoolExecutor(max_workers=jobs)).map if jobs > 1 else map
@@ -93,7 +107,12 @@ def caption(base: SimConfig, num_requests: int) -> str:
     settings = sharing_settings(base)
     if base.preemption == "swap":
         settings.append(f"preemption by swap ({base.swap_space:g} GiB)")
-    return " · ".join([
-        f"{model.name} on {gpus}{gpu.name}",
-        f"trace {base.trace} ({num_requests} requests, {base.arrival} arrivals, seed {base.seed})",
-        f"block size {base.block_size}", *settings, f"cost model {cost.name} ({cost.kind})"])
+    return " · ".join(
+        [
+            f"{model.name} on {gpus}{gpu.name}",
+            f"trace {base.trace} ({num_requests} requests, {base.arrival} arrivals, seed {base.seed})",
+            f"block size {base.block_size}",
+            *settings,
+            f"cost model {cost.name} ({cost.kind})",
+        ]
+    )

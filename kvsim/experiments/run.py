@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kvsim import __version__
+from kvsim.config import SimConfig
 from kvsim.cost import select_cost_model
 from kvsim.cost.cost_model import CostModel
-from kvsim.config import SimConfig
+from kvsim.engine.metrics import Recorder, summarize
 from kvsim.errors import KvsimError
 from kvsim.hardware import GiB, GPUSpec, load_gpu
 from kvsim.models import ModelSpec, load_model
@@ -22,7 +23,6 @@ from kvsim.policies.request import Request
 from kvsim.sim.capacity import KVCapacity, size_kv_cache
 from kvsim.sim.cluster import ROUTERS
 from kvsim.sim.engine import simulate
-from kvsim.engine.metrics import Recorder, summarize
 from kvsim.workloads import build_trace, clip_to_context
 from kvsim.workloads.chatbot import build_chatbot
 from kvsim.workloads.prefixes import add_shared_prefixes
@@ -63,7 +63,8 @@ class RunResult:
         self.recorder.requests_frame().to_csv(out / "requests.csv", index=False)
         self.recorder.steps_frame().to_csv(out / "iterations.csv", index=False)
         (out / "summary.json").write_text(
-            json.dumps(finite_or_null(self.summary_document()), indent=2, allow_nan=False) + "\n")
+            json.dumps(finite_or_null(self.summary_document()), indent=2, allow_nan=False) + "\n"
+        )
         (out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return out
 
@@ -86,31 +87,39 @@ def prepare_trace(config: SimConfig, model: ModelSpec) -> Trace:
             raise KvsimError("--trace chatbot needs --rate and --num-requests")
         trace = build_chatbot(config.request_count, config.rate, config.seed)
     else:
-        trace = build_trace(config.trace, num_requests=config.request_count, duration=config.duration,
-                            rate=config.rate, arrival=config.arrival,
-                            burstiness_cv=config.burstiness_cv, seed=config.seed,
-                            tokenizer=config.tokenizer)
-    trace = add_shared_prefixes(trace, config.prefix_len, config.num_prefixes,
-                                config.prefix_popularity, config.seed)
+        trace = build_trace(
+            config.trace,
+            num_requests=config.request_count,
+            duration=config.duration,
+            rate=config.rate,
+            arrival=config.arrival,
+            burstiness_cv=config.burstiness_cv,
+            seed=config.seed,
+            tokenizer=config.tokenizer,
+        )
+    trace = add_shared_prefixes(
+        trace, config.prefix_len, config.num_prefixes, config.prefix_popularity, config.seed
+    )
     if config.over_length == "clip":
         trace = clip_to_context(trace, model.max_model_len)
-    return add_sampling(trace, config.n, config.beam_width, config.independent_sample_lengths,
-                        config.seed)
+    return add_sampling(trace, config.n, config.beam_width, config.independent_sample_lengths, config.seed)
 
 
 def context_check(model: ModelSpec) -> Callable[[Request], str]:
     """Intake rule shared by simulator and executor: a request must fit the model's context."""
+
     def check(request: Request) -> str:
         total = request.prompt_len + request.output_len
         if total > model.max_model_len:
-            return (f"prompt + output = {total} tokens exceeds {model.name}'s context of "
-                    f"{model.max_model_len}")
+            return f"prompt + output = {total} tokens exceeds {model.name}'s context of {model.max_model_len}"
         return ""
+
     return check
 
 
-def run(config: SimConfig, progress: Callable[[int, int], None] | None = None,
-        trace: Trace | None = None) -> RunResult:
+def run(
+    config: SimConfig, progress: Callable[[int, int], None] | None = None, trace: Trace | None = None
+) -> RunResult:
     """Simulate ``config``; pass ``trace`` to reuse one workload across policies.
     ``progress(arrived, total)`` is called as requests arrive."""
     config.validate()
@@ -120,32 +129,48 @@ def run(config: SimConfig, progress: Callable[[int, int], None] | None = None,
     if config.router not in ROUTERS:
         raise KvsimError(f"unknown router {config.router!r} (available: {', '.join(ROUTERS)})")
     batched_tokens = config.batched_tokens_for(model.max_model_len)
-    capacity = size_kv_cache(model, gpu, config.block_size, config.gpu_memory_utilization,
-                             batched_tokens, config.max_num_seqs)
+    capacity = size_kv_cache(
+        model, gpu, config.block_size, config.gpu_memory_utilization, batched_tokens, config.max_num_seqs
+    )
     cost_model = select_cost_model(config, model, gpu)
     if trace is None:
         trace = prepare_trace(config, model)
     width = max(config.n, config.beam_width)
     if width > capacity.num_blocks:
-        raise KvsimError(f"a group of {width} sequences needs at least {width} KV blocks; "
-                         f"the cache has {capacity.num_blocks}")
-    context = PolicyContext(capacity.num_blocks, config.block_size, config.max_num_seqs,
-                            batched_tokens, model.max_model_len, config.watermark,
-                            ft_batch_size=config.ft_batch_size, preemption=config.preemption,
-                            swap_blocks=int(config.swap_space * GiB) // capacity.block_bytes,
-                            prefix_caching=config.prefix_caching,
-                            shared_prefix=config.prefix_len > 0,
-                            beam=BeamModel(config.beam_stay, config.beam_skew, config.seed))
+        raise KvsimError(
+            f"a group of {width} sequences needs at least {width} KV blocks; "
+            f"the cache has {capacity.num_blocks}"
+        )
+    context = PolicyContext(
+        capacity.num_blocks,
+        config.block_size,
+        config.max_num_seqs,
+        batched_tokens,
+        model.max_model_len,
+        config.watermark,
+        ft_batch_size=config.ft_batch_size,
+        preemption=config.preemption,
+        swap_blocks=int(config.swap_space * GiB) // capacity.block_bytes,
+        prefix_caching=config.prefix_caching,
+        shared_prefix=config.prefix_len > 0,
+        beam=BeamModel(config.beam_stay, config.beam_skew, config.seed),
+    )
     schedulers = [policy.build(context) for _ in range(config.num_replicas)]
     if schedulers[0].preemption_mode != config.preemption:
-        raise KvsimError(f"policy {config.policy} does not support --preemption {config.preemption} "
-                         f"(swapping needs block tables: use paged)")
+        raise KvsimError(
+            f"policy {config.policy} does not support --preemption {config.preemption} "
+            f"(swapping needs block tables: use paged)"
+        )
     total = len(trace)
-    recorder = simulate(trace, schedulers, cost_model, ROUTERS[config.router](),
-                        intake_check=context_check(model),
-                        progress=None if progress is None else lambda done: progress(done, total))
+    recorder = simulate(
+        trace,
+        schedulers,
+        cost_model,
+        ROUTERS[config.router](),
+        intake_check=context_check(model),
+        progress=None if progress is None else lambda done: progress(done, total),
+    )
     summary = summarize(recorder, capacity.num_blocks)
     summary["num_replicas"] = config.num_replicas
-    summary["swapped_bytes"] = ((summary["swap_out_blocks"] + summary["swap_in_blocks"])
-                                * capacity.block_bytes)
+    summary["swapped_bytes"] = (summary["swap_out_blocks"] + summary["swap_in_blocks"]) * capacity.block_bytes
     return RunResult(config, model, gpu, capacity, cost_model, trace, recorder, summary, context)

@@ -12,10 +12,21 @@ from kvsim.config import SimConfig
 from kvsim.errors import KvsimError
 
 # The summary metrics a sweep keeps per point.
-SWEEP_COLUMNS = ("completed", "rejected", "throughput_req_s", "throughput_output_tok_s",
-                 "normalized_latency_s_per_token", "ttft_s_mean", "ttft_s_p90", "tpot_s_mean",
-                 "e2e_latency_s_mean", "e2e_latency_s_p90", "mean_batch_size", "mean_kv_usage",
-                 "preemptions")
+SWEEP_COLUMNS = (
+    "completed",
+    "rejected",
+    "throughput_req_s",
+    "throughput_output_tok_s",
+    "normalized_latency_s_per_token",
+    "ttft_s_mean",
+    "ttft_s_p90",
+    "tpot_s_mean",
+    "e2e_latency_s_mean",
+    "e2e_latency_s_p90",
+    "mean_batch_size",
+    "mean_kv_usage",
+    "preemptions",
+)
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
@@ -41,7 +52,9 @@ def sweep_point(settings: dict) -> dict:
     return row
 
 
-def run_sweep(points: list[dict], jobs: int, on_row: Callable[[dict], None] = lambda row: None) -> pd.DataFrame:
+def run_sweep(
+    points: list[dict], jobs: int, on_row: Callable[[dict], None] = lambda row: None
+) -> pd.DataFrame:
     """Every point in ``jobs`` worker processes; rows in the points' order."""
     rows = []
     with ProcessPoolExecutor(max_workers=jobs) as pool:

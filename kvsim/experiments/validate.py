@@ -9,24 +9,43 @@ manager code on the same requests.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kvsim.config import SimConfig
-from kvsim.errors import KvsimError
 from kvsim.engine.metrics import summarize
+from kvsim.errors import KvsimError
 from kvsim.workloads.trace import Trace
 
-COMPARED = ("throughput_req_s", "throughput_output_tok_s", "ttft_s_mean", "ttft_s_p50",
-            "ttft_s_p90", "ttft_s_p99", "tpot_s_mean", "tpot_s_p50", "tpot_s_p90", "tpot_s_p99",
-            "e2e_latency_s_mean", "e2e_latency_s_p50", "e2e_latency_s_p90", "e2e_latency_s_p99",
-            "normalized_latency_s_per_token", "mean_batch_size", "preemptions")
-GPU_NAMES = {"H100": "h100-sxm-80gb", "H200": "h200-141gb", "A100-SXM4-80GB": "a100-80gb",
-             "A100-SXM4-40GB": "a100-40gb"}
+COMPARED = (
+    "throughput_req_s",
+    "throughput_output_tok_s",
+    "ttft_s_mean",
+    "ttft_s_p50",
+    "ttft_s_p90",
+    "ttft_s_p99",
+    "tpot_s_mean",
+    "tpot_s_p50",
+    "tpot_s_p90",
+    "tpot_s_p99",
+    "e2e_latency_s_mean",
+    "e2e_latency_s_p50",
+    "e2e_latency_s_p90",
+    "e2e_latency_s_p99",
+    "normalized_latency_s_per_token",
+    "mean_batch_size",
+    "preemptions",
+)
+GPU_NAMES = {
+    "H100": "h100-sxm-80gb",
+    "H200": "h200-141gb",
+    "A100-SXM4-80GB": "a100-80gb",
+    "A100-SXM4-40GB": "a100-40gb",
+}
 
 
 def detect_gpu() -> str:
@@ -48,16 +67,26 @@ def environment() -> dict:
     import torch
 
     props = torch.cuda.get_device_properties(0)
-    return {"gpu": props.name, "gpu_memory_bytes": props.total_memory,
-            "torch": torch.__version__, "cuda": torch.version.cuda,
-            "driver": _driver_version(), "python": platform.python_version()}
+    return {
+        "gpu": props.name,
+        "gpu_memory_bytes": props.total_memory,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "driver": _driver_version(),
+        "python": platform.python_version(),
+    }
 
 
 def _driver_version() -> str:
     try:
         import subprocess
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=20)
+
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return out.stdout.strip().splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
         return "unknown"
@@ -70,18 +99,29 @@ class RunnerCache:
     def __init__(self, device: str) -> None:
         self.device, self.key, self.runner = device, None, None
 
-    def get(self, model, num_blocks: int, block_size: int, swap_blocks: int, seed: int, max_batch: int,
-            max_tokens: int):
+    def get(
+        self,
+        model,
+        num_blocks: int,
+        block_size: int,
+        swap_blocks: int,
+        seed: int,
+        max_batch: int,
+        max_tokens: int,
+    ):
         from kvsim.gpu.runner import GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, ModelRunner
 
         key = (model, num_blocks, block_size, swap_blocks, seed, max_batch, max_tokens)
         if key != self.key:
             self.runner = None  # free the previous model's memory first
-            runner = ModelRunner(model, num_blocks, block_size, device=self.device, seed=seed,
-                                 num_host_blocks=swap_blocks)
+            runner = ModelRunner(
+                model, num_blocks, block_size, device=self.device, seed=seed, num_host_blocks=swap_blocks
+            )
             if runner.device.type == "cuda":
-                runner.capture([b for b in GRAPH_BATCH_SIZES if b <= max_batch],
-                               [t for t in PREFILL_GRAPH_TOKENS if t <= max_tokens])
+                runner.capture(
+                    [b for b in GRAPH_BATCH_SIZES if b <= max_batch],
+                    [t for t in PREFILL_GRAPH_TOKENS if t <= max_tokens],
+                )
             self.key, self.runner = key, runner
         return self.runner
 
@@ -89,26 +129,41 @@ class RunnerCache:
 def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """One (model, trace, rate, policy) point: returns the comparison row, the per-request
     latencies of both sides, and the per-step measured vs predicted times."""
+    from kvsim.experiments.run import context_check, run
     from kvsim.gpu.executor import STEP_COLUMNS, RealExecutor
     from kvsim.policies.registry import get_policy
-    from kvsim.experiments.run import context_check, run
 
     simulated = run(config)  # also resolves model, capacity, trace and cost model
     trace, cap, model = simulated.trace, simulated.capacity, simulated.model
     policy, context = get_policy(config.policy), simulated.policy_context
     scheduler = policy.build(context)
-    runner = runners.get(model, cap.num_blocks, config.block_size, context.swap_blocks,
-                         config.seed, config.max_num_seqs, context.max_num_batched_tokens)
+    runner = runners.get(
+        model,
+        cap.num_blocks,
+        config.block_size,
+        context.swap_blocks,
+        config.seed,
+        config.max_num_seqs,
+        context.max_num_batched_tokens,
+    )
     warm = min(4, len(trace))  # first prefills pay cuBLAS/allocator warm-up: keep it out
     RealExecutor(policy.build(context), runner).run(
-        Trace("warm-up", np.zeros(warm), trace.prompt_len[:warm], np.minimum(trace.output_len[:warm], 4)))
+        Trace("warm-up", np.zeros(warm), trace.prompt_len[:warm], np.minimum(trace.output_len[:warm], 4))
+    )
     executor = RealExecutor(scheduler, runner, predictor=simulated.cost_model, seed=config.seed)
     measured_recorder = executor.run(trace, intake_check=context_check(model))
     measured = summarize(measured_recorder, cap.num_blocks)
 
-    row = {"model": model.name, "trace": config.trace, "rate": config.rate,
-           "policy": config.policy, "block_size": config.block_size,
-           "num_requests": len(trace), "seed": config.seed, "cost_model": simulated.cost_model.name}
+    row = {
+        "model": model.name,
+        "trace": config.trace,
+        "rate": config.rate,
+        "policy": config.policy,
+        "block_size": config.block_size,
+        "num_requests": len(trace),
+        "seed": config.seed,
+        "cost_model": simulated.cost_model.name,
+    }
     for metric in COMPARED:
         m, s = float(measured[metric]), float(simulated.summary[metric])
         row[f"{metric}_measured"] = m
@@ -117,15 +172,22 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
     real_requests = measured_recorder.requests_frame()
     sim_requests = simulated.recorder.requests_frame()
     # Both sides' timelines in full, so any metric can be recomputed without the GPU.
-    requests = pd.DataFrame({"point": point_label(config), "request_id": real_requests.request_id,
-                             "status": real_requests.status, "prompt_len": real_requests.prompt_len,
-                             "output_len": real_requests.output_len, "arrival": real_requests.arrival,
-                             "first_token_measured": real_requests.first_token,
-                             "first_token_simulated": sim_requests.first_token,
-                             "finish_measured": real_requests.finish,
-                             "finish_simulated": sim_requests.finish,
-                             "e2e_measured": real_requests.e2e_latency,
-                             "e2e_simulated": sim_requests.e2e_latency})
+    requests = pd.DataFrame(
+        {
+            "point": point_label(config),
+            "request_id": real_requests.request_id,
+            "status": real_requests.status,
+            "prompt_len": real_requests.prompt_len,
+            "output_len": real_requests.output_len,
+            "arrival": real_requests.arrival,
+            "first_token_measured": real_requests.first_token,
+            "first_token_simulated": sim_requests.first_token,
+            "finish_measured": real_requests.finish,
+            "finish_simulated": sim_requests.finish,
+            "e2e_measured": real_requests.e2e_latency,
+            "e2e_simulated": sim_requests.e2e_latency,
+        }
+    )
     steps = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
     steps.insert(0, "point", point_label(config))
     return row, requests, steps
@@ -138,7 +200,10 @@ def point_label(config: SimConfig) -> str:
     default = SimConfig()
     if config.gpu_memory_utilization != default.gpu_memory_utilization:
         label += f", memory {config.gpu_memory_utilization:g}"
-    if config.preemption != default.preemption or config.gpu_memory_utilization != default.gpu_memory_utilization:
+    if (
+        config.preemption != default.preemption
+        or config.gpu_memory_utilization != default.gpu_memory_utilization
+    ):
         label += f", {config.preemption}"
     if config.beam_width > 1:
         label += f", beam {config.beam_width}"
@@ -161,8 +226,9 @@ def run_campaign(configs: list[SimConfig], out_dir: Path, progress=print) -> pd.
         pd.DataFrame(rows).to_csv(out_dir / "validation.csv", index=False)
         pd.concat(requests).to_csv(out_dir / "requests.csv", index=False)
         pd.concat(steps).to_csv(out_dir / "steps.csv", index=False)
-        (out_dir / "environment.json").write_text(json.dumps(
-            {**environment(), "configs": [c.to_dict() for c in configs]}, indent=2) + "\n")
+        (out_dir / "environment.json").write_text(
+            json.dumps({**environment(), "configs": [c.to_dict() for c in configs]}, indent=2) + "\n"
+        )
     return pd.DataFrame(rows)
 
 
@@ -190,9 +256,15 @@ def relative_errors(table: pd.DataFrame) -> pd.DataFrame:
 
 def step_error_summary(steps: pd.DataFrame) -> dict:
     err = (steps.predicted_s - steps.measured_s) / steps.measured_s
-    return {kind: {"steps": int(len(e)), "mean": float(e.mean()), "mean_abs": float(e.abs().mean()),
-                   "p90_abs": float(np.percentile(e.abs(), 90))}
-            for kind, e in err.groupby(steps.kind)}
+    return {
+        kind: {
+            "steps": int(len(e)),
+            "mean": float(e.mean()),
+            "mean_abs": float(e.abs().mean()),
+            "p90_abs": float(np.percentile(e.abs(), 90)),
+        }
+        for kind, e in err.groupby(steps.kind)
+    }
 
 
 def with_fresh_profiles(configs: list[SimConfig], out: Path, log=print) -> list[SimConfig]:
@@ -204,6 +276,9 @@ def with_fresh_profiles(configs: list[SimConfig], out: Path, log=print) -> list[
         key = (config.model, config.block_size)
         if key not in profiles:
             _, profiles[key] = run_calibration(
-                config.model, out / f"{config.model}-block{config.block_size}.profile.json",
-                block_size=config.block_size, log=log)
+                config.model,
+                out / f"{config.model}-block{config.block_size}.profile.json",
+                block_size=config.block_size,
+                log=log,
+            )
     return [replace(c, profile=str(profiles[(c.model, c.block_size)])) for c in configs]

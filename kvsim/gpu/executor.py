@@ -29,7 +29,6 @@ from kvsim.policies.kv_manager import BlockTableManager
 from kvsim.policies.scheduler import PREFILL, Scheduler, StepPlan
 from kvsim.workloads.trace import Trace
 
-
 STEP_COLUMNS = ("kind", "num_seqs", "tokens", "measured_s", "engine_s", "predicted_s")
 
 
@@ -37,9 +36,14 @@ class RealExecutor:
     """``step_clock``: None measures each step's wall time; a function of the plan gives the
     time instead (tests use the cost model, to compare schedules)."""
 
-    def __init__(self, scheduler: Scheduler, runner: ModelRunner,
-                 step_clock: Callable[[StepPlan], float] | None = None,
-                 predictor: CostModel | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        runner: ModelRunner,
+        step_clock: Callable[[StepPlan], float] | None = None,
+        predictor: CostModel | None = None,
+        seed: int = 0,
+    ) -> None:
         if not isinstance(scheduler.kv, BlockTableManager):
             raise KvsimError("the real executor runs block-table (paged) policies only")
         self.scheduler, self.runner = scheduler, runner
@@ -123,5 +127,6 @@ class RealExecutor:
 
     def _log_step(self, plan: StepPlan, measured: float, engine_s: float) -> None:
         predicted = float(self.predictor.plan_durations(plan, 1)[0]) if self.predictor else float("nan")
-        self.step_times.append((plan.kind, len(plan.seqs), int(plan.new_tokens.sum()), measured,
-                                engine_s, predicted))
+        self.step_times.append(
+            (plan.kind, len(plan.seqs), int(plan.new_tokens.sum()), measured, engine_s, predicted)
+        )

@@ -47,8 +47,9 @@ def _decode_name(dtype: str, head: int, shape: tuple[int, int] | None = None) ->
 
 def _template_names() -> list[str]:
     """The template instances every module compiles (extern "C" kernels need no name)."""
-    return ([_decode_name(t, h) for t in _DTYPES.values() for h in HEAD_SIZES]
-            + [f"paged_decode_reduce<{t}>" for t in _DTYPES.values()])
+    return [_decode_name(t, h) for t in _DTYPES.values() for h in HEAD_SIZES] + [
+        f"paged_decode_reduce<{t}>" for t in _DTYPES.values()
+    ]
 
 
 @functools.cache
@@ -56,8 +57,11 @@ def _module(extra_names: tuple[str, ...] = ()):
     import cupy
 
     source = "\n".join((CSRC / f).read_text() for f in ("paged_attention.cu", "cache_ops.cu"))
-    return cupy.RawModule(code=source, options=("-std=c++17", f"-I{CSRC}"),
-                          name_expressions=_template_names() + list(extra_names))
+    return cupy.RawModule(
+        code=source,
+        options=("-std=c++17", f"-I{CSRC}"),
+        name_expressions=_template_names() + list(extra_names),
+    )
 
 
 @functools.cache
@@ -92,10 +96,17 @@ def _dtype_tag(t: torch.Tensor) -> str:
     return _DTYPES[t.dtype]
 
 
-def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                           block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
-                           max_context_len: int, out: torch.Tensor | None = None,
-                           shape: tuple[int, int] | None = None) -> torch.Tensor:
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    max_context_len: int,
+    out: torch.Tensor | None = None,
+    shape: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Decode attention; see csrc/paged_attention.cu. ``q`` may be a row-strided view.
 
     ``max_context_len`` sizes the grid (one block per partition, see ``partition_size``);
@@ -118,20 +129,52 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
     part_stats = torch.empty(num_seqs, num_heads, max_parts, 2, dtype=torch.float32, device=q.device)
     if num_seqs == 0:
         return out
-    _launch(_decode_name(tag, head, shape), (num_heads, num_seqs, max_parts), (_THREADS,), (
-        _ptr(out), _ptr(part_out), _ptr(part_stats), _ptr(q), _ptr(k_cache), _ptr(v_cache),
-        _ptr(block_tables), _ptr(context_lens), np.float32(scale), np.int32(block_size),
-        np.int32(num_kv_heads), np.int32(block_tables.stride(0)), np.int64(q.stride(0)),
-        np.int32(part)))
+    _launch(
+        _decode_name(tag, head, shape),
+        (num_heads, num_seqs, max_parts),
+        (_THREADS,),
+        (
+            _ptr(out),
+            _ptr(part_out),
+            _ptr(part_stats),
+            _ptr(q),
+            _ptr(k_cache),
+            _ptr(v_cache),
+            _ptr(block_tables),
+            _ptr(context_lens),
+            np.float32(scale),
+            np.int32(block_size),
+            np.int32(num_kv_heads),
+            np.int32(block_tables.stride(0)),
+            np.int64(q.stride(0)),
+            np.int32(part),
+        ),
+    )
     if max_parts > 1:
-        _launch(f"paged_decode_reduce<{tag}>", (num_heads, num_seqs), (_THREADS,), (
-            _ptr(out), _ptr(part_out), _ptr(part_stats), _ptr(context_lens),
-            np.int32(head), np.int32(max_parts), np.int32(part)))
+        _launch(
+            f"paged_decode_reduce<{tag}>",
+            (num_heads, num_seqs),
+            (_THREADS,),
+            (
+                _ptr(out),
+                _ptr(part_out),
+                _ptr(part_stats),
+                _ptr(context_lens),
+                np.int32(head),
+                np.int32(max_parts),
+                np.int32(part),
+            ),
+        )
     return out
 
 
-def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+def reshape_and_cache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
     """Write key/value ``[num_tokens, kv_heads, d]`` (rows may be strided) into their slots."""
     num_tokens = key.shape[0]
     row = k_cache.shape[2] * k_cache.shape[3]
@@ -141,9 +184,21 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Ten
     assert key.dtype == value.dtype == k_cache.dtype and slot_mapping.dtype == torch.int64
     assert k_cache.is_contiguous() and v_cache.is_contiguous()
     if num_tokens:
-        _launch("reshape_and_cache", (num_tokens,), (min(1024, row),), (
-            _ptr(k_cache), _ptr(v_cache), _ptr(key), _ptr(value), _ptr(slot_mapping),
-            np.int32(row), np.int64(key.stride(0)), np.int64(value.stride(0))))
+        _launch(
+            "reshape_and_cache",
+            (num_tokens,),
+            (min(1024, row),),
+            (
+                _ptr(k_cache),
+                _ptr(v_cache),
+                _ptr(key),
+                _ptr(value),
+                _ptr(slot_mapping),
+                np.int32(row),
+                np.int64(key.stride(0)),
+                np.int64(value.stride(0)),
+            ),
+        )
 
 
 def copy_blocks(src: list[torch.Tensor], dst: list[torch.Tensor], pairs: torch.Tensor) -> None:
@@ -161,7 +216,12 @@ def copy_blocks(src: list[torch.Tensor], dst: list[torch.Tensor], pairs: torch.T
     assert block_bytes % 16 == 0
     if pairs.shape[0] == 0:
         return
-    bases = torch.tensor([[s.data_ptr() for s in src], [d.data_ptr() for d in dst]],
-                         dtype=torch.int64).to(pairs.device, non_blocking=True)
-    _launch("copy_blocks", (pairs.shape[0], len(src)), (256,), (
-        _ptr(bases[0]), _ptr(bases[1]), _ptr(pairs), np.int64(block_bytes)))
+    bases = torch.tensor([[s.data_ptr() for s in src], [d.data_ptr() for d in dst]], dtype=torch.int64).to(
+        pairs.device, non_blocking=True
+    )
+    _launch(
+        "copy_blocks",
+        (pairs.shape[0], len(src)),
+        (256,),
+        (_ptr(bases[0]), _ptr(bases[1]), _ptr(pairs), np.int64(block_bytes)),
+    )

@@ -11,22 +11,36 @@ import torch.nn.functional as F
 from kvsim.gpu import reference
 
 
-def decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                     block_tables: torch.Tensor, context_lens: torch.Tensor, scale: float,
-                     max_context_len: int) -> torch.Tensor:
+def decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+    max_context_len: int,
+) -> torch.Tensor:
     """``[num_seqs, heads, d]``: each sequence's one query over its paged context."""
     if q.is_cuda:
         from kvsim.gpu import kernels
-        return kernels.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens,
-                                              scale, max_context_len)
+
+        return kernels.paged_decode_attention(
+            q, k_cache, v_cache, block_tables, context_lens, scale, max_context_len
+        )
     return reference.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
 
 
-def write_kv(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-             slot_mapping: torch.Tensor) -> None:
+def write_kv(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
     """Store new tokens' K/V ``[num_tokens, kv_heads, d]`` at flat slots (-1: skip)."""
     if key.is_cuda:
         from kvsim.gpu import kernels
+
         kernels.reshape_and_cache(key, value, k_cache, v_cache, slot_mapping)
     else:
         reference.reshape_and_cache(key, value, k_cache, v_cache, slot_mapping)
@@ -36,6 +50,7 @@ def copy_blocks(src: list[torch.Tensor], dst: list[torch.Tensor], pairs: list[tu
     """Block copy between caches (copy-on-write when ``src is dst``, swap across devices)."""
     if any(t.is_cuda for t in src + dst):
         from kvsim.gpu import kernels
+
         device = next(t.device for t in src + dst if t.is_cuda)
         kernels.copy_blocks(src, dst, torch.tensor(pairs, dtype=torch.int64, device=device).view(-1, 2))
     else:
@@ -64,8 +79,14 @@ class PrefillLayout:
         return self.context_slots is not None
 
 
-def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: PrefillLayout,
-                  context_offsets: torch.Tensor, scale: float) -> torch.Tensor:
+def _flash_varlen(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    layout: PrefillLayout,
+    context_offsets: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
     """PyTorch's flash-attention kernel over packed variable-length sequences (causal, the
     queries aligned with the end of each context; grouped-query heads handled natively).
     Called through aten directly: the public wrapper, torch.nn.attention.varlen, took 75 us
@@ -73,12 +94,29 @@ def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, layout: Pre
     pays it in every layer."""
     longest = max(n + c for n, c in zip(layout.new_lengths, layout.cached))
     return torch.ops.aten._flash_attention_forward(
-        q, k, v, layout.new_offsets, context_offsets, max(layout.new_lengths), longest,
-        0.0, True, False, scale=scale)[0]
+        q,
+        k,
+        v,
+        layout.new_offsets,
+        context_offsets,
+        max(layout.new_lengths),
+        longest,
+        0.0,
+        True,
+        False,
+        scale=scale,
+    )[0]
 
 
-def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, layout: PrefillLayout, scale: float) -> torch.Tensor:
+def prefill_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    layout: PrefillLayout,
+    scale: float,
+) -> torch.Tensor:
     """New tokens (q, k, v ``[total_new, heads, d]``) attend causally to themselves and to
     their sequence's cached tokens in the paged cache (which already holds k and v).
 
@@ -89,27 +127,41 @@ def prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache
     in turn.
     """
     if layout.any_cached:  # whole rows by index_select: a bandwidth-bound copy
-        k, v = (cache.view(-1, cache[0, 0].numel()).index_select(0, layout.context_slots)
-                .view(-1, *cache.shape[2:]) for cache in (k_cache, v_cache))
+        k, v = (
+            cache.view(-1, cache[0, 0].numel())
+            .index_select(0, layout.context_slots)
+            .view(-1, *cache.shape[2:])
+            for cache in (k_cache, v_cache)
+        )
     if q.is_cuda:
-        return _flash_varlen(q, k, v, layout, layout.context_offsets if layout.any_cached
-                             else layout.new_offsets, scale)
+        return _flash_varlen(
+            q, k, v, layout, layout.context_offsets if layout.any_cached else layout.new_offsets, scale
+        )
     outputs, q_start, k_start = [], 0, 0
     for n, c in zip(layout.new_lengths, layout.cached):
-        outputs.append(sequence_prefill_attention(q[q_start:q_start + n], k[k_start:k_start + n + c],
-                                                  v[k_start:k_start + n + c], c, scale))
+        outputs.append(
+            sequence_prefill_attention(
+                q[q_start : q_start + n], k[k_start : k_start + n + c], v[k_start : k_start + n + c], c, scale
+            )
+        )
         q_start, k_start = q_start + n, k_start + n + c
     return torch.cat(outputs)
 
 
-def sequence_prefill_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_cached: int,
-                               scale: float) -> torch.Tensor:
+def sequence_prefill_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_cached: int, scale: float
+) -> torch.Tensor:
     """One sequence: q ``[n, heads, d]`` over its whole context k, v ``[num_cached + n, ...]``,
     causal with the queries at the context's end, through PyTorch's fused SDPA."""
     n, length = q.shape[0], k.shape[0]
-    mask = (torch.ones(n, length, dtype=torch.bool, device=q.device).tril(num_cached)
-            if num_cached else None)
+    mask = torch.ones(n, length, dtype=torch.bool, device=q.device).tril(num_cached) if num_cached else None
     out = F.scaled_dot_product_attention(
-        q.transpose(0, 1), k.transpose(0, 1), v.transpose(0, 1), attn_mask=mask,
-        is_causal=mask is None, scale=scale, enable_gqa=q.shape[1] != k.shape[1])
+        q.transpose(0, 1),
+        k.transpose(0, 1),
+        v.transpose(0, 1),
+        attn_mask=mask,
+        is_causal=mask is None,
+        scale=scale,
+        enable_gqa=q.shape[1] != k.shape[1],
+    )
     return out.transpose(0, 1)

@@ -23,8 +23,9 @@ def gather_kv(cache: torch.Tensor, table: list[int] | torch.Tensor, length: int)
     return cache[table[pos // block_size], pos % block_size]
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-              causal_offset: int | None = None) -> torch.Tensor:
+def attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, causal_offset: int | None = None
+) -> torch.Tensor:
     """Naive attention of q ``[nq, heads, d]`` over k, v ``[nk, kv_heads, d]`` (GQA by repeat).
 
     With ``causal_offset`` c, query i sees keys ``0 .. c + i`` (a prefix of c cached tokens).
@@ -37,13 +38,15 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
     if causal_offset is not None:
         nq, nk = q.shape[0], k.shape[0]
         visible = torch.arange(nk, device=q.device)[None, :] <= (
-            causal_offset + torch.arange(nq, device=q.device)[:, None])
+            causal_offset + torch.arange(nq, device=q.device)[:, None]
+        )
         scores = scores.masked_fill(~visible, float("-inf"))
     return torch.einsum("hqk,khd->qhd", scores.softmax(dim=-1), v)
 
 
-def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
-                           block_tables, context_lens, scale: float) -> torch.Tensor:
+def paged_decode_attention(
+    q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, block_tables, context_lens, scale: float
+) -> torch.Tensor:
     """One query token per sequence (q ``[num_seqs, heads, d]``) over its paged context.
 
     Rows with context length 0 (padding of a captured batch) come out as zeros.
@@ -53,12 +56,17 @@ def paged_decode_attention(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torc
         if length > 0:
             k = gather_kv(k_cache, block_tables[i], length)
             v = gather_kv(v_cache, block_tables[i], length)
-            out[i] = attention(q[i:i + 1], k, v, scale)[0].to(q.dtype)
+            out[i] = attention(q[i : i + 1], k, v, scale)[0].to(q.dtype)
     return out
 
 
-def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, k_cache: torch.Tensor,
-                      v_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
+def reshape_and_cache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
     """Write key/value ``[num_tokens, kv_heads, d]`` into flat slots; slot -1 is skipped."""
     keep = slot_mapping >= 0
     slots = slot_mapping[keep].long()

@@ -39,8 +39,10 @@ GRAPH_BATCH_SIZES = (1, 2, 4, *range(8, 257, 8))
 # pieces (its shape is the batch's own): eager, a short prefill's dozen launches per layer
 # kept the host busier than the GPU, and host speed differs between machines (measurements in
 # benchmarks/KERNELS.md); past ~1024 tokens the GPU outruns the host.
-PREFILL_GRAPH_TOKENS = (*PREFILL_PADDING["sizes"], *range(PREFILL_PADDING["multiple"], 1025,
-                                                          PREFILL_PADDING["multiple"]))
+PREFILL_GRAPH_TOKENS = (
+    *PREFILL_PADDING["sizes"],
+    *range(PREFILL_PADDING["multiple"], 1025, PREFILL_PADDING["multiple"]),
+)
 
 
 def padded_prefill_tokens(tokens: int) -> int:
@@ -106,25 +108,37 @@ class ModelRunner:
     """``weights``: None for seeded random weights, a checkpoint directory (safetensors) or
     a Hugging Face state dict. ``dtype`` defaults to the spec's; float32 runs on CPU only."""
 
-    def __init__(self, spec: ModelSpec, num_blocks: int, block_size: int, dtype: str | None = None,
-                 device: str | torch.device = "cuda", weights=None, seed: int = 0,
-                 num_host_blocks: int = 0):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        num_blocks: int,
+        block_size: int,
+        dtype: str | None = None,
+        device: str | torch.device = "cuda",
+        weights=None,
+        seed: int = 0,
+        num_host_blocks: int = 0,
+    ):
         self.spec = spec
         self.dtype = _DTYPES[dtype or spec.dtype]
         self.device = torch.device(device)
         self.block_size = block_size
         self.table_width = -(-spec.max_model_len // block_size)
-        self.scale = spec.head_dim ** -0.5
+        self.scale = spec.head_dim**-0.5
         source = RandomWeights(seed, self.device) if weights is None else NamedWeights(weights, self.device)
         self._load(source)
         cache_shape = (num_blocks, block_size, spec.num_kv_heads, spec.head_dim)
         host_shape = (num_host_blocks, *cache_shape[1:])
         pin = self.device.type == "cuda"
         # Layer l's K cache is caches[2l], its V cache caches[2l + 1].
-        self.caches = [torch.empty(cache_shape, dtype=self.dtype, device=self.device)
-                       for _ in range(2 * spec.num_layers)]
-        self.host_caches = [torch.empty(host_shape, dtype=self.dtype, pin_memory=pin)
-                            for _ in self.caches] if num_host_blocks else []
+        self.caches = [
+            torch.empty(cache_shape, dtype=self.dtype, device=self.device) for _ in range(2 * spec.num_layers)
+        ]
+        self.host_caches = (
+            [torch.empty(host_shape, dtype=self.dtype, pin_memory=pin) for _ in self.caches]
+            if num_host_blocks
+            else []
+        )
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.graph_sizes: list[int] = []
         self.static: _Batch | None = None
@@ -136,9 +150,11 @@ class ModelRunner:
             self._uploaded = torch.cuda.Event()
         if spec.family == "llama":
             inv = 1.0 / spec.rope_theta ** (
-                torch.arange(0, spec.head_dim, 2, dtype=torch.float32, device=self.device) / spec.head_dim)
-            angles = torch.outer(torch.arange(spec.max_model_len, dtype=torch.float32,
-                                              device=self.device), inv)
+                torch.arange(0, spec.head_dim, 2, dtype=torch.float32, device=self.device) / spec.head_dim
+            )
+            angles = torch.outer(
+                torch.arange(spec.max_model_len, dtype=torch.float32, device=self.device), inv
+            )
             angles = torch.cat([angles, angles], dim=-1)
             self.rope_cos, self.rope_sin = angles.cos().to(self.dtype), angles.sin().to(self.dtype)
 
@@ -157,29 +173,50 @@ class ModelRunner:
         for i in range(s.num_layers):
             p = f"layers.{i}."
             attn = lambda n, *shape: get(p + "self_attn." + n, *shape)
-            qkv_w = torch.cat([attn("q_proj.weight", q_dim, h), attn("k_proj.weight", kv_dim, h),
-                               attn("v_proj.weight", kv_dim, h)])
+            qkv_w = torch.cat(
+                [
+                    attn("q_proj.weight", q_dim, h),
+                    attn("k_proj.weight", kv_dim, h),
+                    attn("v_proj.weight", kv_dim, h),
+                ]
+            )
             if opt:
                 norm = lambda n: (get(p + n + ".weight", h), get(p + n + ".bias", h))
                 layer = _Layer(
-                    ln1=norm("self_attn_layer_norm"), qkv_w=qkv_w,
-                    qkv_b=torch.cat([attn("q_proj.bias", q_dim), attn("k_proj.bias", kv_dim),
-                                     attn("v_proj.bias", kv_dim)]),
-                    o_w=attn("out_proj.weight", h, q_dim), o_b=attn("out_proj.bias", h),
+                    ln1=norm("self_attn_layer_norm"),
+                    qkv_w=qkv_w,
+                    qkv_b=torch.cat(
+                        [attn("q_proj.bias", q_dim), attn("k_proj.bias", kv_dim), attn("v_proj.bias", kv_dim)]
+                    ),
+                    o_w=attn("out_proj.weight", h, q_dim),
+                    o_b=attn("out_proj.bias", h),
                     ln2=norm("final_layer_norm"),
-                    up_w=get(p + "fc1.weight", f, h), up_b=get(p + "fc1.bias", f),
-                    down_w=get(p + "fc2.weight", h, f), down_b=get(p + "fc2.bias", h))
+                    up_w=get(p + "fc1.weight", f, h),
+                    up_b=get(p + "fc1.bias", f),
+                    down_w=get(p + "fc2.weight", h, f),
+                    down_b=get(p + "fc2.bias", h),
+                )
             else:
                 layer = _Layer(
-                    ln1=(get(p + "input_layernorm.weight", h),), qkv_w=qkv_w, qkv_b=None,
-                    o_w=attn("o_proj.weight", h, q_dim), o_b=None,
+                    ln1=(get(p + "input_layernorm.weight", h),),
+                    qkv_w=qkv_w,
+                    qkv_b=None,
+                    o_w=attn("o_proj.weight", h, q_dim),
+                    o_b=None,
                     ln2=(get(p + "post_attention_layernorm.weight", h),),
-                    up_w=torch.cat([get(p + "mlp.gate_proj.weight", f, h),
-                                    get(p + "mlp.up_proj.weight", f, h)]), up_b=None,
-                    down_w=get(p + "mlp.down_proj.weight", h, f), down_b=None)
+                    up_w=torch.cat(
+                        [get(p + "mlp.gate_proj.weight", f, h), get(p + "mlp.up_proj.weight", f, h)]
+                    ),
+                    up_b=None,
+                    down_w=get(p + "mlp.down_proj.weight", h, f),
+                    down_b=None,
+                )
             self.layers.append(layer)
-        self.final_norm = ((get("final_layer_norm.weight", h), get("final_layer_norm.bias", h))
-                           if opt else (get("norm.weight", h),))
+        self.final_norm = (
+            (get("final_layer_norm.weight", h), get("final_layer_norm.bias", h))
+            if opt
+            else (get("norm.weight", h),)
+        )
         self.lm_head = self.embed if s.tie_word_embeddings else get("lm_head.weight", s.vocab_size, h)
 
     # -- the forward pass --------------------------------------------------------------------
@@ -202,14 +239,23 @@ class ModelRunner:
             x = x + F.embedding(positions + _OPT_POS_OFFSET, self.pos_embed)
         return x
 
-    def _qkv(self, i: int, x: torch.Tensor, positions: torch.Tensor, slots: torch.Tensor,
-             out: torch.Tensor | None = None) -> torch.Tensor:
+    def _qkv(
+        self,
+        i: int,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        slots: torch.Tensor,
+        out: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Layer i's fused Q/K/V of ``x`` (into ``out`` when given), rotated (LLaMA), with K
         and V stored at ``slots`` of the layer's cache."""
         L, s = self.layers[i], self.spec
         h = self._norm(x, L.ln1)
-        qkv = (torch.addmm(L.qkv_b, h, L.qkv_w.t(), out=out) if L.qkv_b is not None
-               else torch.mm(h, L.qkv_w.t(), out=out))
+        qkv = (
+            torch.addmm(L.qkv_b, h, L.qkv_w.t(), out=out)
+            if L.qkv_b is not None
+            else torch.mm(h, L.qkv_w.t(), out=out)
+        )
         q, k, v = self._split(qkv)
         if s.family == "llama":
             q.copy_(self._rope(q, positions))
@@ -220,9 +266,11 @@ class ModelRunner:
     def _split(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         s, n = self.spec, qkv.shape[0]
         q_dim, kv_dim = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-        return (qkv[:, :q_dim].view(n, s.num_heads, s.head_dim),
-                qkv[:, q_dim:q_dim + kv_dim].view(n, s.num_kv_heads, s.head_dim),
-                qkv[:, q_dim + kv_dim:].view(n, s.num_kv_heads, s.head_dim))
+        return (
+            qkv[:, :q_dim].view(n, s.num_heads, s.head_dim),
+            qkv[:, q_dim : q_dim + kv_dim].view(n, s.num_kv_heads, s.head_dim),
+            qkv[:, q_dim + kv_dim :].view(n, s.num_kv_heads, s.head_dim),
+        )
 
     def _residual(self, i: int, x: torch.Tensor, attention: torch.Tensor) -> None:
         """Layer i after attention, in place on the residual stream ``x``: output
@@ -258,8 +306,9 @@ class ModelRunner:
             raise ValueError(f"a block table is longer than max_model_len {self.spec.max_model_len} needs")
         array = np.zeros((rows, self.table_width), np.int32)
         filled = np.arange(self.table_width) < lengths[:, None]
-        array[:len(block_tables)][filled] = np.fromiter(
-            itertools.chain.from_iterable(block_tables), np.int32, int(lengths.sum()))
+        array[: len(block_tables)][filled] = np.fromiter(
+            itertools.chain.from_iterable(block_tables), np.int32, int(lengths.sum())
+        )
         return array
 
     def _slots(self, tables: np.ndarray, rows: np.ndarray, positions: np.ndarray) -> np.ndarray:
@@ -281,15 +330,16 @@ class ModelRunner:
         host = self._staging.numpy()
         ends = np.cumsum(sizes)
         for a, end in zip(arrays, ends):
-            host[end - a.size:end] = a.ravel()
+            host[end - a.size : end] = a.ravel()
         device = self._staging[:total].to(self.device, non_blocking=True)
         self._uploaded.record()
-        return [device[end - a.size:end].view(a.shape) for a, end in zip(arrays, ends)]
+        return [device[end - a.size : end].view(a.shape) for a, end in zip(arrays, ends)]
 
     # -- public steps --------------------------------------------------------------------------
 
-    def prefill(self, token_ids: list[list[int]], block_tables: list[list[int]],
-                num_cached: list[int] | None = None) -> torch.Tensor:
+    def prefill(
+        self, token_ids: list[list[int]], block_tables: list[list[int]], num_cached: list[int] | None = None
+    ) -> torch.Tensor:
         """Run each sequence's new tokens (after ``num_cached`` tokens already in its blocks);
         returns float32 logits of each sequence's last token, ``[num_seqs, vocab]``."""
         num_seqs = len(token_ids)
@@ -316,8 +366,9 @@ class ModelRunner:
             layout.context_offsets, layout.context_slots = device[2].int(), device[3]
 
         def attend(i, q, k, v):
-            return ops.prefill_attention(q, k, v, self.caches[2 * i], self.caches[2 * i + 1],
-                                         layout, self.scale)
+            return ops.prefill_attention(
+                q, k, v, self.caches[2 * i], self.caches[2 * i + 1], layout, self.scale
+            )
 
         hidden = self._prefill_pieces(total, device[0], attend)
         return self._logits(hidden[layout.new_offsets[1:].long() - 1])
@@ -369,19 +420,31 @@ class ModelRunner:
 
     def _decode_step(self, batch: _Batch, max_context_len: int) -> torch.Tensor:
         def attend(i, q, k, v):
-            return ops.decode_attention(q, self.caches[2 * i], self.caches[2 * i + 1], batch.tables,
-                                        batch.context_lens, self.scale, max_context_len)
+            return ops.decode_attention(
+                q,
+                self.caches[2 * i],
+                self.caches[2 * i + 1],
+                batch.tables,
+                batch.context_lens,
+                self.scale,
+                max_context_len,
+            )
+
         return self._logits(self._hidden(batch, attend))
 
-    def decode(self, token_ids: list[int], positions: list[int],
-               block_tables: list[list[int]]) -> torch.Tensor:
+    def decode(
+        self, token_ids: list[int], positions: list[int], block_tables: list[list[int]]
+    ) -> torch.Tensor:
         """One new token per sequence at ``positions`` (= tokens already cached); returns
         float32 logits ``[num_seqs, vocab]``. Uses a captured graph when one fits."""
         n = len(token_ids)
         if max(positions) >= self.spec.max_model_len:
             raise ValueError(f"decode past max_model_len {self.spec.max_model_len}")
-        size = self.graph_sizes[bisect.bisect_left(self.graph_sizes, n)] if (
-            self.graph_sizes and n <= self.graph_sizes[-1]) else n
+        size = (
+            self.graph_sizes[bisect.bisect_left(self.graph_sizes, n)]
+            if (self.graph_sizes and n <= self.graph_sizes[-1])
+            else n
+        )
         # Rows past n pad the captured batch: context 0 (attention writes zeros), slot -1
         # (no K/V written).
         tables = self._table_array(block_tables, size)
@@ -428,12 +491,18 @@ class ModelRunner:
             m, w = sizes[0], self.table_width
             ints = self._static_ints = zeros(3, m)  # tokens, positions, slots: one copy fills all three
             ints[2] = -1
-            self.static = _Batch(ints[0], ints[1], ints[2], zeros(m, w, dt=torch.int32),
-                                 zeros(m, dt=torch.int32) + 1)
+            self.static = _Batch(
+                ints[0], ints[1], ints[2], zeros(m, w, dt=torch.int32), zeros(m, dt=torch.int32) + 1
+            )
         for size in sizes:
             st = self.static
-            view = _Batch(st.tokens[:size], st.positions[:size], st.slots[:size],
-                          st.tables[:size], st.context_lens[:size])
+            view = _Batch(
+                st.tokens[:size],
+                st.positions[:size],
+                st.slots[:size],
+                st.tables[:size],
+                st.context_lens[:size],
+            )
             self.graphs[size] = self._graph(lambda: self._decode_step(view, self.spec.max_model_len), pool)
         self.graph_sizes = sorted(sizes)
         if prefill_tokens:

@@ -19,7 +19,7 @@ from kvsim.errors import KvsimError
 def canonical_name(hf_name: str) -> str:
     for prefix in ("model.decoder.", "model.", "decoder."):
         if hf_name.startswith(prefix):
-            return hf_name[len(prefix):]
+            return hf_name[len(prefix) :]
     return hf_name
 
 
@@ -56,8 +56,9 @@ class NamedWeights:
         if not files:
             raise KvsimError(f"no *.safetensors files in {source}")
         handles = [safe_open(str(f), framework="pt") for f in files]
-        self.loaders = {canonical_name(n): (lambda h=h, n=n: h.get_tensor(n))
-                        for h in handles for n in h.keys()}
+        self.loaders = {
+            canonical_name(n): (lambda h=h, n=n: h.get_tensor(n)) for h in handles for n in h.keys()
+        }
 
     def get(self, name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         if name not in self.loaders:

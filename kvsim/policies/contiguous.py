@@ -45,8 +45,13 @@ class ContiguousKVManager(KVCacheManager):
     the paged policy's; allocation itself is by token slot.
     """
 
-    def __init__(self, num_blocks: int, block_size: int, reservation: ReservationRule,
-                 allocator: type[ContiguousAllocator] = BuddyAllocator) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        reservation: ReservationRule,
+        allocator: type[ContiguousAllocator] = BuddyAllocator,
+    ) -> None:
         self.num_blocks, self.block_size = num_blocks, block_size
         self.reservation = reservation
         self.allocator = allocator(num_blocks * block_size)
@@ -100,8 +105,12 @@ class ContiguousKVManager(KVCacheManager):
             raise AssertionError(f"usage of {len(seqs)} sequences; {len(self._ranges)} hold ranges")
         held = self.allocator.num_slots - self.allocator.num_free
         stored = int(num_tokens.sum())
-        return CacheUsage(token_states=stored, reserved=self._final_total - stored,
-                          internal_fragmentation=held - self._final_total, free=self.allocator.num_free)
+        return CacheUsage(
+            token_states=stored,
+            reserved=self._final_total - stored,
+            internal_fragmentation=held - self._final_total,
+            free=self.allocator.num_free,
+        )
 
 
 def build_contiguous(ctx: PolicyContext, reservation: ReservationRule) -> Scheduler:
@@ -109,16 +118,28 @@ def build_contiguous(ctx: PolicyContext, reservation: ReservationRule) -> Schedu
     return Scheduler(kv, ctx.max_num_seqs, ctx.max_num_batched_tokens, preemption=False, beam=ctx.beam)
 
 
-@register("orca-max", "Orca: contiguous buddy-allocated reservation of the model's full context per request", preempts=False)
+@register(
+    "orca-max",
+    "Orca: contiguous buddy-allocated reservation of the model's full context per request",
+    preempts=False,
+)
 def build_orca_max(ctx: PolicyContext) -> Scheduler:
     return build_contiguous(ctx, reserve_max(ctx.max_model_len))
 
 
-@register("orca-pow2", "Orca: contiguous reservation of prompt + output rounded up to a power of two", preempts=False)
+@register(
+    "orca-pow2",
+    "Orca: contiguous reservation of prompt + output rounded up to a power of two",
+    preempts=False,
+)
 def build_orca_pow2(ctx: PolicyContext) -> Scheduler:
     return build_contiguous(ctx, reserve_pow2(ctx.max_model_len))
 
 
-@register("orca-oracle", "Orca: contiguous reservation of exactly prompt + output (knows the output length)", preempts=False)
+@register(
+    "orca-oracle",
+    "Orca: contiguous reservation of exactly prompt + output (knows the output length)",
+    preempts=False,
+)
 def build_orca_oracle(ctx: PolicyContext) -> Scheduler:
     return build_contiguous(ctx, reserve_exact)

@@ -38,8 +38,9 @@ class CopyOnWrite:
     def forget(self, seq: int) -> None:
         self._maybe_shared.discard(seq)
 
-    def writers(self, seqs: np.ndarray, num_tokens: np.ndarray, held: np.ndarray,
-                tables: dict[int, list[int]]) -> list[int]:
+    def writers(
+        self, seqs: np.ndarray, num_tokens: np.ndarray, held: np.ndarray, tables: dict[int, list[int]]
+    ) -> list[int]:
         """Those of ``seqs`` whose next write (token ``num_tokens - 1``) lands in a shared block."""
         if not self._maybe_shared:
             return []
@@ -53,8 +54,9 @@ class CopyOnWrite:
                 self._maybe_shared.discard(seq)
         return found
 
-    def duplicated_tail_slots(self, seqs: np.ndarray, num_tokens: np.ndarray, held: np.ndarray,
-                              tables: dict[int, list[int]]) -> int:
+    def duplicated_tail_slots(
+        self, seqs: np.ndarray, num_tokens: np.ndarray, held: np.ndarray, tables: dict[int, list[int]]
+    ) -> int:
         """Unwritten slots counted more than once when every sequence's last-block tail
         (``held * block_size - num_tokens``) is summed: sharers of one partial last block
         each count its tail, which physically exists once, as the fullest sharer leaves it."""

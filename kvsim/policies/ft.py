@@ -27,14 +27,26 @@ def max_reservations(num_slots: int, size: int, allocator: type[ContiguousAlloca
     return count
 
 
-@register("ft", "FasterTransformer: request-level batches of up to B max-length reservations, run to completion", preempts=False)
+@register(
+    "ft",
+    "FasterTransformer: request-level batches of up to B max-length reservations, run to completion",
+    preempts=False,
+)
 def build_ft(ctx: PolicyContext) -> Scheduler:
     fit = max_reservations(ctx.num_blocks * ctx.block_size, ctx.max_model_len)
     batch = ctx.ft_batch_size or max(1, min(fit, ctx.max_num_seqs))
     if batch > fit:
-        raise KvsimError(f"--ft-batch-size {batch}: the KV cache holds only {fit} reservations "
-                         f"of the model's {ctx.max_model_len}-token context")
+        raise KvsimError(
+            f"--ft-batch-size {batch}: the KV cache holds only {fit} reservations "
+            f"of the model's {ctx.max_model_len}-token context"
+        )
     kv = ContiguousKVManager(ctx.num_blocks, ctx.block_size, reserve_max(ctx.max_model_len))
     # The batch is prefilled in one pass, as FasterTransformer's context phase does.
-    return Scheduler(kv, batch, max(ctx.max_num_batched_tokens, batch * ctx.max_model_len),
-                     preemption=False, beam=ctx.beam, batch_level=True)
+    return Scheduler(
+        kv,
+        batch,
+        max(ctx.max_num_batched_tokens, batch * ctx.max_model_len),
+        preemption=False,
+        beam=ctx.beam,
+        batch_level=True,
+    )

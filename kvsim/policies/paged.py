@@ -26,9 +26,14 @@ def blocks_for(tokens, block_size: int):
 
 
 class PagedKVManager(SharingKVManager):
-
-    def __init__(self, num_blocks: int, block_size: int, watermark: float = 0.01,
-                 prefix_cache: bool = False, swap_blocks: int = 0) -> None:
+    def __init__(
+        self,
+        num_blocks: int,
+        block_size: int,
+        watermark: float = 0.01,
+        prefix_cache: bool = False,
+        swap_blocks: int = 0,
+    ) -> None:
         self.block_size = block_size
         self.num_blocks = num_blocks
         # Named blocks cost dict look-ups on every free; only runs that share prefixes pay it.
@@ -46,7 +51,9 @@ class PagedKVManager(SharingKVManager):
 
     def _ensure(self, seq: int) -> None:
         if seq >= len(self._held):
-            self._held = np.concatenate([self._held, np.zeros(max(seq + 1, 2 * len(self._held)) - len(self._held), np.int64)])
+            self._held = np.concatenate(
+                [self._held, np.zeros(max(seq + 1, 2 * len(self._held)) - len(self._held), np.int64)]
+            )
 
     def fits_alone(self, final_tokens: list[int]) -> bool:
         needed = sum(blocks_for(tokens, self.block_size) for tokens in final_tokens)
@@ -76,7 +83,7 @@ class PagedKVManager(SharingKVManager):
         """
         allocator = self.allocator
         hits: list[int] = []
-        for name in names[:(num_tokens - 1) // self.block_size]:
+        for name in names[: (num_tokens - 1) // self.block_size]:
             block = allocator.lookup(name)
             if block is None:
                 break
@@ -145,7 +152,7 @@ class PagedKVManager(SharingKVManager):
         blocks = self.allocator.allocate(total)  # one call, then dealt out in order
         tables, start = self.block_tables, 0
         for seq, count in zip(seqs[growing].tolist(), counts):
-            tables[seq].extend(blocks[start:start + count])
+            tables[seq].extend(blocks[start : start + count])
             start += count
         self._held[seqs] += new
         self._logical += total
@@ -225,14 +232,31 @@ class PagedKVManager(SharingKVManager):
         unwritten = self._logical * size - int(np.add.reduce(num_tokens))
         if self.cow.active:
             unwritten -= self.cow.duplicated_tail_slots(seqs, num_tokens, self._held[seqs], self.block_tables)
-        return CacheUsage(token_states=(self.num_blocks - free) * size - unwritten, reserved=0,
-                          internal_fragmentation=unwritten, free=free * size)
+        return CacheUsage(
+            token_states=(self.num_blocks - free) * size - unwritten,
+            reserved=0,
+            internal_fragmentation=unwritten,
+            free=free * size,
+        )
 
 
-@register("paged", "vLLM PagedAttention: on-demand blocks through block tables, copy-on-write sharing, preemption by recompute or swap")
+@register(
+    "paged",
+    "vLLM PagedAttention: on-demand blocks through block tables, copy-on-write sharing, preemption by recompute or swap",
+)
 def build_paged(ctx: PolicyContext) -> Scheduler:
-    kv = PagedKVManager(ctx.num_blocks, ctx.block_size, ctx.watermark,
-                        prefix_cache=ctx.prefix_caching or ctx.shared_prefix,
-                        swap_blocks=ctx.swap_blocks)
-    return Scheduler(kv, ctx.max_num_seqs, ctx.max_num_batched_tokens,
-                     preemption_mode=ctx.preemption, beam=ctx.beam, prefix_caching=ctx.prefix_caching)
+    kv = PagedKVManager(
+        ctx.num_blocks,
+        ctx.block_size,
+        ctx.watermark,
+        prefix_cache=ctx.prefix_caching or ctx.shared_prefix,
+        swap_blocks=ctx.swap_blocks,
+    )
+    return Scheduler(
+        kv,
+        ctx.max_num_seqs,
+        ctx.max_num_batched_tokens,
+        preemption_mode=ctx.preemption,
+        beam=ctx.beam,
+        prefix_caching=ctx.prefix_caching,
+    )

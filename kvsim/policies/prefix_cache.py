@@ -24,7 +24,7 @@ def block_hashes(token_ids: np.ndarray, block_size: int) -> list[int]:
     """Names of the full blocks of ``token_ids`` (int hashing is not salted: deterministic)."""
     names, previous = [], 0
     for start in range(0, len(token_ids) - block_size + 1, block_size):
-        previous = hash((previous, *token_ids[start:start + block_size].tolist()))
+        previous = hash((previous, *token_ids[start : start + block_size].tolist()))
         names.append(previous)
     return names
 

@@ -50,6 +50,7 @@ def register(name: str, description: str, preempts: bool = True):
     def decorator(build: Callable[[PolicyContext], Scheduler]):
         _POLICIES[name] = Policy(name, description, build, preempts)
         return build
+
     return decorator
 
 

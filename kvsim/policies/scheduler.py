@@ -29,6 +29,7 @@ from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, KVCacheManager
 from kvsim.policies.prefix_cache import block_hashes
 from kvsim.policies.request import Request, Status
 
+
 class StepKind(str, Enum):
     """What a step computes: prompts (prefill) or one token of every running sequence (decode)."""
 
@@ -81,10 +82,17 @@ class SequenceTable:
 class Scheduler:
     """FCFS continuous batching over any KV-cache policy, with preemption by recompute."""
 
-    def __init__(self, kv: KVCacheManager, max_num_seqs: int, max_num_batched_tokens: int,
-                 preemption: bool = True, preemption_mode: str = "recompute",
-                 beam: BeamModel = BeamModel(), prefix_caching: bool = False,
-                 batch_level: bool = False) -> None:
+    def __init__(
+        self,
+        kv: KVCacheManager,
+        max_num_seqs: int,
+        max_num_batched_tokens: int,
+        preemption: bool = True,
+        preemption_mode: str = "recompute",
+        beam: BeamModel = BeamModel(),
+        prefix_caching: bool = False,
+        batch_level: bool = False,
+    ) -> None:
         self.kv = kv
         #: Request-level batching (FasterTransformer behind a dynamic batcher): a new batch
         #: is admitted only once the running one has drained.
@@ -94,7 +102,9 @@ class Scheduler:
         # Policies that reserve a request's whole life at admission never run out mid-flight.
         self.preemption = preemption
         if preemption_mode not in PREEMPTION_MODES:
-            raise KvsimError(f"--preemption must be one of {', '.join(PREEMPTION_MODES)} (got {preemption_mode!r})")
+            raise KvsimError(
+                f"--preemption must be one of {', '.join(PREEMPTION_MODES)} (got {preemption_mode!r})"
+            )
         #: The policy's sharing capability, or None: then every sequence of a group holds a
         #: private copy of the prompt, and nothing is forked, cached by prefix or swapped.
         self.sharing = kv if isinstance(kv, SharingKVManager) else None
@@ -118,13 +128,15 @@ class Scheduler:
     def rejection_reason(self, request: Request) -> str:
         """Why this request can never run here ('' if it can)."""
         if request.prompt_len > self.max_num_batched_tokens:
-            return (f"prompt of {request.prompt_len} tokens exceeds max-num-batched-tokens "
-                    f"{self.max_num_batched_tokens}")
+            return (
+                f"prompt of {request.prompt_len} tokens exceeds max-num-batched-tokens "
+                f"{self.max_num_batched_tokens}"
+            )
         if request.width > self.max_num_seqs:
             return f"a group of {request.width} sequences exceeds max-num-seqs {self.max_num_seqs}"
         held = self._group_memory(request)
         if not self.kv.fits_alone(held):
-            return (f"needs {sum(held)} token slots; the whole KV cache has {self.kv.num_slots}")
+            return f"needs {sum(held)} token slots; the whole KV cache has {self.kv.num_slots}"
         return ""
 
     def _group_memory(self, request: Request) -> list[int]:
@@ -200,15 +212,24 @@ class Scheduler:
         if len(seqs) < sum(len(r.seqs) for r in admitted):
             advanced = np.array([s for r in admitted for s in r.seqs], dtype=np.int64)
         copies, moves = self._take_moves()
-        return StepPlan(PREFILL, admitted, seqs, new_tokens=new, context_lens=context,
-                        block_copies=copies, advanced=advanced, transfers=moves)
+        return StepPlan(
+            PREFILL,
+            admitted,
+            seqs,
+            new_tokens=new,
+            context_lens=context,
+            block_copies=copies,
+            advanced=advanced,
+            transfers=moves,
+        )
 
     def _prefill_tokens(self, request: Request) -> int:
         """Tokens the group's prefill computes: the root's, plus what each other sequence
         generated beyond the shared prompt (nonzero only when recomputing)."""
         tokens = self.seq_table.num_tokens
         return int(tokens[request.seqs[0]]) + sum(
-            int(tokens[s]) - request.prompt_len for s in request.seqs[1:])
+            int(tokens[s]) - request.prompt_len for s in request.seqs[1:]
+        )
 
     def _prefill_rows(self, request: Request, cached: int) -> list[tuple[int, int, int]]:
         tokens = self.seq_table.num_tokens
@@ -315,9 +336,18 @@ class Scheduler:
         if not len(seqs):
             return None
         copies, moves = self._take_moves()
-        return StepPlan(DECODE, list(self.running), seqs, new_tokens=np.ones_like(seqs),
-                        context_lens=tokens, preempted=preempted, block_copies=copies,
-                        swap_in_blocks=swapped_in, swap_out_blocks=self._swap_out, transfers=moves)
+        return StepPlan(
+            DECODE,
+            list(self.running),
+            seqs,
+            new_tokens=np.ones_like(seqs),
+            context_lens=tokens,
+            preempted=preempted,
+            block_copies=copies,
+            swap_in_blocks=swapped_in,
+            swap_out_blocks=self._swap_out,
+            transfers=moves,
+        )
 
     def _swap_in(self) -> int:
         """Bring swapped groups back, oldest first, while they fit (with room for their next
@@ -327,8 +357,9 @@ class Scheduler:
         while self.swapped:
             request = self.swapped[0]
             # With nothing running, the watermark must not keep the cache's only group out.
-            if (num_seqs + len(request.seqs) > self.max_num_seqs
-                    or not self.sharing.can_swap_in(request.seqs, keep_watermark=bool(self.running))):
+            if num_seqs + len(request.seqs) > self.max_num_seqs or not self.sharing.can_swap_in(
+                request.seqs, keep_watermark=bool(self.running)
+            ):
                 break
             self.swapped.popleft()
             moved += self.sharing.swap_in(request.seqs)
@@ -415,7 +446,7 @@ class Scheduler:
             tokens -= 1
         elif plan.kind == PREFILL:
             # The admitted groups were appended to the running list; the rest sit it out.
-            tokens[:len(seqs) - sum(len(r.seqs) for r in plan.requests)] -= 1
+            tokens[: len(seqs) - sum(len(r.seqs) for r in plan.requests)] -= 1
         return self.kv.usage(seqs, tokens)
 
     # -- fast-forward and commit --------------------------------------------------------------
@@ -434,8 +465,13 @@ class Scheduler:
         if plan.kind != DECODE or max_steps <= 1:
             return 1
         # Preemptions, copies, swaps and beam re-selection change the next step: one at a time.
-        if plan.preempted or plan.block_copies or plan.swap_in_blocks or plan.swap_out_blocks or (
-                self._live_beams and any(r.beam for r in plan.requests)):
+        if (
+            plan.preempted
+            or plan.block_copies
+            or plan.swap_in_blocks
+            or plan.swap_out_blocks
+            or (self._live_beams and any(r.beam for r in plan.requests))
+        ):
             return 1
         until_finish = int(self.seq_table.remaining[plan.seqs].min())
         cap = min(max_steps, until_finish)

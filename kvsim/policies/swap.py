@@ -16,8 +16,9 @@ def distinct_blocks(tables: list[list[int]]) -> list[int]:
     return list(dict.fromkeys(block for table in tables for block in table))
 
 
-def remap(tables: list[list[int]], source: BlockAllocator,
-          target: BlockAllocator) -> tuple[list[list[int]], list[tuple[int, int]]]:
+def remap(
+    tables: list[list[int]], source: BlockAllocator, target: BlockAllocator
+) -> tuple[list[list[int]], list[tuple[int, int]]]:
     """Move ``tables`` from ``source`` to ``target``: one new block per distinct old block,
     referenced by as many tables as before; the old references are released. Returns the
     new tables and the (old, new) block pairs a real executor must copy."""

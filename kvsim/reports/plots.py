@@ -15,7 +15,12 @@ import pandas as pd  # noqa: E402
 
 from kvsim.engine.metrics import WASTE_KEYS  # noqa: E402
 
-WASTE_LABELS = ("token states", "reservation", "internal fragmentation", "external fragmentation & other (free)")
+WASTE_LABELS = (
+    "token states",
+    "reservation",
+    "internal fragmentation",
+    "external fragmentation & other (free)",
+)
 WASTE_COLORS = ("#2b8cbe", "#a6bddb", "#fdae6b", "#d9d9d9")
 
 
@@ -51,8 +56,7 @@ def plot_waste_breakdown(table: pd.DataFrame, caption: str, path: Path) -> Path:
     """Time-averaged share of the KV cache per use, one stacked bar per policy, one panel per rate."""
     rates = sorted(table["rate"].unique())
     policies = _policies(table)
-    fig, axes = plt.subplots(1, len(rates), figsize=(3.9 + 2.9 * len(rates), 4.8), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(rates), figsize=(3.9 + 2.9 * len(rates), 4.8), sharey=True, squeeze=False)
     for ax, rate in zip(axes[0], rates):
         rows = table[table["rate"] == rate].set_index("policy").loc[policies]
         bottom = pd.Series(0.0, index=policies)
@@ -92,6 +96,8 @@ def plot_batch_size(table: pd.DataFrame, caption: str, path: Path) -> Path:
 
 
 def write_compare_figures(table: pd.DataFrame, caption: str, out: Path) -> list[Path]:
-    return [plot_latency_vs_rate(table, caption, out / "latency_vs_rate.png"),
-            plot_waste_breakdown(table, caption, out / "waste_breakdown.png"),
-            plot_batch_size(table, caption, out / "batch_size.png")]
+    return [
+        plot_latency_vs_rate(table, caption, out / "latency_vs_rate.png"),
+        plot_waste_breakdown(table, caption, out / "waste_breakdown.png"),
+        plot_batch_size(table, caption, out / "batch_size.png"),
+    ]

@@ -16,17 +16,23 @@ def _ms(seconds: float) -> str:
 def print_run_summary(console: Console, result) -> None:
     s, cap, cfg = result.summary, result.capacity, result.config
     cost = result.cost_model
-    console.print(f"[bold]{result.model.name}[/] on [bold]{cfg.num_replicas}x {result.gpu.name}[/], "
-                  f"policy [bold]{cfg.policy}[/], block size {cfg.block_size}, "
-                  f"cost model [bold]{cost.name}[/] ({cost.kind})")
-    console.print(f"KV cache: {cap.kv_cache_bytes / GiB:.2f} GiB = {cap.num_blocks:,} blocks = "
-                  f"{cap.num_slots:,} token slots per replica "
-                  f"(weights {cap.weight_bytes / GiB:.2f} GiB, activations "
-                  f"{cap.activation_bytes / GiB:.2f} GiB)")
+    console.print(
+        f"[bold]{result.model.name}[/] on [bold]{cfg.num_replicas}x {result.gpu.name}[/], "
+        f"policy [bold]{cfg.policy}[/], block size {cfg.block_size}, "
+        f"cost model [bold]{cost.name}[/] ({cost.kind})"
+    )
+    console.print(
+        f"KV cache: {cap.kv_cache_bytes / GiB:.2f} GiB = {cap.num_blocks:,} blocks = "
+        f"{cap.num_slots:,} token slots per replica "
+        f"(weights {cap.weight_bytes / GiB:.2f} GiB, activations "
+        f"{cap.activation_bytes / GiB:.2f} GiB)"
+    )
     stats = result.trace.stats()
-    console.print(f"Workload {result.trace.name}: {stats['num_requests']:,} requests, mean prompt "
-                  f"{stats['mean_prompt_len']:.1f}, mean output {stats['mean_output_len']:.1f} tokens, "
-                  f"offered {stats['offered_rate']:.2f} req/s")
+    console.print(
+        f"Workload {result.trace.name}: {stats['num_requests']:,} requests, mean prompt "
+        f"{stats['mean_prompt_len']:.1f}, mean output {stats['mean_output_len']:.1f} tokens, "
+        f"offered {stats['offered_rate']:.2f} req/s"
+    )
 
     table = Table(title="Simulated serving", show_header=True)
     table.add_column("metric")
@@ -34,8 +40,11 @@ def print_run_summary(console: Console, result) -> None:
     table.add_column("p50", justify="right")
     table.add_column("p90", justify="right")
     table.add_column("p99", justify="right")
-    for label, key in (("TTFT (ms)", "ttft_s"), ("TPOT (ms)", "tpot_s"),
-                       ("end-to-end latency (ms)", "e2e_latency_s")):
+    for label, key in (
+        ("TTFT (ms)", "ttft_s"),
+        ("TPOT (ms)", "tpot_s"),
+        ("end-to-end latency (ms)", "e2e_latency_s"),
+    ):
         table.add_row(label, *(_ms(s[f"{key}_{q}"]) for q in ("mean", "p50", "p90", "p99")))
     console.print(table)
 
@@ -44,18 +53,32 @@ def print_run_summary(console: Console, result) -> None:
     totals.add_column("value", justify="right")
     rows = (
         ("completed / rejected", f"{s['completed']:,} / {s['rejected']:,}"),
-        ("throughput", f"{s['throughput_req_s']:.3f} req/s, {s['throughput_output_tok_s']:,.0f} output tok/s"),
+        (
+            "throughput",
+            f"{s['throughput_req_s']:.3f} req/s, {s['throughput_output_tok_s']:,.0f} output tok/s",
+        ),
         ("normalized latency", f"{s['normalized_latency_s_per_token'] * 1e3:.2f} ms/token"),
         ("mean batch size", f"{s['mean_batch_size']:.2f} requests"),
         ("KV cache usage", f"mean {s['mean_kv_usage']:.1%}, peak {s['peak_kv_usage']:.1%}"),
         ("preemptions", f"{s['preemptions']:,} ({s['recomputed_tokens']:,} tokens recomputed)"),
-        ("preempted by", f"swap {s['preempted_by_swap']:,}, recompute {s['preempted_by_recompute']:,} "
-                         f"(swap space full {s['swap_space_full_fallbacks']:,}); "
-                         f"swapped {s['swapped_bytes'] / GiB:,.2f} GiB"),
-        ("sharing", f"saves {s['sharing_memory_saving']:.1%} of blocks; {s['forks']:,} forks, "
-                    f"{s['block_copies']:,} block copies"),
-        ("prefix cache", "off" if s['prefix_hit_rate'] != s['prefix_hit_rate'] else  # NaN: no look-ups
-                         f"hit rate {s['prefix_hit_rate']:.1%}, {s['prefill_tokens_saved']:,} prefill tokens saved"),
+        (
+            "preempted by",
+            f"swap {s['preempted_by_swap']:,}, recompute {s['preempted_by_recompute']:,} "
+            f"(swap space full {s['swap_space_full_fallbacks']:,}); "
+            f"swapped {s['swapped_bytes'] / GiB:,.2f} GiB",
+        ),
+        (
+            "sharing",
+            f"saves {s['sharing_memory_saving']:.1%} of blocks; {s['forks']:,} forks, "
+            f"{s['block_copies']:,} block copies",
+        ),
+        (
+            "prefix cache",
+            "off"
+            if s["prefix_hit_rate"] != s["prefix_hit_rate"]
+            # NaN: no look-ups
+            else f"hit rate {s['prefix_hit_rate']:.1%}, {s['prefill_tokens_saved']:,} prefill tokens saved",
+        ),
         ("engine steps", f"{s['num_steps']:,} in {s['num_step_events']:,} events"),
     )
     for row in rows:
@@ -114,8 +137,10 @@ def print_compare_table(console: Console, table, caption: str, sharing: bool = F
     """A ``simcli compare`` table, one row per (policy, rate): serving metrics, then where
     the KV cache went (time-averaged shares of its slots, summing to 100%), and with
     ``sharing`` (sampling, beams, prefixes on) what block sharing saved and cost."""
-    tables = [("Policy comparison: serving (same trace for every policy)", COMPARE_SERVING),
-              ("Policy comparison: KV cache by use, time average", COMPARE_WASTE)]
+    tables = [
+        ("Policy comparison: serving (same trace for every policy)", COMPARE_SERVING),
+        ("Policy comparison: KV cache by use, time average", COMPARE_WASTE),
+    ]
     if sharing:
         tables.append(("Policy comparison: block sharing", COMPARE_SHARING))
     for i, (title, columns) in enumerate(tables):
@@ -126,6 +151,7 @@ def print_compare_table(console: Console, table, caption: str, sharing: bool = F
         for header, _, _ in columns:
             out.add_column(header, justify="right")
         for _, row in table.iterrows():
-            out.add_row(row["policy"], f"{row['rate']:g}",
-                        *(_compare_cell(row[key], fmt) for _, key, fmt in columns))
+            out.add_row(
+                row["policy"], f"{row['rate']:g}", *(_compare_cell(row[key], fmt) for _, key, fmt in columns)
+            )
         console.print(out)

@@ -37,8 +37,12 @@ def step_error_histogram(steps: pd.DataFrame, path: Path, caption: str) -> None:
     error = 100 * (steps.predicted_s - steps.measured_s) / steps.measured_s
     bins = np.linspace(-30, 30, 61)
     for kind, group in error.groupby(steps.kind):
-        ax.hist(group.clip(-30, 30), bins=bins, alpha=0.6,
-                label=f"{kind} ({len(group):,} steps, mean |error| {group.abs().mean():.1f}%)")
+        ax.hist(
+            group.clip(-30, 30),
+            bins=bins,
+            alpha=0.6,
+            label=f"{kind} ({len(group):,} steps, mean |error| {group.abs().mean():.1f}%)",
+        )
     ax.set_xlabel("per-step error of the cost model: (predicted - measured) / measured (%)")
     ax.set_ylabel("steps")
     ax.set_title("Step-time error on the batches the real executor ran")

@@ -90,14 +90,20 @@ class Replica:
         return steps
 
 
-def simulate(trace: Trace, schedulers: list[Scheduler], cost_model: CostModel, router: Router,
-             intake_check: IntakeCheck = lambda r: "",
-             progress: Callable[[int], None] | None = None) -> Recorder:
+def simulate(
+    trace: Trace,
+    schedulers: list[Scheduler],
+    cost_model: CostModel,
+    router: Router,
+    intake_check: IntakeCheck = lambda r: "",
+    progress: Callable[[int], None] | None = None,
+) -> Recorder:
     """Run ``trace`` through a cluster of replicas until every request completed or was rejected."""
     env = simpy.Environment()
     recorder = Recorder(len(trace))
-    replicas = [Replica(env, EngineCore(s, recorder, i, intake_check), cost_model)
-                for i, s in enumerate(schedulers)]
+    replicas = [
+        Replica(env, EngineCore(s, recorder, i, intake_check), cost_model) for i, s in enumerate(schedulers)
+    ]
     make_request = RequestFactory(trace)
 
     def arrivals():

@@ -11,5 +11,10 @@ from kvsim.workloads.clip import clip_to_context, over_length_mask
 from kvsim.workloads.trace import Trace
 
 __all__ = [
-    "ARRIVAL_KINDS", "BUILTIN_WORKLOADS", "Trace", "build_trace", "clip_to_context", "over_length_mask",
+    "ARRIVAL_KINDS",
+    "BUILTIN_WORKLOADS",
+    "Trace",
+    "build_trace",
+    "clip_to_context",
+    "over_length_mask",
 ]

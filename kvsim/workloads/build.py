@@ -61,8 +61,9 @@ def build_trace(
     has_timestamps = rows is not None and rows.timestamp is not None
     if arrival == "trace" or (rate is None and arrival == "poisson" and has_timestamps):
         if not has_timestamps:
-            raise KvsimError(f"{name} has no arrival timestamps to replay: "
-                             "use arrival='poisson' or 'gamma' with a rate")
+            raise KvsimError(
+                f"{name} has no arrival timestamps to replay: use arrival='poisson' or 'gamma' with a rate"
+            )
         return _replay(rows, num_requests, duration)
 
     if rate is None:
@@ -111,13 +112,15 @@ def _load(source: str, tokenizer: str | None) -> FileRows:
     if path.is_dir():
         raise KvsimError(f"trace {source!r} is a directory; give a trace file")
     if not path.is_file():
-        raise KvsimError(f"unknown workload {source!r}: not a built-in ({', '.join(BUILTIN_WORKLOADS)}) "
-                         "and no such file")
+        raise KvsimError(
+            f"unknown workload {source!r}: not a built-in ({', '.join(BUILTIN_WORKLOADS)}) and no such file"
+        )
     if path.suffix.lower() == ".json":
         return load_sharegpt(path, tokenizer)
     if tokenizer is not None:
-        raise KvsimError(f"{path}: a tokenizer applies to ShareGPT JSON only; "
-                         "this file already has token counts")
+        raise KvsimError(
+            f"{path}: a tokenizer applies to ShareGPT JSON only; this file already has token counts"
+        )
     return load_table(path)
 
 

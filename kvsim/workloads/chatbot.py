@@ -49,7 +49,13 @@ def build_chatbot(num_requests: int, rate: float, seed: int = 0) -> Trace:
         conversation += 1
         start_time += rng.exponential(MEAN_TURNS / rate)
     order = np.argsort(np.asarray(arrivals), kind="stable")[:num_requests]
-    prompts, outputs, streams, starts = (np.asarray(v, dtype=np.int64)[order]
-                                         for v in (prompts, outputs, streams, starts))
-    return Trace("chatbot", np.asarray(arrivals)[order], prompts, outputs,
-                 {"stream_id": streams, "stream_start": starts})
+    prompts, outputs, streams, starts = (
+        np.asarray(v, dtype=np.int64)[order] for v in (prompts, outputs, streams, starts)
+    )
+    return Trace(
+        "chatbot",
+        np.asarray(arrivals)[order],
+        prompts,
+        outputs,
+        {"stream_id": streams, "stream_start": starts},
+    )

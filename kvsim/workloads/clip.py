@@ -29,8 +29,9 @@ def clip_to_context(trace: Trace, max_len: int) -> Trace:
     Requests that fit are unchanged.
     """
     if max_len < 2:
-        raise KvsimError(f"cannot clip requests to {max_len} tokens: "
-                         "a request needs at least 2 (1 prompt, 1 output)")
+        raise KvsimError(
+            f"cannot clip requests to {max_len} tokens: a request needs at least 2 (1 prompt, 1 output)"
+        )
     prompt, output = trace.prompt_len, trace.output_len
     total = prompt + output
     excess = np.maximum(total - max_len, 0)

@@ -88,6 +88,7 @@ def alpaca_summary() -> dict:
 
 def _json(summary: dict) -> str:
     """JSON with one line per key (and per histogram row), so that diffs stay readable."""
+
     def value(v: object) -> str:
         if isinstance(v, list) and v and isinstance(v[0], list):
             return "[\n  " + ",\n  ".join(json.dumps(row) for row in v) + "\n ]"
@@ -123,8 +124,9 @@ def main() -> None:
 
     rows = {"sharegpt data": _describe(*data)}
     rows |= {f"{name} built-in": _describe(*_sample(name, summary)) for name, summary in summaries.items()}
-    print(f"{len(data[0])} rows with input + output <= {MAX_TOTAL}; "
-          f"built-ins: {CHECK_SAMPLES} samples, seed 0")
+    print(
+        f"{len(data[0])} rows with input + output <= {MAX_TOTAL}; built-ins: {CHECK_SAMPLES} samples, seed 0"
+    )
     print(_markdown(pd.DataFrame(rows)))
 
 

@@ -62,8 +62,10 @@ def load_table(path: Path) -> FileRows:
     elif suffix in (".jsonl", ".ndjson"):
         frame = _read_jsonl(path)
     else:
-        raise KvsimError(f"{path}: unsupported trace format {suffix or '(no suffix)'!r}: "
-                         "use .csv or .jsonl (token counts) or .json (ShareGPT)")
+        raise KvsimError(
+            f"{path}: unsupported trace format {suffix or '(no suffix)'!r}: "
+            "use .csv or .jsonl (token counts) or .json (ShareGPT)"
+        )
     return _rows_from_table(path, frame)
 
 
@@ -112,8 +114,9 @@ def _first_bad(path: Path, column: pd.Series, ok: np.ndarray, expected: str) -> 
     index = int(np.flatnonzero(~ok)[0])
     value = column.iloc[index]
     shown = "nothing" if pd.isna(value) else repr(value) if isinstance(value, str) else str(value)
-    return KvsimError(f"{path}: column {column.name!r}, request {index + 1}: "
-                      f"expected {expected}, got {shown}")
+    return KvsimError(
+        f"{path}: column {column.name!r}, request {index + 1}: expected {expected}, got {shown}"
+    )
 
 
 def _token_counts(path: Path, column: pd.Series) -> np.ndarray:

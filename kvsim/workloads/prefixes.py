@@ -43,13 +43,16 @@ def token_source(trace: Trace, rid: int):
 
     def token_ids(count: int) -> np.ndarray:
         shared = min(count, prefix_len)
-        return np.concatenate([synth_tokens(prefix_stream, 0, shared),
-                               synth_tokens(stream, start, count - shared)])
+        return np.concatenate(
+            [synth_tokens(prefix_stream, 0, shared), synth_tokens(stream, start, count - shared)]
+        )
+
     return token_ids
 
 
-def add_shared_prefixes(trace: Trace, prefix_len: int, num_prefixes: int = 1,
-                        popularity: float = 1.0, seed: int = 0) -> Trace:
+def add_shared_prefixes(
+    trace: Trace, prefix_len: int, num_prefixes: int = 1, popularity: float = 1.0, seed: int = 0
+) -> Trace:
     """Prepend one of ``num_prefixes`` system prompts of ``prefix_len`` tokens to every request.
 
     Prefix ``i`` is chosen with probability proportional to ``(i + 1) ** -popularity``
@@ -67,7 +70,15 @@ def add_shared_prefixes(trace: Trace, prefix_len: int, num_prefixes: int = 1,
     weights = (np.arange(num_prefixes) + 1.0) ** -popularity
     rng = np.random.default_rng([seed, PREFIX_SEED_STREAM])
     prefix_id = rng.choice(num_prefixes, size=len(trace), p=weights / weights.sum())
-    extra = {**trace.extra, "prefix_id": prefix_id.astype(np.int64),
-             "prefix_len": np.full(len(trace), prefix_len, dtype=np.int64)}
-    return Trace(f"{trace.name}+prefix{prefix_len}", trace.arrival_time,
-                 trace.prompt_len + prefix_len, trace.output_len, extra)
+    extra = {
+        **trace.extra,
+        "prefix_id": prefix_id.astype(np.int64),
+        "prefix_len": np.full(len(trace), prefix_len, dtype=np.int64),
+    }
+    return Trace(
+        f"{trace.name}+prefix{prefix_len}",
+        trace.arrival_time,
+        trace.prompt_len + prefix_len,
+        trace.output_len,
+        extra,
+    )

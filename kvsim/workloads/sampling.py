@@ -15,8 +15,9 @@ from kvsim.workloads.trace import Trace
 SAMPLE_LENGTHS_STREAM = 8  # random stream for independent per-sample lengths
 
 
-def add_sampling(trace: Trace, n: int = 1, beam_width: int = 1, independent_lengths: bool = False,
-                 seed: int = 0) -> Trace:
+def add_sampling(
+    trace: Trace, n: int = 1, beam_width: int = 1, independent_lengths: bool = False, seed: int = 0
+) -> Trace:
     """Give every request ``n`` parallel samples or ``beam_width`` beams.
 
     By default every sample generates the request's (forced) output length, as in the
@@ -36,8 +37,11 @@ def add_sampling(trace: Trace, n: int = 1, beam_width: int = 1, independent_leng
     width = max(n, beam_width)
     if width == 1:
         return trace
-    extra = {**trace.extra, "width": np.full(len(trace), width, dtype=np.int64),
-             "beam": np.full(len(trace), int(beam_width > 1), dtype=np.int64)}
+    extra = {
+        **trace.extra,
+        "width": np.full(len(trace), width, dtype=np.int64),
+        "beam": np.full(len(trace), int(beam_width > 1), dtype=np.int64),
+    }
     output = trace.output_len
     if independent_lengths:
         rng = np.random.default_rng([seed, SAMPLE_LENGTHS_STREAM])

@@ -38,8 +38,9 @@ def load_sharegpt(path: Path, tokenizer: str | None = None) -> FileRows:
     except json.JSONDecodeError as err:
         raise KvsimError(f"{path}: malformed JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(data, list):
-        raise KvsimError(f"{path}: expected a ShareGPT list of conversations, "
-                         f"got a JSON {type(data).__name__}")
+        raise KvsimError(
+            f"{path}: expected a ShareGPT list of conversations, got a JSON {type(data).__name__}"
+        )
     exchanges = [e for n, item in enumerate(data, start=1) if (e := _first_exchange(path, n, item))]
     if not exchanges:
         raise KvsimError(f"{path}: no conversation has a human turn followed by an assistant turn")
@@ -52,8 +53,9 @@ def _first_exchange(path: Path, number: int, item: object) -> tuple[str, str] | 
     """(prompt, output) texts of one conversation, or None when it has no usable exchange."""
     turns = item.get("conversations") if isinstance(item, dict) else None
     if not isinstance(turns, list) or not all(map(_well_formed, turns)):
-        raise KvsimError(f"{path}: conversation {number} is not "
-                         '{"conversations": [{"from": str, "value": str}, ...]}')
+        raise KvsimError(
+            f'{path}: conversation {number} is not {{"conversations": [{{"from": str, "value": str}}, ...]}}'
+        )
     roles = [t["from"].lower() for t in turns]
     first_human = next((i for i, role in enumerate(roles) if role in HUMAN), None)
     if first_human is None:
@@ -78,8 +80,7 @@ def token_counter(tokenizer: str | None) -> Callable[[list[str]], np.ndarray]:
     try:
         from transformers import AutoTokenizer  # heavy and optional: only when a tokenizer is asked for
     except ImportError:
-        raise KvsimError("a tokenizer needs the 'transformers' package "
-                         "(pip install transformers)") from None
+        raise KvsimError("a tokenizer needs the 'transformers' package (pip install transformers)") from None
     try:
         loaded = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
     except Exception as err:  # noqa: BLE001 -- transformers raises many types for a bad path or files

@@ -23,6 +23,9 @@ def true_profile(synthetic_profile) -> dict:
     ones: its every price can be worked out by hand from synthetic_steps' formulas."""
     doc = copy.deepcopy(synthetic_profile)
     doc["coefficients"] = copy.deepcopy(TRUE)
-    doc["prefill_tokens"] = {"tokens": TABLE_TOKENS, "seconds": [token_table_s(t) for t in TABLE_TOKENS],
-                             "weights_s": WEIGHT_READ_S}
+    doc["prefill_tokens"] = {
+        "tokens": TABLE_TOKENS,
+        "seconds": [token_table_s(t) for t in TABLE_TOKENS],
+        "weights_s": WEIGHT_READ_S,
+    }
     return doc

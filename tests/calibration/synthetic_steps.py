@@ -16,8 +16,14 @@ WEIGHT_READ_S = SPEC.weight_bytes / COPY_BANDWIDTH  # the weights streamed once
 NOISE = 0.002  # relative standard deviation of every synthetic timing
 # Physically possible (above the H100 floor), so the report sees the fitted terms, not the floor.
 TRUE = {
-    "decode": {"fixed": 2e-3, "weights": WEIGHT_READ_S, "batch": 5e-6,
-               "context": 3e-7, "partition": 2e-6, "batch_squared": 5e-8},
+    "decode": {
+        "fixed": 2e-3,
+        "weights": WEIGHT_READ_S,
+        "batch": 5e-6,
+        "context": 3e-7,
+        "partition": 2e-6,
+        "batch_squared": 5e-8,
+    },
     "host": {"fixed": 3e-4, "batch": 1.5e-5},
     "engine": {"fixed": 4e-4, "seqs": 6e-6},
     "prefill": {"seqs": 1e-3, "pairs": 6e-8, "gathered": 3e-6, "cached": 4e-3, "longest": 1e-6},
@@ -38,8 +44,14 @@ def decode_gpu_s(coef: dict, batch: int, total_context: float) -> float:
     graph = next(i for i, size in enumerate(SIZES) if size >= batch)
     rows, partition = SIZES[graph], PARTITIONS[graph]
     d = coef["decode"]
-    return (d["fixed"] + d["weights"] + d["batch"] * rows + d["batch_squared"] * rows ** 2
-            + d["context"] * total_context + d["partition"] * min(total_context / batch, partition))
+    return (
+        d["fixed"]
+        + d["weights"]
+        + d["batch"] * rows
+        + d["batch_squared"] * rows**2
+        + d["context"] * total_context
+        + d["partition"] * min(total_context / batch, partition)
+    )
 
 
 def host_s(coef: dict, batch: int) -> float:
@@ -69,24 +81,35 @@ def prefill_terms_s(coef: dict, new, cached) -> float:
     p = coef["prefill"]
     context = [n + c for n, c in zip(new, cached)]
     gather = p["gathered"] * sum(context) + p["cached"] if any(cached) else 0.0
-    return (p["seqs"] * len(new) + p["pairs"] * sum(causal_pairs(n, c) for n, c in zip(new, cached))
-            + gather + p["longest"] * max(context))
+    return (
+        p["seqs"] * len(new)
+        + p["pairs"] * sum(causal_pairs(n, c) for n, c in zip(new, cached))
+        + gather
+        + p["longest"] * max(context)
+    )
 
 
 def token_table_s(tokens: int) -> float:
     """The linear layers' cost: the weight read, launches, and a cost per padded row that grows
     past 1024 rows (eager above the graphs); piecewise linear with its knot on a table point."""
     rows = next(t for t in TABLE_TOKENS if t >= tokens)
-    return (WEIGHT_READ_S + TABLE_FIXED_S + TABLE_PER_ROW_S * rows
-            + TABLE_EAGER_PER_ROW_S * max(0, rows - 1024))
+    return (
+        WEIGHT_READ_S + TABLE_FIXED_S + TABLE_PER_ROW_S * rows + TABLE_EAGER_PER_ROW_S * max(0, rows - 1024)
+    )
 
 
 def blocks_s(coef: dict, kind: str, blocks: float) -> float:
     return coef[kind]["fixed"] + coef[kind]["blocks"] * blocks
 
 
-def synthetic_raw(seed: int = 0, train: int = 300, heldout: int = 60, coef: dict = TRUE,
-                  table_s=token_table_s, noise: float = NOISE) -> dict:
+def synthetic_raw(
+    seed: int = 0,
+    train: int = 300,
+    heldout: int = 60,
+    coef: dict = TRUE,
+    table_s=token_table_s,
+    noise: float = NOISE,
+) -> dict:
     """What the calibrator would return for a GPU whose steps cost exactly ``coef`` plus the
     token table ``table_s``, timed with ``noise``: ``train`` decode and prefill points to fit
     and ``heldout`` more of each."""
@@ -98,8 +121,17 @@ def synthetic_raw(seed: int = 0, train: int = 300, heldout: int = 60, coef: dict
             b = int(rng.integers(1, 257))
             ctx = int(b * rng.integers(1, 2048))
             gpu = timed(decode_gpu_s(coef, b, ctx))
-            decode.append({"batch": b, "total_context": ctx, "max_context": ctx // b, "mixed": False,
-                           "heldout": held, "gpu_s": gpu, "wall_s": gpu + timed(host_s(coef, b))})
+            decode.append(
+                {
+                    "batch": b,
+                    "total_context": ctx,
+                    "max_context": ctx // b,
+                    "mixed": False,
+                    "heldout": held,
+                    "gpu_s": gpu,
+                    "wall_s": gpu + timed(host_s(coef, b)),
+                }
+            )
         for _ in range(count):
             s = int(rng.integers(1, 33))
             new = rng.integers(1, 2048 // s + 2, s).tolist()
@@ -110,17 +142,28 @@ def synthetic_raw(seed: int = 0, train: int = 300, heldout: int = 60, coef: dict
     return {
         "environment": {"device_name": "synthetic"},
         "ceilings": {"copy_bandwidth": COPY_BANDWIDTH, "matmul_flops": 7e14},
-        "attention_partition": PARTITIONS, "graph_batch_sizes": SIZES,
+        "attention_partition": PARTITIONS,
+        "graph_batch_sizes": SIZES,
         "prefill_padding": PADDING,
-        "kv_capacity_tokens": 600_000, "max_batched_tokens": 2560, "repeats": 1,
-        "setup_seconds": 0.0, "measure_seconds": 0.0, "decode": decode, "prefill": prefill,
+        "kv_capacity_tokens": 600_000,
+        "max_batched_tokens": 2560,
+        "repeats": 1,
+        "setup_seconds": 0.0,
+        "measure_seconds": 0.0,
+        "decode": decode,
+        "prefill": prefill,
         "copy": [{"blocks": k, "wall_s": timed(blocks_s(coef, "copy", k))} for k in blocks],
-        "swap": [{"blocks": k, "direction": "out", "wall_s": timed(blocks_s(coef, "swap", k))}
-                 for k in blocks],
-        "engine": [{"kind": "decode", "seqs": int(b), "engine_s": timed(engine_s(coef, int(b)))}
-                   for b in rng.integers(1, 257, 40)],
-        "prefill_tokens": [{"new_tokens": [t], "cached_tokens": [0], "heldout": False,
-                            "wall_s": timed(table_s(t))} for t in TABLE_TOKENS],
+        "swap": [
+            {"blocks": k, "direction": "out", "wall_s": timed(blocks_s(coef, "swap", k))} for k in blocks
+        ],
+        "engine": [
+            {"kind": "decode", "seqs": int(b), "engine_s": timed(engine_s(coef, int(b)))}
+            for b in rng.integers(1, 257, 40)
+        ],
+        "prefill_tokens": [
+            {"new_tokens": [t], "cached_tokens": [0], "heldout": False, "wall_s": timed(table_s(t))}
+            for t in TABLE_TOKENS
+        ],
     }
 
 

@@ -17,8 +17,10 @@ from kvsim.models import load_model
 from kvsim.policies.scheduler import DECODE, PREFILL, StepKind, StepPlan
 
 SPEC = load_model("opt-13b")
-MODELS = {gpu: ProfileCostModel(load_profile(shipped_profile("opt-13b", gpu)), SPEC, 16)
-          for gpu in ("h100-sxm-80gb", "a100-40gb")}
+MODELS = {
+    gpu: ProfileCostModel(load_profile(shipped_profile("opt-13b", gpu)), SPEC, 16)
+    for gpu in ("h100-sxm-80gb", "a100-40gb")
+}
 FLOORS = {gpu: RooflineCostModel(SPEC, load_gpu(gpu), 16, PHYSICAL_FLOOR) for gpu in MODELS}
 gpus = st.sampled_from(sorted(MODELS))
 
@@ -41,12 +43,19 @@ def test_decode_monotone_and_above_floor(gpu, b1, b2, context, steps):
     # more sequences of the same context never cost less (at a fixed total, fewer tokens per
     # sequence shorten attention's critical path: not monotone in batch alone, by design)
     per_seq = context // small
-    assert model.decode_times(large, per_seq * large, 1)[0] >= model.decode_times(small, per_seq * small, 1)[0]
+    assert (
+        model.decode_times(large, per_seq * large, 1)[0] >= model.decode_times(small, per_seq * small, 1)[0]
+    )
 
 
 @settings(max_examples=200, deadline=None)
-@given(gpus, st.lists(st.tuples(st.integers(1, 2048), st.integers(0, 2048)), min_size=1, max_size=64),
-       st.integers(0, 63), st.integers(1, 512), st.integers(1, 512))
+@given(
+    gpus,
+    st.lists(st.tuples(st.integers(1, 2048), st.integers(0, 2048)), min_size=1, max_size=64),
+    st.integers(0, 63),
+    st.integers(1, 512),
+    st.integers(1, 512),
+)
 def test_prefill_monotone_and_above_floor(gpu, seqs, which, more_new, more_cached):
     model, floor = MODELS[gpu], FLOORS[gpu]
     new = np.array([n for n, _ in seqs])
@@ -128,15 +137,21 @@ def _move_time(cost: str, kind: str, blocks: int) -> float:
 
 
 @pytest.mark.parametrize("cost", ["profile", "roofline"])
-@pytest.mark.parametrize("move, kind", [("block_copies", "copy"), ("swap_in_blocks", "swap"),
-                                        ("swap_out_blocks", "swap")])
+@pytest.mark.parametrize(
+    "move, kind", [("block_copies", "copy"), ("swap_in_blocks", "swap"), ("swap_out_blocks", "swap")]
+)
 def test_block_moves_cost_their_copy_and_swap_time(true_profile, cost, move, kind):
     """A step that copies (copy-on-write) or swaps blocks costs that much more than the same
     step without, paid once before the first of its steps."""
-    model = (ProfileCostModel(true_profile, SPEC, RUN_BLOCK) if cost == "profile"
-             else RooflineCostModel(SPEC, H100, RUN_BLOCK))
-    for plan, steps in ((lambda **m: _plan(DECODE, [300, 40, 1200], **m), 3),
-                        (lambda **m: _plan(PREFILL, [500, 900], new_tokens=[500, 100], **m), 1)):
+    model = (
+        ProfileCostModel(true_profile, SPEC, RUN_BLOCK)
+        if cost == "profile"
+        else RooflineCostModel(SPEC, H100, RUN_BLOCK)
+    )
+    for plan, steps in (
+        (lambda **m: _plan(DECODE, [300, 40, 1200], **m), 3),
+        (lambda **m: _plan(PREFILL, [500, 900], new_tokens=[500, 100], **m), 1),
+    ):
         for blocks in (1, 7, 100):
             extra = model.plan_durations(plan(**{move: blocks}), steps) - model.plan_durations(plan(), steps)
             assert extra[0] == pytest.approx(_move_time(cost, kind, blocks), rel=1e-9)
@@ -152,9 +167,12 @@ def test_roofline_prefill_is_the_slower_of_its_flops_and_bytes(seqs):
     model = RooflineCostModel(SPEC, H100, BLOCK_SIZE)
     new = np.array([n for n, _ in seqs])
     context = new + np.array([c for _, c in seqs])
-    flops = (SPEC.linear_flops_per_token * new.sum()
-             + SPEC.attention_flops_per_pair * sum(causal_pairs(n, c) for n, c in seqs))
+    flops = SPEC.linear_flops_per_token * new.sum() + SPEC.attention_flops_per_pair * sum(
+        causal_pairs(n, c) for n, c in seqs
+    )
     kv_bytes = 2 * SPEC.num_layers * SPEC.num_kv_heads * SPEC.head_dim * 2 * context.sum()
-    expected = max(flops / (H100.fp16_flops * ROOFLINE.prefill_flops_efficiency),
-                   (SPEC.weight_bytes + kv_bytes) / (H100.hbm_bandwidth * ROOFLINE.memory_efficiency))
+    expected = max(
+        flops / (H100.fp16_flops * ROOFLINE.prefill_flops_efficiency),
+        (SPEC.weight_bytes + kv_bytes) / (H100.hbm_bandwidth * ROOFLINE.memory_efficiency),
+    )
     assert model.prefill_time(new, context) == pytest.approx(expected + ROOFLINE.step_overhead_s, rel=1e-12)

@@ -21,8 +21,9 @@ def test_fit_recovers_the_true_coefficients(synthetic_profile):
     fitted = synthetic_profile["coefficients"]
     for kind, terms in TRUE.items():
         for term, value in terms.items():
-            assert fitted[kind][term] == pytest.approx(value, rel=LOOSE.get((kind, term), RECOVERY)), \
+            assert fitted[kind][term] == pytest.approx(value, rel=LOOSE.get((kind, term), RECOVERY)), (
                 f"{kind}.{term}"
+            )
 
 
 def test_fit_predicts_held_out_steps_to_within_the_noise(synthetic_profile, raw_points):
@@ -66,9 +67,13 @@ def test_prefill_features_match_their_definitions(seqs):
     new = np.array([n for n, _ in seqs])
     cached = np.array([c for _, c in seqs])
     any_cached = bool(cached.any())
-    expected = [len(seqs), sum(causal_pairs(n, c) for n, c in seqs),
-                float((new + cached).sum()) if any_cached else 0.0, float(any_cached),
-                float((new + cached).max())]
+    expected = [
+        len(seqs),
+        sum(causal_pairs(n, c) for n, c in seqs),
+        float((new + cached).sum()) if any_cached else 0.0,
+        float(any_cached),
+        float((new + cached).max()),
+    ]
     assert prefill_features(new, new + cached).tolist() == expected
 
 
@@ -88,8 +93,10 @@ def test_profile_records_provenance_and_ranges(synthetic_profile, raw_points):
 def test_prefill_is_priced_at_the_padded_size_it_runs_as():
     """A prefill runs padded to the next of the small sizes, or to a multiple of 128 above
     them, and costs what the table measured at that size."""
-    table = PrefillTokens({"tokens": [16, 32, 64, 128, 256], "seconds": [1.0, 2.0, 3.0, 5.0, 9.0],
-                           "weights_s": 0.5}, {"sizes": [16, 32, 64], "multiple": 128})
+    table = PrefillTokens(
+        {"tokens": [16, 32, 64, 128, 256], "seconds": [1.0, 2.0, 3.0, 5.0, 9.0], "weights_s": 0.5},
+        {"sizes": [16, 32, 64], "multiple": 128},
+    )
     assert table(1) == table(16) == 1.0
     assert table(17) == table(32) == 2.0
     assert table(65) == table(128) == 5.0

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
+from kvsim.config import SimConfig
 from kvsim.cost import select_cost_model
 from kvsim.cost.profile import load_profile, save_profile, shipped_profiles
 from kvsim.cost.profile_model import ProfileCostModel
 from kvsim.cost.roofline import RooflineCostModel
-from kvsim.config import SimConfig
 from kvsim.errors import KvsimError
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
@@ -31,29 +31,43 @@ def test_round_trip(tmp_path, synthetic_profile):
     assert load_profile(save_profile(synthetic_profile, tmp_path / "x.json")) == synthetic_profile
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: "{not json", "not valid JSON"),
-    (lambda d: [1, 2], "not a JSON object"),
-    (lambda d: {**d, "format": "other"}, "not a kvsim step profile"),
-    (lambda d: {**d, "version": 99}, "version 99 is not supported"),
-    (lambda d: {k: v for k, v in d.items() if k != "coefficients"}, "missing field(s) coefficients"),
-    (lambda d: {**d, "coefficients": {**d["coefficients"], "copy": {"fixed": -1, "blocks": 1}}},
-     "copy.fixed must be a non-negative number"),
-    (lambda d: {**d, "provenance": {"kind": "guessed"}}, "provenance.kind"),
-    (lambda d: {**d, "tensor_parallel": "1"}, "tensor_parallel must be a positive integer"),
-    (lambda d: {**d, "graph_batch_sizes": [4, 2]}, "graph_batch_sizes"),
-    (lambda d: {**d, "grid": {}}, "grid.decode.batch"),
-    (lambda d: {k: v for k, v in d.items() if k != "prefill_tokens"}, "missing field(s) prefill_tokens"),
-    (lambda d: {**d, "prefill_tokens": {"tokens": [16, 8], "seconds": [1.0, 2.0], "weights_s": 0.5}},
-     "increasing token counts"),
-    (lambda d: {**d, "prefill_tokens": {"tokens": [16, 32], "seconds": [1.0, 0.5], "weights_s": 0.5}},
-     "non-decreasing"),
-    (lambda d: {**d, "prefill_tokens": {"tokens": [16, 32]}}, "prefill_tokens must hold"),
-    (lambda d: {**d, "prefill_padding": {**d["prefill_padding"], "multiple": 64}},
-     "measured at every padded prefill size"),
-    (lambda d: {**d, "prefill_padding": {"sizes": [32, 16], "multiple": 128}}, "prefill_padding must give"),
-    (lambda d: {**d, "prefill_padding": {"sizes": [16, 32], "multiple": 0}}, "prefill_padding must give"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: "{not json", "not valid JSON"),
+        (lambda d: [1, 2], "not a JSON object"),
+        (lambda d: {**d, "format": "other"}, "not a kvsim step profile"),
+        (lambda d: {**d, "version": 99}, "version 99 is not supported"),
+        (lambda d: {k: v for k, v in d.items() if k != "coefficients"}, "missing field(s) coefficients"),
+        (
+            lambda d: {**d, "coefficients": {**d["coefficients"], "copy": {"fixed": -1, "blocks": 1}}},
+            "copy.fixed must be a non-negative number",
+        ),
+        (lambda d: {**d, "provenance": {"kind": "guessed"}}, "provenance.kind"),
+        (lambda d: {**d, "tensor_parallel": "1"}, "tensor_parallel must be a positive integer"),
+        (lambda d: {**d, "graph_batch_sizes": [4, 2]}, "graph_batch_sizes"),
+        (lambda d: {**d, "grid": {}}, "grid.decode.batch"),
+        (lambda d: {k: v for k, v in d.items() if k != "prefill_tokens"}, "missing field(s) prefill_tokens"),
+        (
+            lambda d: {**d, "prefill_tokens": {"tokens": [16, 8], "seconds": [1.0, 2.0], "weights_s": 0.5}},
+            "increasing token counts",
+        ),
+        (
+            lambda d: {**d, "prefill_tokens": {"tokens": [16, 32], "seconds": [1.0, 0.5], "weights_s": 0.5}},
+            "non-decreasing",
+        ),
+        (lambda d: {**d, "prefill_tokens": {"tokens": [16, 32]}}, "prefill_tokens must hold"),
+        (
+            lambda d: {**d, "prefill_padding": {**d["prefill_padding"], "multiple": 64}},
+            "measured at every padded prefill size",
+        ),
+        (
+            lambda d: {**d, "prefill_padding": {"sizes": [32, 16], "multiple": 128}},
+            "prefill_padding must give",
+        ),
+        (lambda d: {**d, "prefill_padding": {"sizes": [16, 32], "multiple": 0}}, "prefill_padding must give"),
+    ],
+)
 def test_bad_profiles_give_one_clear_error(tmp_path, synthetic_profile, mutate, message):
     path = _write(tmp_path, mutate(synthetic_profile))
     with pytest.raises(KvsimError, match="profile .*p.json") as err:

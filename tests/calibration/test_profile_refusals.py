@@ -10,12 +10,12 @@ import warnings
 import pytest
 from typer.testing import CliRunner
 
-from kvsim.cost import BlockSizeWarning, select_cost_model
 from kvsim.calibration.fit import refit
-from kvsim.cost.profile import load_profile, shipped_profile, shipped_profiles
-from kvsim.cost.profile_model import OutOfRangeWarning, ProfileCostModel, gpu_of
 from kvsim.cli import app
 from kvsim.config import SimConfig
+from kvsim.cost import BlockSizeWarning, select_cost_model
+from kvsim.cost.profile import load_profile, shipped_profile, shipped_profiles
+from kvsim.cost.profile_model import OutOfRangeWarning, ProfileCostModel, gpu_of
 from kvsim.hardware import BUILTIN_GPUS, load_gpu
 from kvsim.models import ModelSpec, load_model
 
@@ -56,20 +56,23 @@ def assert_refused_by_run(path, field: str, *args: str) -> None:
     assert str(path) in line and field in line, line
 
 
-@pytest.mark.parametrize("path, value, field", [
-    (("coefficients", "decode", "context"), float("inf"), "coefficients.decode.context"),
-    (("coefficients", "decode", "fixed"), float("nan"), "coefficients.decode.fixed"),
-    (("coefficients", "host", "batch"), -1e-6, "coefficients.host.batch"),  # cheaper with the batch
-    (("coefficients", "swap", "blocks"), "1e-4", "coefficients.swap.blocks"),
-    (("prefill_tokens", "seconds", -1), float("inf"), "prefill_tokens.seconds"),
-    (("prefill_tokens", "weights_s"), -0.001, "weights_s"),
-    (("grid", "decode", "total_context", 1), float("inf"), "grid.decode.total_context"),  # never warns
-    (("grid", "engine", "seqs", 0), -1, "grid.engine.seqs"),
-    (("tensor_parallel",), 0, "tensor_parallel"),
-    (("block_size",), True, "block_size"),  # a bool is not a block size, though Python calls it 1
-    # Not priced, but a NaN anywhere says the file is broken.
-    (("measurements", "decode", 0, "wall_s"), float("nan"), "measurements.decode[0].wall_s"),
-])
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        (("coefficients", "decode", "context"), float("inf"), "coefficients.decode.context"),
+        (("coefficients", "decode", "fixed"), float("nan"), "coefficients.decode.fixed"),
+        (("coefficients", "host", "batch"), -1e-6, "coefficients.host.batch"),  # cheaper with the batch
+        (("coefficients", "swap", "blocks"), "1e-4", "coefficients.swap.blocks"),
+        (("prefill_tokens", "seconds", -1), float("inf"), "prefill_tokens.seconds"),
+        (("prefill_tokens", "weights_s"), -0.001, "weights_s"),
+        (("grid", "decode", "total_context", 1), float("inf"), "grid.decode.total_context"),  # never warns
+        (("grid", "engine", "seqs", 0), -1, "grid.engine.seqs"),
+        (("tensor_parallel",), 0, "tensor_parallel"),
+        (("block_size",), True, "block_size"),  # a bool is not a block size, though Python calls it 1
+        # Not priced, but a NaN anywhere says the file is broken.
+        (("measurements", "decode", 0, "wall_s"), float("nan"), "measurements.decode[0].wall_s"),
+    ],
+)
 def test_profile_with_an_unusable_number_is_refused(tmp_path, synthetic_profile, path, value, field):
     assert_refused_by_run(write_profile(tmp_path, changed(synthetic_profile, path, value)), field)
 
@@ -172,11 +175,15 @@ def training_spans(measurements: dict) -> dict:
     decode = [p for p in measurements["decode"] if not p["heldout"]]
     prefill = [p for p in measurements["prefill"] if not p["heldout"]]
     return {
-        "decode": {"batch": span([p["batch"] for p in decode]),
-                   "total_context": span([p["total_context"] for p in decode])},
-        "prefill": {"tokens": span([sum(p["new_tokens"]) for p in prefill + measurements["prefill_tokens"]]),
-                    "seqs": span([len(p["new_tokens"]) for p in prefill]),
-                    "context": span([sum(p["new_tokens"]) + sum(p["cached_tokens"]) for p in prefill])},
+        "decode": {
+            "batch": span([p["batch"] for p in decode]),
+            "total_context": span([p["total_context"] for p in decode]),
+        },
+        "prefill": {
+            "tokens": span([sum(p["new_tokens"]) for p in prefill + measurements["prefill_tokens"]]),
+            "seqs": span([len(p["new_tokens"]) for p in prefill]),
+            "context": span([sum(p["new_tokens"]) + sum(p["cached_tokens"]) for p in prefill]),
+        },
     }
 
 
@@ -189,8 +196,9 @@ def test_heldout_points_do_not_widen_the_measured_range(synthetic_profile):
     far_prefill = max((p for p in points["prefill"] if p["heldout"]), key=lambda p: sum(p["new_tokens"]))
     expected = training_spans(points)
     beyond = 2 * expected["decode"]["total_context"][1]
-    points["decode"].append({**far_decode, "batch": 300, "total_context": beyond,
-                             "max_context": beyond // 300})
+    points["decode"].append(
+        {**far_decode, "batch": 300, "total_context": beyond, "max_context": beyond // 300}
+    )
     points["prefill"].append({**far_prefill, "new_tokens": [4000] * 40, "cached_tokens": [9000] * 40})
     spec = ModelSpec(**doc["model"])
     with warnings.catch_warnings():

@@ -4,11 +4,10 @@ the rate that bounds it, as docs/calibration.md states the rule."""
 from dataclasses import asdict
 
 import pytest
-from synthetic_steps import (BLOCK_SIZE, SPEC, TABLE_TOKENS, TRUE, WEIGHT_READ_S, synthetic_raw,
-                             token_table_s)
+from synthetic_steps import BLOCK_SIZE, SPEC, TABLE_TOKENS, TRUE, WEIGHT_READ_S, synthetic_raw, token_table_s
 
-from kvsim.cost.profile import validate
 from kvsim.calibration.transfer import derive_profile, transfer_error
+from kvsim.cost.profile import validate
 from kvsim.hardware import BUILTIN_GPUS
 
 H100, A100 = BUILTIN_GPUS["h100-sxm-80gb"], BUILTIN_GPUS["a100-40gb"]
@@ -22,8 +21,14 @@ KEPT = 1.0  # host work and kernel launches do not depend on the GPU's rates
 FACTOR = {
     # launches; streaming the weights; rows through the GEMMs (linear and squared: compute);
     # reading the KV of the context and of a sequence's partition
-    "decode": {"fixed": KEPT, "weights": HBM, "batch": FLOPS, "context": HBM, "partition": HBM,
-               "batch_squared": FLOPS},
+    "decode": {
+        "fixed": KEPT,
+        "weights": HBM,
+        "batch": FLOPS,
+        "context": HBM,
+        "partition": HBM,
+        "batch_squared": FLOPS,
+    },
     "host": {"fixed": KEPT, "batch": KEPT},  # the runner's Python
     "engine": {"fixed": KEPT, "seqs": KEPT},  # the serving loop's Python
     # per-sequence work and the gather's launches are host-side; attention pairs and the longest
@@ -32,8 +37,9 @@ FACTOR = {
     "copy": {"fixed": KEPT, "blocks": HBM},  # a block copy reads and writes GPU memory
     "swap": {"fixed": KEPT, "blocks": PCIE},  # a swap crosses PCIe
 }
-SCALED = {kind: {term: value * FACTOR[kind][term] for term, value in terms.items()}
-          for kind, terms in TRUE.items()}
+SCALED = {
+    kind: {term: value * FACTOR[kind][term] for term, value in terms.items()} for kind, terms in TRUE.items()
+}
 
 
 def a100_table_s(tokens: int) -> float:
@@ -68,17 +74,22 @@ def test_derived_profile_says_what_it_came_from(derived, true_profile):
     assert derived["name"] == "opt-13b@a100-40gb" and derived["gpu"] == asdict(A100)
     provenance = derived["provenance"]
     assert provenance["kind"] == "derived" and provenance["from"] == true_profile["name"]
-    assert provenance["ratios"] == pytest.approx({"fixed": KEPT, "compute": FLOPS, "memory": HBM,
-                                                  "pcie": PCIE})
+    assert provenance["ratios"] == pytest.approx(
+        {"fixed": KEPT, "compute": FLOPS, "memory": HBM, "pcie": PCIE}
+    )
     assert "measurements" not in derived
 
 
 def test_transfer_error_measures_the_rule_against_the_target(true_profile):
     """Against an A100 whose steps really scale by the rule the transfer is exact; against
     one that runs as fast as the H100 it is off by the ratios."""
+
     def errors(table_s, coef):
-        measured = {"gpu": asdict(A100), "block_size": BLOCK_SIZE,
-                    "measurements": synthetic_raw(train=20, heldout=0, coef=coef, table_s=table_s, noise=0.0)}
+        measured = {
+            "gpu": asdict(A100),
+            "block_size": BLOCK_SIZE,
+            "measurements": synthetic_raw(train=20, heldout=0, coef=coef, table_s=table_s, noise=0.0),
+        }
         return transfer_error(true_profile, measured, SPEC)
 
     for kind, error in errors(a100_table_s, SCALED).items():

@@ -26,8 +26,12 @@ def refusal(args: list[str]) -> str:
 @pytest.fixture
 def files(tmp_path):
     """Placeholders for the arguments below, each a path in tmp_path."""
-    paths = {"binary": tmp_path / "binary.json", "folder": tmp_path / "folder",
-             "malformed": tmp_path / "malformed.csv", "out": tmp_path / "out"}
+    paths = {
+        "binary": tmp_path / "binary.json",
+        "folder": tmp_path / "folder",
+        "malformed": tmp_path / "malformed.csv",
+        "out": tmp_path / "out",
+    }
     paths["binary"].write_bytes(bytes(range(128, 256)) * 8)  # no UTF-8 text starts with 0x80
     paths["folder"].mkdir()
     paths["malformed"].write_text("foo,bar\n1,2\n")
@@ -40,16 +44,27 @@ def files(tmp_path):
 @pytest.fixture
 def no_work(monkeypatch):
     """Fails the test if a simulation, a sweep point or a comparison starts."""
+
     def started(*args, **kwargs):
         raise AssertionError("work started before the input was checked")
 
-    for target in ("kvsim.experiments.run.run", "kvsim.experiments.sweep.ProcessPoolExecutor", "kvsim.experiments.compare.compare_policies"):
+    for target in (
+        "kvsim.experiments.run.run",
+        "kvsim.experiments.sweep.ProcessPoolExecutor",
+        "kvsim.experiments.compare.compare_policies",
+    ):
         monkeypatch.setattr(target, started)
 
 
-CONFIGS = {"text_rate": '{"rate": "fast"}', "fractional_block": '{"block_size": 16.5}',
-           "word_switch": '{"prefix_caching": "yes"}', "true_count": '{"num_requests": true}',
-           "nan_skew": '{"beam_skew": NaN}', "list": '[{"rate": 1}]', "number": "3"}
+CONFIGS = {
+    "text_rate": '{"rate": "fast"}',
+    "fractional_block": '{"block_size": 16.5}',
+    "word_switch": '{"prefix_caching": "yes"}',
+    "true_count": '{"num_requests": true}',
+    "nan_skew": '{"beam_skew": NaN}',
+    "list": '[{"rate": 1}]',
+    "number": "3",
+}
 
 # Refused by the config's own checks, before the simulation is even set up.
 CONFIG_CASES = [
@@ -149,7 +164,9 @@ def test_out_is_checked_before_anything_runs(files, no_work, args, message):
 def test_unwritable_out_is_refused(tmp_path, monkeypatch, no_work, command, out):
     """Root may write anywhere, so a patched os.access stands in for a denied permission."""
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda path, mode, **kw: path != tmp_path and real_access(path, mode, **kw))
+    monkeypatch.setattr(
+        os, "access", lambda path, mode, **kw: path != tmp_path and real_access(path, mode, **kw)
+    )
     assert f"{tmp_path} is not writable" in refusal([command, "--out", str(tmp_path / out), *SMALL])
     assert not (tmp_path / out).exists()
 
@@ -157,7 +174,9 @@ def test_unwritable_out_is_refused(tmp_path, monkeypatch, no_work, command, out)
 def test_run_that_serves_no_request_says_so_and_still_writes(tmp_path):
     trace = tmp_path / "long.csv"
     trace.write_text("input_len,output_len\n3000,10\n2040,100\n")  # both past OPT-13B's 2048
-    result = runner.invoke(app, ["run", "--trace", str(trace), "--num-requests", "2", "--out", str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["run", "--trace", str(trace), "--num-requests", "2", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == EXIT_NOTHING_SERVED != EXIT_BAD_INPUT
     [line] = result.stderr.splitlines()
     assert "no request completed: 2 of 2 rejected" in line and "context" in line

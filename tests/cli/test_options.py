@@ -16,13 +16,40 @@ runner = CliRunner()
 
 # Valid, and different from the default in every field: each option must be seen to arrive.
 OTHER = SimConfig(
-    model="llama-2-7b", gpu="h100-sxm-80gb", dtype="bfloat16", num_replicas=2, router="least-loaded",
-    policy="orca-max", block_size=32, gpu_memory_utilization=0.8, max_num_seqs=128,
-    max_num_batched_tokens=4096, watermark=0.02, ft_batch_size=8, profile="p.json", trace="alpaca",
-    rate=3.0, num_requests=7, duration=60.0, arrival="gamma", burstiness_cv=2.0, seed=5,
-    tokenizer="tok", over_length="clip", n=2, independent_sample_lengths=True, beam_width=2,
-    beam_stay=0.25, beam_skew=2.0, prefix_len=8, num_prefixes=2, prefix_popularity=0.5,
-    prefix_caching=True, preemption="swap", swap_space=2.0).validate()
+    model="llama-2-7b",
+    gpu="h100-sxm-80gb",
+    dtype="bfloat16",
+    num_replicas=2,
+    router="least-loaded",
+    policy="orca-max",
+    block_size=32,
+    gpu_memory_utilization=0.8,
+    max_num_seqs=128,
+    max_num_batched_tokens=4096,
+    watermark=0.02,
+    ft_batch_size=8,
+    profile="p.json",
+    trace="alpaca",
+    rate=3.0,
+    num_requests=7,
+    duration=60.0,
+    arrival="gamma",
+    burstiness_cv=2.0,
+    seed=5,
+    tokenizer="tok",
+    over_length="clip",
+    n=2,
+    independent_sample_lengths=True,
+    beam_width=2,
+    beam_stay=0.25,
+    beam_skew=2.0,
+    prefix_len=8,
+    num_prefixes=2,
+    prefix_popularity=0.5,
+    prefix_caching=True,
+    preemption="swap",
+    swap_space=2.0,
+).validate()
 
 
 def run_args(settings: dict) -> list[str]:
@@ -36,8 +63,12 @@ def run_args(settings: dict) -> list[str]:
 
 def list_args(config: SimConfig, skip=()) -> list[str]:
     """The settings of ``config`` as `sweep` and `compare` take them: ``--x value``, switches too."""
-    return [arg for f in fields(config) if f.name not in skip
-            for arg in (option_name(f.name), str(getattr(config, f.name)))]
+    return [
+        arg
+        for f in fields(config)
+        if f.name not in skip
+        for arg in (option_name(f.name), str(getattr(config, f.name)))
+    ]
 
 
 @pytest.fixture
@@ -70,6 +101,7 @@ def test_sweep_takes_every_field(monkeypatch, tmp_path):
 
     class Pool:
         """Records the points in place of running them."""
+
         def __init__(self, max_workers):
             pass
 
@@ -97,7 +129,9 @@ def test_compare_takes_every_field_but_policy_and_rate(monkeypatch):
         raise KvsimError("comparison skipped")
 
     monkeypatch.setattr("kvsim.experiments.compare.compare_policies", compare_policies)
-    result = runner.invoke(app, ["compare", "--policies", "paged", *list_args(OTHER, skip=("policy", "rate"))])
+    result = runner.invoke(
+        app, ["compare", "--policies", "paged", *list_args(OTHER, skip=("policy", "rate"))]
+    )
     assert "comparison skipped" in result.stderr, result.output
     assert bases == [replace(OTHER, policy=SimConfig().policy, rate=SimConfig().rate)]
 
@@ -117,8 +151,9 @@ def help_rows(command: str) -> dict[str, str]:
     return {m.group(1): line for line in text.splitlines() if (m := re.match(r"│ (--[a-z-]+)", line))}
 
 
-@pytest.mark.parametrize("command, skipped", [("run", ()), ("sweep", ()), ("validate", ()),
-                                              ("compare", ("policy", "rate"))])
+@pytest.mark.parametrize(
+    "command, skipped", [("run", ()), ("sweep", ()), ("validate", ()), ("compare", ("policy", "rate"))]
+)
 def test_help_shows_every_option_whole_with_its_default(command, skipped):
     """Bracketed text (a default, an interval) once vanished as rich markup."""
     rows = help_rows(command)
@@ -130,8 +165,13 @@ def test_help_shows_every_option_whole_with_its_default(command, skipped):
                 assert f.metadata["default_text"] in row, row
 
 
-@pytest.mark.parametrize("name, limit, shown", [("num_requests", MAX_NUM_REQUESTS, f"{MAX_NUM_REQUESTS:,}"),
-                                               ("swap_space", MAX_SWAP_SPACE_GIB, f"{MAX_SWAP_SPACE_GIB:g}")])
+@pytest.mark.parametrize(
+    "name, limit, shown",
+    [
+        ("num_requests", MAX_NUM_REQUESTS, f"{MAX_NUM_REQUESTS:,}"),
+        ("swap_space", MAX_SWAP_SPACE_GIB, f"{MAX_SWAP_SPACE_GIB:g}"),
+    ],
+)
 def test_limits_are_stated_in_the_help_and_inclusive(name, limit, shown):
     assert f"at most {shown}" in help_rows("run")[option_name(name)]
     SimConfig(**{name: limit}).validate()

@@ -6,22 +6,43 @@ from typer.testing import CliRunner
 
 from kvsim.cli import app, parse_option_args
 from kvsim.config import SimConfig
+from kvsim.engine.metrics import WASTE_KEYS
 from kvsim.experiments import compare
 from kvsim.experiments.run import prepare_trace
-from kvsim.engine.metrics import WASTE_KEYS
 
 runner = CliRunner()
 
 
 def test_compare_writes_table_and_figures(tmp_path):
-    result = runner.invoke(app, ["compare", "--policies", "paged,orca-oracle,ft", "--rate", "2,4",
-                                 "--num-requests", "40", "--seed", "3", "--jobs", "1",
-                                 "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--policies",
+            "paged,orca-oracle,ft",
+            "--rate",
+            "2,4",
+            "--num-requests",
+            "40",
+            "--seed",
+            "3",
+            "--jobs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "orca-oracle" in result.output and "token states" in result.output
     table = pd.read_csv(tmp_path / "compare.csv")
-    assert list(zip(table.policy, table.rate)) == [("paged", 2), ("paged", 4), ("orca-oracle", 2),
-                                                   ("orca-oracle", 4), ("ft", 2), ("ft", 4)]
+    assert list(zip(table.policy, table.rate)) == [
+        ("paged", 2),
+        ("paged", 4),
+        ("orca-oracle", 2),
+        ("orca-oracle", 4),
+        ("ft", 2),
+        ("ft", 4),
+    ]
     assert (table.completed + table.rejected == 40).all()
     assert (table[list(WASTE_KEYS)].sum(axis=1).round(9) == 1).all()
     for name in ("latency_vs_rate.png", "waste_breakdown.png", "batch_size.png"):
@@ -37,21 +58,30 @@ def test_every_policy_sees_the_same_trace(monkeypatch):
 
     monkeypatch.setattr(compare, "prepare_trace", prepare)
     seen = []
-    monkeypatch.setattr(compare, "_run_point", lambda point: seen.append(point) or {"policy": point[0].policy})
+    monkeypatch.setattr(
+        compare, "_run_point", lambda point: seen.append(point) or {"policy": point[0].policy}
+    )
     compare.compare_policies(SimConfig(num_requests=5), ["paged", "orca-max", "ft"], [1.0, 3.0])
     assert len(built) == 2  # one trace per rate, shared by the policies
     assert [(c.policy, c.rate, t is built[i % 2]) for i, (c, t) in enumerate(seen)] == [
-        ("paged", 1.0, True), ("paged", 3.0, True), ("orca-max", 1.0, True), ("orca-max", 3.0, True),
-        ("ft", 1.0, True), ("ft", 3.0, True)]
+        ("paged", 1.0, True),
+        ("paged", 3.0, True),
+        ("orca-max", 1.0, True),
+        ("orca-max", 3.0, True),
+        ("ft", 1.0, True),
+        ("ft", 3.0, True),
+    ]
 
 
 def test_bad_input_is_one_line_and_exit_2():
-    for args, message in ((["--policies", "paged,nope"], "unknown policy 'nope'"),
-                          (["--rate", "0"], "--rate must be positive"),
-                          (["--policy", "paged"], "--policies"),
-                          (["--seed", "1,2"], "takes one value"),
-                          (["--ft-batch-size", "99"], "holds only"),
-                          (["--out", "/dev/null/x"], "cannot create output directory")):
+    for args, message in (
+        (["--policies", "paged,nope"], "unknown policy 'nope'"),
+        (["--rate", "0"], "--rate must be positive"),
+        (["--policy", "paged"], "--policies"),
+        (["--seed", "1,2"], "takes one value"),
+        (["--ft-batch-size", "99"], "holds only"),
+        (["--out", "/dev/null/x"], "cannot create output directory"),
+    ):
         result = runner.invoke(app, ["compare", "--num-requests", "5", "--jobs", "1", *args])
         assert result.exit_code == 2, (args, result.output)
         assert message in result.output and "Traceback" not in result.output
@@ -59,8 +89,24 @@ def test_bad_input_is_one_line_and_exit_2():
 
 
 def test_compare_shows_sharing_against_contiguous(tmp_path):
-    result = runner.invoke(app, ["compare", "--policies", "paged,orca-oracle", "--beam-width", "4",
-                                 "--rate", "2", "--num-requests", "8", "--jobs", "1", "--out", str(tmp_path)])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--policies",
+            "paged,orca-oracle",
+            "--beam-width",
+            "4",
+            "--rate",
+            "2",
+            "--num-requests",
+            "8",
+            "--jobs",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "block sharing" in result.output and "beam width 4" in result.output
     paged, oracle = pd.read_csv(tmp_path / "compare.csv").to_dict("records")
@@ -70,20 +116,62 @@ def test_compare_shows_sharing_against_contiguous(tmp_path):
     assert oracle["block_copies"] > paged["block_copies"]
 
 
-@pytest.mark.parametrize("options, expected", [
-    (["--n", "2", "--independent-sample-lengths", "--prefix-len", "32", "--num-prefixes", "2",
-      "--prefix-popularity", "0.5", "--prefix-caching", "--preemption", "swap", "--swap-space", "2"],
-     dict(n=2, independent_sample_lengths=True, prefix_len=32, num_prefixes=2, prefix_popularity=0.5,
-          prefix_caching=True, preemption="swap", swap_space=2.0)),
-    (["--beam-width", "3", "--beam-stay", "0.2", "--beam-skew", "2", "--prefix-caching", "false"],
-     dict(beam_width=3, beam_stay=0.2, beam_skew=2.0, prefix_caching=False, preemption="recompute")),
-])
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        (
+            [
+                "--n",
+                "2",
+                "--independent-sample-lengths",
+                "--prefix-len",
+                "32",
+                "--num-prefixes",
+                "2",
+                "--prefix-popularity",
+                "0.5",
+                "--prefix-caching",
+                "--preemption",
+                "swap",
+                "--swap-space",
+                "2",
+            ],
+            dict(
+                n=2,
+                independent_sample_lengths=True,
+                prefix_len=32,
+                num_prefixes=2,
+                prefix_popularity=0.5,
+                prefix_caching=True,
+                preemption="swap",
+                swap_space=2.0,
+            ),
+        ),
+        (
+            ["--beam-width", "3", "--beam-stay", "0.2", "--beam-skew", "2", "--prefix-caching", "false"],
+            dict(beam_width=3, beam_stay=0.2, beam_skew=2.0, prefix_caching=False, preemption="recompute"),
+        ),
+    ],
+)
 def test_compare_passes_every_run_option_through(monkeypatch, options, expected):
     configs = []
     run_point = compare._run_point
     monkeypatch.setattr(compare, "_run_point", lambda point: configs.append(point[0]) or run_point(point))
-    result = runner.invoke(app, ["compare", "--policies", "paged,orca-oracle", "--rate", "4",
-                                 "--num-requests", "6", "--jobs", "1", *options])
+    result = runner.invoke(
+        app,
+        [
+            "compare",
+            "--policies",
+            "paged,orca-oracle",
+            "--rate",
+            "4",
+            "--num-requests",
+            "6",
+            "--jobs",
+            "1",
+            *options,
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "block sharing" in result.output
     assert [c.policy for c in configs] == ["paged", "orca-oracle"]
@@ -94,12 +182,15 @@ def test_compare_passes_every_run_option_through(monkeypatch, options, expected)
 
 
 @pytest.mark.parametrize("command", ["compare", "sweep"])
-@pytest.mark.parametrize("args, message", [
-    (["--seed", "x"], "--seed value 'x' is not a int"),
-    (["--prefix-caching", "maybe"], "--prefix-caching value 'maybe' is not a bool"),
-    (["--n"], "--n needs a value"),
-    (["--nope", "1"], "unknown option --nope"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seed", "x"], "--seed value 'x' is not a int"),
+        (["--prefix-caching", "maybe"], "--prefix-caching value 'maybe' is not a bool"),
+        (["--n"], "--n needs a value"),
+        (["--nope", "1"], "unknown option --nope"),
+    ],
+)
 def test_option_errors_name_the_command(command, args, message):
     result = runner.invoke(app, [command, "--jobs", "1", *args])
     assert result.exit_code == 2, result.output
@@ -108,4 +199,6 @@ def test_option_errors_name_the_command(command, args, message):
 
 def test_switches_take_true_false_lists():
     assert parse_option_args("sweep", ["--prefix-caching", "false,true", "--independent-sample-lengths"]) == {
-        "prefix_caching": [False, True], "independent_sample_lengths": [True]}
+        "prefix_caching": [False, True],
+        "independent_sample_lengths": [True],
+    }

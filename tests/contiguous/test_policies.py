@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from strategies import random_traces
 
 from kvsim.cost.roofline import RooflineCostModel
+from kvsim.engine.metrics import KV_SLOT_COLUMNS, WASTE_KEYS, summarize
 from kvsim.errors import KvsimError
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
@@ -18,7 +19,6 @@ from kvsim.policies.request import Request
 from kvsim.policies.scheduler import PREFILL
 from kvsim.sim import engine
 from kvsim.sim.cluster import RoundRobinRouter
-from kvsim.engine.metrics import KV_SLOT_COLUMNS, WASTE_KEYS, summarize
 
 MODEL, GPU = load_model("opt-13b"), load_gpu("a100-40gb")
 POLICIES = ("paged", "orca-oracle", "orca-pow2", "orca-max", "ft")
@@ -28,11 +28,14 @@ def context(num_blocks=64, block_size=16, max_model_len=256, **kw):
     return PolicyContext(num_blocks, block_size, 32, 2048, max_model_len, **kw)
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("orca-oracle", 100 + 30 - 1),  # exactly the slots the request fills
-    ("orca-pow2", 256),  # 129 rounded up to a power of two
-    ("orca-max", 512),  # the whole context
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("orca-oracle", 100 + 30 - 1),  # exactly the slots the request fills
+        ("orca-pow2", 256),  # 129 rounded up to a power of two
+        ("orca-max", 512),  # the whole context
+    ],
+)
 def test_each_orca_rule_reserves_its_size(name, expected):
     scheduler = get_policy(name).build(context(num_blocks=64, max_model_len=512))
     scheduler.add_request(Request(0, 100, 30))
@@ -87,7 +90,7 @@ def test_ft_batch_runs_to_completion_before_anyone_joins():
     while scheduler.has_work():
         plan = scheduler.schedule()
         if plan.kind == PREFILL:
-            assert not scheduler.running[:-len(plan.requests)]  # the previous batch has drained
+            assert not scheduler.running[: -len(plan.requests)]  # the previous batch has drained
             batches.append([r.request_id for r in plan.requests])
         else:
             assert {r.request_id for r in scheduler.running} <= set(batches[-1])  # no newcomer
@@ -96,7 +99,9 @@ def test_ft_batch_runs_to_completion_before_anyone_joins():
 
 
 def test_ft_batch_size_is_settable_and_checked():
-    assert get_policy("ft").build(context(num_blocks=64, max_model_len=256, ft_batch_size=2)).max_num_seqs == 2
+    assert (
+        get_policy("ft").build(context(num_blocks=64, max_model_len=256, ft_batch_size=2)).max_num_seqs == 2
+    )
     with pytest.raises(KvsimError, match="holds only 4"):
         get_policy("ft").build(context(num_blocks=64, max_model_len=256, ft_batch_size=5))
 
@@ -115,8 +120,9 @@ def workloads(draw):
 def test_waste_categories_always_sum_to_the_whole_cache(policy, workload):
     trace, block_size, num_blocks = workload
     scheduler = get_policy(policy).build(context(num_blocks, block_size, max_model_len=400))
-    recorder = engine.simulate(trace, [scheduler], RooflineCostModel(MODEL, GPU, block_size),
-                               RoundRobinRouter())
+    recorder = engine.simulate(
+        trace, [scheduler], RooflineCostModel(MODEL, GPU, block_size), RoundRobinRouter()
+    )
     steps = recorder.steps_frame()
     slots = steps[list(KV_SLOT_COLUMNS)]
     assert (slots >= 0).all().all()

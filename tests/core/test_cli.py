@@ -42,8 +42,17 @@ def test_several_replicas_and_least_loaded_routing():
 def test_csv_trace_with_timestamps(tmp_path):
     trace = tmp_path / "t.csv"
     trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,20\n0.5,50,10\n1.0,3000,10\n")
-    result = invoke("run", "--trace", str(trace), "--arrival", "trace",
-                    "--num-requests", "3", "--out", str(tmp_path / "o"))
+    result = invoke(
+        "run",
+        "--trace",
+        str(trace),
+        "--arrival",
+        "trace",
+        "--num-requests",
+        "3",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     requests = pd.read_csv(tmp_path / "o" / "requests.csv")
     assert list(requests.status) == ["completed", "completed", "rejected"]  # 3010 > OPT's 2048
@@ -53,8 +62,17 @@ def test_csv_trace_with_timestamps(tmp_path):
 def test_clip_keeps_over_length_requests(tmp_path):
     trace = tmp_path / "t.csv"
     trace.write_text("input_len,output_len\n3000,1000\n")
-    result = invoke("run", "--trace", str(trace), "--over-length", "clip", "--num-requests", "1",
-                    "--out", str(tmp_path / "o"))
+    result = invoke(
+        "run",
+        "--trace",
+        str(trace),
+        "--over-length",
+        "clip",
+        "--num-requests",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     row = pd.read_csv(tmp_path / "o" / "requests.csv").iloc[0]
     assert row.status == "completed" and row.prompt_len + row.output_len <= 2048
@@ -62,8 +80,19 @@ def test_clip_keeps_over_length_requests(tmp_path):
 
 def test_sweep_writes_one_row_per_point(tmp_path):
     out = tmp_path / "sweep.csv"
-    result = invoke("sweep", "--out", str(out), "--jobs", "1", "--block-size", "8,16",
-                    "--rate", "2,4", "--num-requests", "30")
+    result = invoke(
+        "sweep",
+        "--out",
+        str(out),
+        "--jobs",
+        "1",
+        "--block-size",
+        "8,16",
+        "--rate",
+        "2,4",
+        "--num-requests",
+        "30",
+    )
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
     assert len(table) == 4 and set(table.block_size) == {8, 16}
@@ -74,8 +103,19 @@ def test_request_longer_than_whole_cache_is_rejected_not_lost(tmp_path):
     trace = tmp_path / "t.csv"
     trace.write_text("input_len,output_len\n1500,500\n10,10\n")
     # At 31% of an A100-80GB, OPT-13B leaves about 680 token slots: 1999 can never fit.
-    result = invoke("run", "--trace", str(trace), "--gpu", "a100-80gb", "--gpu-memory-utilization",
-                    "0.31", "--num-requests", "2", "--out", str(tmp_path / "o"))
+    result = invoke(
+        "run",
+        "--trace",
+        str(trace),
+        "--gpu",
+        "a100-80gb",
+        "--gpu-memory-utilization",
+        "0.31",
+        "--num-requests",
+        "2",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert result.exit_code == 0, result.output
     requests = pd.read_csv(tmp_path / "o" / "requests.csv")
     assert list(requests.status) == ["rejected", "completed"]

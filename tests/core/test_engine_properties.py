@@ -38,8 +38,7 @@ def workloads(draw):
 
 
 def simulate(trace, block_size, num_blocks, replicas, router=RoundRobinRouter):
-    schedulers = [CheckedScheduler(PagedKVManager(num_blocks, block_size), 8, 512)
-                  for _ in range(replicas)]
+    schedulers = [CheckedScheduler(PagedKVManager(num_blocks, block_size), 8, 512) for _ in range(replicas)]
     recorder = engine.simulate(trace, schedulers, RooflineCostModel(MODEL, GPU, block_size), router())
     return recorder, schedulers
 

@@ -40,17 +40,27 @@ def scenarios(draw):
     trace = draw(random_traces(max_requests=24, max_gap=1.0, max_len=200))
     if sharing in ("shared-prefix", "prefix-caching"):
         trace = add_shared_prefixes(trace, draw(st.sampled_from([16, 40])), num_prefixes=2, seed=1)
-    trace = add_sampling(trace, n=width if "samples" in sharing else 1,
-                         beam_width=width if sharing == "beam" else 1,
-                         independent_lengths=sharing == "independent-samples", seed=2)
+    trace = add_sampling(
+        trace,
+        n=width if "samples" in sharing else 1,
+        beam_width=width if sharing == "beam" else 1,
+        independent_lengths=sharing == "independent-samples",
+        seed=2,
+    )
     tokens_held = draw(st.integers(520, 1500))  # FasterTransformer needs one whole context
     preemption = draw(st.sampled_from(["recompute", "swap"])) if policy == "paged" else "recompute"
     context = PolicyContext(
-        num_blocks=tokens_held // block_size + 3, block_size=block_size,
-        max_num_seqs=draw(st.integers(2, 12)), max_num_batched_tokens=512, max_model_len=512,
-        preemption=preemption, swap_blocks=draw(st.integers(0, 600)) // block_size + 1,
-        prefix_caching=sharing == "prefix-caching", shared_prefix=sharing == "shared-prefix",
-        beam=BeamModel(seed=3))
+        num_blocks=tokens_held // block_size + 3,
+        block_size=block_size,
+        max_num_seqs=draw(st.integers(2, 12)),
+        max_num_batched_tokens=512,
+        max_model_len=512,
+        preemption=preemption,
+        swap_blocks=draw(st.integers(0, 600)) // block_size + 1,
+        prefix_caching=sharing == "prefix-caching",
+        shared_prefix=sharing == "shared-prefix",
+        beam=BeamModel(seed=3),
+    )
     cost = draw(st.sampled_from(["roofline", "profile"]))
     replicas = draw(st.integers(1, 2))
     return policy, context, trace, cost, replicas
@@ -58,8 +68,11 @@ def scenarios(draw):
 
 def simulate(scenario, max_steps_per_event):
     policy, context, trace, cost, replicas = scenario
-    cost_model = (RooflineCostModel(MODEL, GPU, context.block_size) if cost == "roofline"
-                  else ProfileCostModel(PROFILE, MODEL, context.block_size, source="shipped"))
+    cost_model = (
+        RooflineCostModel(MODEL, GPU, context.block_size)
+        if cost == "roofline"
+        else ProfileCostModel(PROFILE, MODEL, context.block_size, source="shipped")
+    )
     schedulers = [available_policies()[policy].build(context) for _ in range(replicas)]
     original = engine.MAX_STEPS_PER_EVENT
     engine.MAX_STEPS_PER_EVENT = max_steps_per_event
@@ -75,11 +88,21 @@ def swap_space_full():
     """The shape of the bug the first version of this test missed: a decode step preempts by
     recompute (the swap space is full), and charging the steps after it in one event kept
     the victim out of the very next step's admission."""
-    trace = Trace("swap-space-full", np.zeros(11),
-                  np.array([1, 1, 107, 167, 1, 135, 1, 18, 1, 1, 1], dtype=np.int64),
-                  np.array([1, 88, 85, 86, 3, 30, 1, 3, 1, 1, 1], dtype=np.int64))
-    context = PolicyContext(num_blocks=523, block_size=1, max_num_seqs=4, max_num_batched_tokens=512,
-                            max_model_len=512, preemption="swap", swap_blocks=161)
+    trace = Trace(
+        "swap-space-full",
+        np.zeros(11),
+        np.array([1, 1, 107, 167, 1, 135, 1, 18, 1, 1, 1], dtype=np.int64),
+        np.array([1, 88, 85, 86, 3, 30, 1, 3, 1, 1, 1], dtype=np.int64),
+    )
+    context = PolicyContext(
+        num_blocks=523,
+        block_size=1,
+        max_num_seqs=4,
+        max_num_batched_tokens=512,
+        max_model_len=512,
+        preemption="swap",
+        swap_blocks=161,
+    )
     return "paged", context, trace, "roofline", 1
 
 
@@ -91,8 +114,14 @@ def test_fast_forward_gives_the_one_step_schedule(scenario):
     a, b = fast.requests_frame(), slow.requests_frame()
     pd.testing.assert_frame_equal(a.drop(columns=TIMING_COLUMNS), b.drop(columns=TIMING_COLUMNS))
     for column in TIMING_COLUMNS:
-        np.testing.assert_allclose(a[column].to_numpy(float), b[column].to_numpy(float),
-                                   rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=column)
+        np.testing.assert_allclose(
+            a[column].to_numpy(float),
+            b[column].to_numpy(float),
+            rtol=1e-9,
+            atol=1e-12,
+            equal_nan=True,
+            err_msg=column,
+        )
     assert fast.counters == slow.counters  # preemptions, swaps, forks and copies alike
     for counter in ("preempted_recompute", "preempted_swap", "forks", "prefix_hit_blocks"):
         if slow.counters[counter]:

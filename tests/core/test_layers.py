@@ -27,8 +27,13 @@ def kvsim_imports(path: Path) -> set[str]:
     """The kvsim packages (or top-level modules) that ``path`` imports, anywhere in it."""
     found = set()
     for node in ast.walk(ast.parse(path.read_text())):
-        names = ([node.module] if isinstance(node, ast.ImportFrom) and node.module
-                 else [a.name for a in node.names] if isinstance(node, ast.Import) else [])
+        names = (
+            [node.module]
+            if isinstance(node, ast.ImportFrom) and node.module
+            else [a.name for a in node.names]
+            if isinstance(node, ast.Import)
+            else []
+        )
         found.update(name.split(".")[1] for name in names if name.startswith("kvsim."))
     return found
 

@@ -36,12 +36,15 @@ def drain(scheduler: Scheduler) -> list:
 
 # -- swapping: every block that goes out comes back, and is counted once ---------------------
 
-def swap_run(requests: list[Request], num_blocks: int, swap_blocks: int | None = None
-             ) -> tuple[Scheduler, list, list[int]]:
+
+def swap_run(
+    requests: list[Request], num_blocks: int, swap_blocks: int | None = None
+) -> tuple[Scheduler, list, list[int]]:
     """Blocks of 2 tokens, no watermark, swap space as large as the cache unless given.
     Returns the scheduler, its plans, and for each plan how many groups it swapped back in."""
-    kv = PagedKVManager(num_blocks, 2, watermark=0.0,
-                        swap_blocks=num_blocks if swap_blocks is None else swap_blocks)
+    kv = PagedKVManager(
+        num_blocks, 2, watermark=0.0, swap_blocks=num_blocks if swap_blocks is None else swap_blocks
+    )
     s = Scheduler(kv, max_num_seqs=16, max_num_batched_tokens=64, preemption_mode="swap")
     for r in requests:
         s.add_request(r)
@@ -149,15 +152,19 @@ def test_swap_in_counter_adds_up_over_steps():
     assert s.counters["swap_in_blocks"] == swapped_out
 
 
-@pytest.mark.parametrize("num_blocks, a_len, prompt, output, tokens, copies, blocks", [
-    # 3-token prompt: the samples' 4th tokens go into the shared partial block, so one
-    # sample copies it; each holds 8 tokens in 2 blocks.
-    (6, (4, 6), 3, 7, 8, 1, 2),
-    # 4-token prompt: the shared block is full, the 5th tokens go to fresh blocks, no copy.
-    (3, (4, 3), 4, 3, 5, 0, 2),
-])
-def test_a_recomputed_group_copies_only_a_shared_partial_tail(num_blocks, a_len, prompt, output,
-                                                               tokens, copies, blocks):
+@pytest.mark.parametrize(
+    "num_blocks, a_len, prompt, output, tokens, copies, blocks",
+    [
+        # 3-token prompt: the samples' 4th tokens go into the shared partial block, so one
+        # sample copies it; each holds 8 tokens in 2 blocks.
+        (6, (4, 6), 3, 7, 8, 1, 2),
+        # 4-token prompt: the shared block is full, the 5th tokens go to fresh blocks, no copy.
+        (3, (4, 3), 4, 3, 5, 0, 2),
+    ],
+)
+def test_a_recomputed_group_copies_only_a_shared_partial_tail(
+    num_blocks, a_len, prompt, output, tokens, copies, blocks
+):
     """Blocks of 4. A runs first; a group of 2 samples is preempted by recompute when A needs
     a block, and readmitted once A is done, each sample now ``tokens`` long (prompt and
     output so far). Its prefill forks the prompt, then grows every sample: first the token
@@ -185,11 +192,17 @@ def test_a_recomputed_group_copies_only_a_shared_partial_tail(num_blocks, a_len,
 
 # -- prefix blocks: named at admission, pinned when a shared prefix, named again at the end ----
 
+
 def stream_request(rid: int, prompt: list[int], output_len: int, shared_prefix_len: int = 0) -> Request:
     """A request whose token stream is ``prompt`` then tokens 1000, 1001, ... as output."""
     stream = np.array(prompt + list(range(1000, 1000 + output_len)), dtype=np.int64)
-    return Request(rid, len(prompt), output_len, token_ids=lambda count: stream[:count],
-                   shared_prefix_len=shared_prefix_len)
+    return Request(
+        rid,
+        len(prompt),
+        output_len,
+        token_ids=lambda count: stream[:count],
+        shared_prefix_len=shared_prefix_len,
+    )
 
 
 def prefill_step(s: Scheduler, request: Request):
@@ -242,6 +255,7 @@ def test_a_shared_prefix_stays_pinned_after_its_requests_finish():
 
 
 # -- private prompt copies: policies without sharing ---------------------------------------
+
 
 def orca_oracle(num_blocks: int, block_size: int = 4) -> Scheduler:
     """Orca with exact reservations: every sequence reserves prompt + output - 1 slots."""

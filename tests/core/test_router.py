@@ -43,8 +43,9 @@ def test_least_loaded_takes_the_first_replica_of_smallest_load(loads):
     assert chosen is replicas[loads.index(min(loads))]
 
 
-@pytest.mark.parametrize(("router", "expected"), [(RoundRobinRouter, [0, 1, 0]),
-                                                  (LeastLoadedRouter, [0, 1, 1])])
+@pytest.mark.parametrize(
+    ("router", "expected"), [(RoundRobinRouter, [0, 1, 0]), (LeastLoadedRouter, [0, 1, 1])]
+)
 def test_simulation_routes_by_outstanding_requests(router, expected):
     """Two replicas: request 0 decodes long on replica 0, request 1 finishes quickly on
     replica 1, then request 2 arrives. Least-loaded sends it to the idle replica 1 (load 0

@@ -1,4 +1,3 @@
-
 from kvsim.policies.paged import PagedKVManager
 from kvsim.policies.request import Request, Status
 from kvsim.policies.scheduler import DECODE, PREFILL, Scheduler
@@ -84,6 +83,7 @@ def test_headroom_charges_runs_of_identical_decode_steps():
 
 def test_fast_forward_equals_step_by_step():
     """Charging k steps at once leaves the same state as k single steps."""
+
     def run(fast):
         s = make_scheduler(num_blocks=40, block_size=4)
         for rid, (p, o) in enumerate([(7, 30), (3, 12), (9, 25), (2, 40)]):
@@ -94,6 +94,7 @@ def test_fast_forward_equals_step_by_step():
             steps_taken += k
             order += [r.request_id for r in s.complete(plan, k)]
         return order, steps_taken, s.kv.allocator.num_free
+
     assert run(fast=True) == run(fast=False)
 
 

@@ -12,8 +12,9 @@ def test_opt13b_kv_bytes_per_token_is_800_kib():
     assert load_model("opt-13b").kv_bytes_per_token == 2 * 5120 * 40 * 2 == 800 * 1024
 
 
-@pytest.mark.parametrize("name, billions", [("opt-13b", 12.85), ("llama-2-7b", 6.74),
-                                             ("llama-2-13b", 13.02), ("llama-3-8b", 8.03)])
+@pytest.mark.parametrize(
+    "name, billions", [("opt-13b", 12.85), ("llama-2-7b", 6.74), ("llama-2-13b", 13.02), ("llama-3-8b", 8.03)]
+)
 def test_parameter_counts_match_published_sizes(name, billions):
     assert load_model(name).param_count / 1e9 == pytest.approx(billions, abs=0.01)
 
@@ -37,19 +38,29 @@ def test_model_that_does_not_fit_is_a_clear_error():
 
 
 def test_hf_config_file_is_read(tmp_path):
-    config = {"model_type": "llama", "hidden_size": 256, "num_hidden_layers": 2,
-              "num_attention_heads": 8, "num_key_value_heads": 2, "intermediate_size": 512,
-              "vocab_size": 1000, "max_position_embeddings": 512}
+    config = {
+        "model_type": "llama",
+        "hidden_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "intermediate_size": 512,
+        "vocab_size": 1000,
+        "max_position_embeddings": 512,
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     spec = load_model(str(tmp_path))
     assert (spec.num_kv_heads, spec.head_dim, spec.max_model_len) == (2, 32, 512)
 
 
-@pytest.mark.parametrize("content, message", [
-    ("{not json", "cannot read model config"),
-    ('{"model_type": "gpt2", "hidden_size": 1}', "unsupported model_type"),
-    ('{"model_type": "llama", "hidden_size": 64}', "lacks field"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "cannot read model config"),
+        ('{"model_type": "gpt2", "hidden_size": 1}', "unsupported model_type"),
+        ('{"model_type": "llama", "hidden_size": 64}', "lacks field"),
+    ],
+)
 def test_bad_model_configs_are_clear_errors(tmp_path, content, message):
     path = tmp_path / "config.json"
     path.write_text(content)

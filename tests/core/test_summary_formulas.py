@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from kvsim.cost.roofline import RooflineCostModel
+from kvsim.engine.metrics import KV_SLOT_COLUMNS, STEP_COLUMNS, WASTE_KEYS, Recorder, summarize
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.paged import PagedKVManager
@@ -21,7 +22,6 @@ from kvsim.policies.request import Request
 from kvsim.policies.scheduler import Scheduler
 from kvsim.sim import engine
 from kvsim.sim.cluster import RoundRobinRouter
-from kvsim.engine.metrics import KV_SLOT_COLUMNS, STEP_COLUMNS, WASTE_KEYS, Recorder, summarize
 from kvsim.workloads.trace import Trace
 
 # (arrival, first token, finish, prompt, output, preemptions, recomputed tokens); None: rejected.
@@ -39,26 +39,62 @@ NUM_BLOCKS = 10  # of 4 slots: each measured row's slots sum to 40
 # Runs of steps: a prefill, a decode run of 10 steps, one step whose slots were not measured
 # (NaN: left out of the breakdown), a run of 3; durations differ, so time weights matter.
 STEPS = [
-    dict(duration=0.5, kind="prefill", steps=1, batch_size=3, kv_blocks_used=4, kv_blocks_logical=4,
-         slots=(16, 0, 0, 24)),
-    dict(duration=2.0, kind="decode", steps=10, batch_size=2, kv_blocks_used=6, kv_blocks_logical=8,
-         slots=(20, 0, 4, 16)),
-    dict(duration=0.25, kind="decode", steps=1, batch_size=1, kv_blocks_used=9, kv_blocks_logical=9,
-         slots=(math.nan,) * 4),
-    dict(duration=1.0, kind="decode", steps=3, batch_size=5, kv_blocks_used=8, kv_blocks_logical=12,
-         slots=(24, 4, 4, 8)),
+    dict(
+        duration=0.5,
+        kind="prefill",
+        steps=1,
+        batch_size=3,
+        kv_blocks_used=4,
+        kv_blocks_logical=4,
+        slots=(16, 0, 0, 24),
+    ),
+    dict(
+        duration=2.0,
+        kind="decode",
+        steps=10,
+        batch_size=2,
+        kv_blocks_used=6,
+        kv_blocks_logical=8,
+        slots=(20, 0, 4, 16),
+    ),
+    dict(
+        duration=0.25,
+        kind="decode",
+        steps=1,
+        batch_size=1,
+        kv_blocks_used=9,
+        kv_blocks_logical=9,
+        slots=(math.nan,) * 4,
+    ),
+    dict(
+        duration=1.0,
+        kind="decode",
+        steps=3,
+        batch_size=5,
+        kv_blocks_used=8,
+        kv_blocks_logical=12,
+        slots=(24, 4, 4, 8),
+    ),
 ]
-COUNTERS = Counter(block_copies=3, forks=5, prefix_hit_blocks=7, prefix_lookup_blocks=11,
-                   prefill_tokens_saved=13, preempted_swap=17, preempted_recompute=19,
-                   swap_space_full=23, swap_out_blocks=29, swap_in_blocks=31)
+COUNTERS = Counter(
+    block_copies=3,
+    forks=5,
+    prefix_hit_blocks=7,
+    prefix_lookup_blocks=11,
+    prefill_tokens_saved=13,
+    preempted_swap=17,
+    preempted_recompute=19,
+    swap_space_full=23,
+    swap_out_blocks=29,
+    swap_in_blocks=31,
+)
 
 
 def recorded(requests, steps, counters) -> Recorder:
     """A recorder filled through its own API, as the engine fills it."""
     recorder = Recorder(len(requests))
     for rid, (arrival, first, finish, prompt, output, preemptions, recomputed) in enumerate(requests):
-        request = Request(rid, prompt, output, num_preemptions=preemptions,
-                          recomputed_tokens=recomputed)
+        request = Request(rid, prompt, output, num_preemptions=preemptions, recomputed_tokens=recomputed)
         recorder.arrive(request, arrival)
         if finish is None:
             recorder.reject(request, "too long")
@@ -160,8 +196,10 @@ def test_a_run_where_nothing_completes_reports_no_rates():
     summary = summarize(recorded(rejected, [], Counter()), NUM_BLOCKS)
     assert (summary["completed"], summary["rejected"], summary["duration_s"]) == (0, 2, 0)
     nan_keys = [k for k in summary if k.startswith(("throughput", "ttft", "tpot", "e2e", "waste"))]
-    assert all(math.isnan(summary[k]) for k in [*nan_keys, "normalized_latency_s_per_token",
-                                                 "busy_fraction", "prefix_hit_rate"])
+    assert all(
+        math.isnan(summary[k])
+        for k in [*nan_keys, "normalized_latency_s_per_token", "busy_fraction", "prefix_hit_rate"]
+    )
     assert summary["mean_batch_size"] == summary["mean_kv_usage"] == summary["num_steps"] == 0
 
 
@@ -173,8 +211,12 @@ def test_decode_run_records_the_cache_averaged_over_its_steps():
     prompt, output, num_blocks = 10, 9, 64
     model, gpu = load_model("opt-13b"), load_gpu("a100-40gb")
     trace = Trace("one", np.array([0.0]), np.array([prompt]), np.array([output]))
-    recorder = engine.simulate(trace, [Scheduler(PagedKVManager(num_blocks, 1), 8, 512)],
-                               RooflineCostModel(model, gpu, 1), RoundRobinRouter())
+    recorder = engine.simulate(
+        trace,
+        [Scheduler(PagedKVManager(num_blocks, 1), 8, 512)],
+        RooflineCostModel(model, gpu, 1),
+        RoundRobinRouter(),
+    )
     steps = recorder.steps_frame()
     assert steps["kind"].tolist() == ["prefill", "decode"]
     assert steps["steps"].tolist() == [1, output - 1]

@@ -17,15 +17,25 @@ from kvsim.policies.scheduler import DECODE, PREFILL, StepKind
 NUM_BLOCKS = 8
 
 
-def record(recorder: Recorder, kind: StepKind, requests: list[Request], start: float, end: float,
-           kv_slots: tuple) -> None:
+def record(
+    recorder: Recorder, kind: StepKind, requests: list[Request], start: float, end: float, kv_slots: tuple
+) -> None:
     """One step of ``requests`` (one sequence each); their sequences hold 2 blocks between
     them, one block shared: 1 block in use."""
     seqs = np.arange(len(requests))
-    plan = SimpleNamespace(kind=kind, requests=requests, seqs=seqs, new_tokens=np.ones_like(seqs),
-                           preempted=[], block_copies=0, swap_in_blocks=0, swap_out_blocks=0)
-    recorder.record_step(0, plan, start, end, 1, kv_slots, kv_blocks_used=1, kv_blocks_logical=2,
-                         num_waiting=0)
+    plan = SimpleNamespace(
+        kind=kind,
+        requests=requests,
+        seqs=seqs,
+        new_tokens=np.ones_like(seqs),
+        preempted=[],
+        block_copies=0,
+        swap_in_blocks=0,
+        swap_out_blocks=0,
+    )
+    recorder.record_step(
+        0, plan, start, end, 1, kv_slots, kv_blocks_used=1, kv_blocks_logical=2, num_waiting=0
+    )
 
 
 def short_run() -> Recorder:
@@ -99,9 +109,22 @@ def test_requests_frame_has_each_requests_times_and_outcome():
     recorder.arrive(rejected, 0.2)
     recorder.reject(rejected, "too long")
     frame = recorder.requests_frame()
-    assert list(frame.columns) == ["request_id", "status", "replica", "prompt_len", "output_len",
-                                   "arrival", "admitted", "first_token", "finish", "ttft",
-                                   "e2e_latency", "preemptions", "recomputed_tokens", "reject_reason"]
+    assert list(frame.columns) == [
+        "request_id",
+        "status",
+        "replica",
+        "prompt_len",
+        "output_len",
+        "arrival",
+        "admitted",
+        "first_token",
+        "finish",
+        "ttft",
+        "e2e_latency",
+        "preemptions",
+        "recomputed_tokens",
+        "reject_reason",
+    ]
     assert frame["request_id"].tolist() == [0, 1, 2]
     assert frame["replica"].tolist() == [0, 1, -1]
     assert frame["prompt_len"].tolist() == [4, 6, 9] and frame["output_len"].tolist() == [2, 3, 1]

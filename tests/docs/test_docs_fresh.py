@@ -37,7 +37,9 @@ def test_every_marker_names_a_known_figure_of_its_kind():
 
 
 def test_every_figure_is_quoted_somewhere():
-    quoted = {name for path in regenerate.markdown_files() for name, _ in regenerate.markers(path.read_text())}
+    quoted = {
+        name for path in regenerate.markdown_files() for name, _ in regenerate.markers(path.read_text())
+    }
     assert set(regenerate.FIGURES) - quoted == set()
 
 
@@ -61,5 +63,6 @@ def test_cheap_figures_match_the_code(capsys):
     status = regenerate.main(["--cheap", "--check"])
     report = capsys.readouterr().err
     if status != 0:
-        pytest.fail("quoted figures differ from what the code prints; run `python docs/regenerate.py`\n"
-                    + report)
+        pytest.fail(
+            "quoted figures differ from what the code prints; run `python docs/regenerate.py`\n" + report
+        )

@@ -17,4 +17,5 @@ def fake_gpu(monkeypatch):
         gpu = FakeGPU(cost, vocab_size)
         monkeypatch.setattr(executor_module, "time", SimpleNamespace(perf_counter=lambda: gpu.now))
         return gpu
+
     return make

@@ -10,6 +10,7 @@ from fake_device import ScaledCost
 torch = pytest.importorskip("torch")
 
 from kvsim.cost.roofline import RooflineCostModel  # noqa: E402
+from kvsim.engine.metrics import KV_SLOT_COLUMNS  # noqa: E402
 from kvsim.gpu.executor import STEP_COLUMNS, RealExecutor  # noqa: E402
 from kvsim.gpu.runner import ModelRunner  # noqa: E402
 from kvsim.hardware import load_gpu  # noqa: E402
@@ -17,14 +18,23 @@ from kvsim.models import spec_from_hf_config  # noqa: E402
 from kvsim.policies.registry import PolicyContext, get_policy  # noqa: E402
 from kvsim.sim.cluster import RoundRobinRouter  # noqa: E402
 from kvsim.sim.engine import simulate  # noqa: E402
-from kvsim.engine.metrics import KV_SLOT_COLUMNS  # noqa: E402
 from kvsim.workloads.sampling import add_sampling  # noqa: E402
 from kvsim.workloads.trace import Trace  # noqa: E402
 
-TINY = spec_from_hf_config({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
-                            "num_attention_heads": 4, "num_key_value_heads": 2,
-                            "intermediate_size": 128, "vocab_size": 97,
-                            "max_position_embeddings": 256}, "tiny-llama", dtype="float32")
+TINY = spec_from_hf_config(
+    {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "intermediate_size": 128,
+        "vocab_size": 97,
+        "max_position_embeddings": 256,
+    },
+    "tiny-llama",
+    dtype="float32",
+)
 NUM_BLOCKS, BLOCK_SIZE = 24, 4
 SLOWDOWN = 1.25  # the fake GPU's step time over the cost model's price, in the tests that use it
 
@@ -32,8 +42,7 @@ SLOWDOWN = 1.25  # the fake GPU's step time over the cost model's price, in the 
 def tiny_trace(n=14, seed=3, spread=0.05):
     """``n`` requests arriving within ``spread`` seconds (0: all at t = 0)."""
     rng = np.random.default_rng(seed)
-    return Trace("tiny", np.sort(rng.uniform(0, spread, n)), rng.integers(2, 30, n),
-                 rng.integers(1, 25, n))
+    return Trace("tiny", np.sort(rng.uniform(0, spread, n)), rng.integers(2, 30, n), rng.integers(1, 25, n))
 
 
 def roofline():
@@ -41,28 +50,43 @@ def roofline():
 
 
 def scheduler(preemption="recompute"):
-    context = PolicyContext(NUM_BLOCKS, BLOCK_SIZE, max_num_seqs=6, max_num_batched_tokens=64,
-                            max_model_len=256, preemption=preemption, swap_blocks=64)
+    context = PolicyContext(
+        NUM_BLOCKS,
+        BLOCK_SIZE,
+        max_num_seqs=6,
+        max_num_batched_tokens=64,
+        max_model_len=256,
+        preemption=preemption,
+        swap_blocks=64,
+    )
     return get_policy("paged").build(context)
 
 
-@pytest.mark.parametrize("preemption, n, beam", [("recompute", 1, 1), ("swap", 1, 1),
-                                                  ("swap", 2, 1), ("recompute", 1, 2)])
+@pytest.mark.parametrize(
+    "preemption, n, beam", [("recompute", 1, 1), ("swap", 1, 1), ("swap", 2, 1), ("recompute", 1, 2)]
+)
 def test_executor_reproduces_the_simulated_schedule(preemption, n, beam):
     trace = add_sampling(tiny_trace(), n=n, beam_width=beam)
     cost = roofline()
     simulated = simulate(trace, [scheduler(preemption)], cost, RoundRobinRouter())
 
-    runner = ModelRunner(TINY, NUM_BLOCKS, BLOCK_SIZE, dtype="float32", device="cpu", seed=0,
-                         num_host_blocks=64)
+    runner = ModelRunner(
+        TINY, NUM_BLOCKS, BLOCK_SIZE, dtype="float32", device="cpu", seed=0, num_host_blocks=64
+    )
     moved = {"swap_out": 0, "copy_blocks": 0}
     for name in moved:  # count the block moves the executor really performs
+
         def counting(pairs, real=getattr(runner, name), name=name):
             moved[name] += len(pairs)
             real(pairs)
+
         setattr(runner, name, counting)
-    executor = RealExecutor(scheduler(preemption), runner,
-                            step_clock=lambda plan: float(cost.plan_durations(plan)[0]), predictor=cost)
+    executor = RealExecutor(
+        scheduler(preemption),
+        runner,
+        step_clock=lambda plan: float(cost.plan_durations(plan)[0]),
+        predictor=cost,
+    )
     executed = executor.run(trace)
 
     sim, real = simulated.requests_frame(), executed.requests_frame()
@@ -92,8 +116,9 @@ def test_a_slower_gpu_stretches_the_schedule(fake_gpu, preemption, n):
     trace = add_sampling(tiny_trace(spread=0), n=n)
     cost = roofline()
     simulated = simulate(trace, [scheduler(preemption)], cost, RoundRobinRouter())
-    executor = RealExecutor(scheduler(preemption), fake_gpu(ScaledCost(cost, SLOWDOWN), TINY.vocab_size),
-                            predictor=cost)
+    executor = RealExecutor(
+        scheduler(preemption), fake_gpu(ScaledCost(cost, SLOWDOWN), TINY.vocab_size), predictor=cost
+    )
     executed = executor.run(trace)
 
     sim, real = simulated.requests_frame(), executed.requests_frame()
@@ -104,7 +129,11 @@ def test_a_slower_gpu_stretches_the_schedule(fake_gpu, preemption, n):
         np.testing.assert_allclose(real[column], SLOWDOWN * sim[column], rtol=1e-9)
     sim_steps, real_steps = simulated.steps_frame(), executed.steps_frame()
     # Block moves are priced too: the swap case (two samples a request) swaps and copies.
-    assert (real_steps.swap_out_blocks.sum() > 0) == (real_steps.block_copies.sum() > 0) == (preemption == "swap")
+    assert (
+        (real_steps.swap_out_blocks.sum() > 0)
+        == (real_steps.block_copies.sum() > 0)
+        == (preemption == "swap")
+    )
     for column in ("kind", "num_seqs"):  # a simulated run of decode steps is one row
         np.testing.assert_array_equal(real_steps[column], np.repeat(sim_steps[column], sim_steps.steps))
     logged = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
@@ -119,8 +148,9 @@ def test_a_slower_gpu_keeps_the_schedule_of_its_own_step_times(fake_gpu):
     model scaled by 1.25): the same admissions, first tokens and finishes, to the float."""
     trace, cost = tiny_trace(), roofline()
     simulated = simulate(trace, [scheduler()], ScaledCost(cost, SLOWDOWN), RoundRobinRouter())
-    executed = RealExecutor(scheduler(), fake_gpu(ScaledCost(cost, SLOWDOWN), TINY.vocab_size),
-                            predictor=cost).run(trace)
+    executed = RealExecutor(
+        scheduler(), fake_gpu(ScaledCost(cost, SLOWDOWN), TINY.vocab_size), predictor=cost
+    ).run(trace)
     sim, real = simulated.requests_frame(), executed.requests_frame()
     assert sim.preemptions.sum() > 0, "the test must exercise preemption"
     pd.testing.assert_frame_equal(sim[["status", "preemptions"]], real[["status", "preemptions"]])

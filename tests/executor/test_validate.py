@@ -31,15 +31,28 @@ def test_validate_point_reports_the_errors_of_a_known_slowdown(tmp_path, fake_gp
     throughputs 1/1.25 of them. The simulator's relative error, (sim - real) / real, is then
     1/1.25 - 1 = -20% for every latency, 1.25 - 1 = +25% for every throughput and 0 for the
     batch size; each step's (predicted - measured) / measured is -20%."""
-    from kvsim.experiments.validate import COMPARED, step_error_summary, validate_point
     from kvsim.experiments.run import run
+    from kvsim.experiments.validate import COMPARED, step_error_summary, validate_point
 
-    model = {"model_type": "opt", "hidden_size": 64, "num_hidden_layers": 2,
-             "num_attention_heads": 4, "ffn_dim": 128, "vocab_size": 101,
-             "max_position_embeddings": 512}
+    model = {
+        "model_type": "opt",
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "ffn_dim": 128,
+        "vocab_size": 101,
+        "max_position_embeddings": 512,
+    }
     (tmp_path / "config.json").write_text(json.dumps(model))
-    config = SimConfig(model=str(tmp_path), dtype="float32", trace="alpaca", rate=None,
-                       num_requests=6, gpu="a100-40gb", gpu_memory_utilization=0.001).validate()
+    config = SimConfig(
+        model=str(tmp_path),
+        dtype="float32",
+        trace="alpaca",
+        rate=None,
+        num_requests=6,
+        gpu="a100-40gb",
+        gpu_memory_utilization=0.001,
+    ).validate()
     simulated = run(config)
     gpu = fake_gpu(ScaledCost(simulated.cost_model, SLOWDOWN), model["vocab_size"])
     row, requests, steps = validate_point(config, SimpleNamespace(get=lambda *geometry: gpu))
@@ -65,8 +78,9 @@ def test_validate_point_reports_the_errors_of_a_known_slowdown(tmp_path, fake_gp
 
     assert len(requests) == 6
     for column in ("first_token", "finish", "e2e"):
-        np.testing.assert_allclose(requests[f"{column}_measured"],
-                                   SLOWDOWN * requests[f"{column}_simulated"], rtol=1e-9)
+        np.testing.assert_allclose(
+            requests[f"{column}_measured"], SLOWDOWN * requests[f"{column}_simulated"], rtol=1e-9
+        )
     np.testing.assert_allclose(steps.measured_s, SLOWDOWN * steps.predicted_s, rtol=1e-9)
     summary = step_error_summary(steps)
     assert set(summary) == {"prefill", "decode"}
@@ -77,8 +91,14 @@ def test_validate_point_reports_the_errors_of_a_known_slowdown(tmp_path, fake_gp
         assert kind["p90_abs"] == approx(1 - 1 / SLOWDOWN)
 
 
-@pytest.mark.parametrize("content, message", [("{", "cannot read campaign"), ('{"rate": 1}', "JSON list"),
-                                               ('[{"rate": 1, "colour": "red"}]', "colour")])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{", "cannot read campaign"),
+        ('{"rate": 1}', "JSON list"),
+        ('[{"rate": 1, "colour": "red"}]', "colour"),
+    ],
+)
 def test_bad_campaign_files_are_one_line_errors(tmp_path, content, message):
     path = tmp_path / "campaign.json"
     path.write_text(content)
@@ -88,9 +108,9 @@ def test_bad_campaign_files_are_one_line_errors(tmp_path, content, message):
 
 def test_calibrate_first_measures_each_model_and_block_size_once(monkeypatch, tmp_path):
     """--calibrate: one calibration per (model, block size), every point simulated with its own."""
-    from kvsim.experiments.validate import with_fresh_profiles
     from kvsim.calibration import calibrate as calibrate_module
     from kvsim.config import SimConfig
+    from kvsim.experiments.validate import with_fresh_profiles
 
     calls = []
 
@@ -99,9 +119,15 @@ def test_calibrate_first_measures_each_model_and_block_size_once(monkeypatch, tm
         return {}, out
 
     monkeypatch.setattr(calibrate_module, "calibrate", fake_calibrate)
-    configs = [SimConfig(model=m, block_size=b, rate=r, gpu="h100-sxm-80gb")
-               for m, b, r in [("opt-13b", 16, 1.0), ("opt-13b", 16, 2.0), ("llama-2-7b", 16, 1.0),
-                               ("opt-13b", 32, 1.0)]]
+    configs = [
+        SimConfig(model=m, block_size=b, rate=r, gpu="h100-sxm-80gb")
+        for m, b, r in [
+            ("opt-13b", 16, 1.0),
+            ("opt-13b", 16, 2.0),
+            ("llama-2-7b", 16, 1.0),
+            ("opt-13b", 32, 1.0),
+        ]
+    ]
     fresh = with_fresh_profiles(configs, tmp_path)
     assert calls == [("opt-13b", 16), ("llama-2-7b", 16), ("opt-13b", 32)]
     assert fresh[0].profile == fresh[1].profile != fresh[3].profile

@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from kernel_checks import CONTEXTS, decode_bound, random_decode_case, sequence_errors  # noqa: E402
+
 from kvsim.gpu import reference  # noqa: E402
 
 HALF = [torch.float16, torch.bfloat16]
@@ -16,8 +17,8 @@ def _decode(dtype, contexts):
     """The reference decode of one random case in ``dtype`` (float32 arithmetic, as CPU-only
     code runs it) with the given context lengths, and the float64 result with the true ones."""
     q, kc, vc, tables, lens = random_decode_case(dtype, 128, 16, 8, 2, CONTEXTS, seed=5, device="cpu")
-    out = reference.paged_decode_attention(q, kc, vc, tables, contexts, 128 ** -0.5)
-    exact = reference.paged_decode_attention(q.double(), kc.double(), vc.double(), tables, lens, 128 ** -0.5)
+    out = reference.paged_decode_attention(q, kc, vc, tables, contexts, 128**-0.5)
+    exact = reference.paged_decode_attention(q.double(), kc.double(), vc.double(), tables, lens, 128**-0.5)
     return out, exact
 
 

@@ -5,10 +5,10 @@ import itertools
 import pytest
 
 torch = pytest.importorskip("torch")
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 from kernel_checks import CONTEXTS, decode_bound, random_decode_case, sequence_errors  # noqa: E402
+
 from kvsim.gpu import kernels, reference  # noqa: E402
 
 DTYPES = [torch.float16, torch.bfloat16]
@@ -23,11 +23,10 @@ def _check_decode(dtype, head, block_size, heads, kv_heads, contexts, seed=0):
     """Every sequence within ``decode_bound`` of float64 attention (kernel_checks.py says why
     per sequence, and how the bound was set)."""
     q, kc, vc, tables, lens = random_decode_case(dtype, head, block_size, heads, kv_heads, contexts, seed)
-    scale = head ** -0.5
+    scale = head**-0.5
     out = torch.full(q.shape, float("nan"), dtype=dtype, device="cuda")
     kernels.paged_decode_attention(q, kc, vc, tables, lens, scale, max(contexts), out=out)
-    ref = reference.paged_decode_attention(q.double(), kc.double(), vc.double(), tables.long(),
-                                           lens, scale)
+    ref = reference.paged_decode_attention(q.double(), kc.double(), vc.double(), tables.long(), lens, scale)
     errors = sequence_errors(out, ref)
     print(f"decode rel err per sequence {errors.tolist()}")
     assert float(errors.max()) < decode_bound(dtype), errors.tolist()
@@ -37,8 +36,9 @@ def _check_decode(dtype, head, block_size, heads, kv_heads, contexts, seed=0):
 @pytest.mark.parametrize("block_size", [1, 8, 16, 32, 256])
 @pytest.mark.parametrize("heads,kv_heads", [(8, 8), (8, 2), (8, 1)])
 def test_paged_decode_grid(dtype, head, block_size, heads, kv_heads):
-    _check_decode(dtype, head, block_size, heads, kv_heads, CONTEXTS,
-                  seed=head * 1000 + block_size * 10 + kv_heads)
+    _check_decode(
+        dtype, head, block_size, heads, kv_heads, CONTEXTS, seed=head * 1000 + block_size * 10 + kv_heads
+    )
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -64,13 +64,14 @@ def test_reshape_and_cache_exact(dtype, rotated_key):
     """Key and value as views of a fused QKV output, or (LLaMA) the key a separate tensor."""
     num_tokens, kv_heads, head, heads = 50, 4, 128, 8
     qkv = torch.randn(num_tokens, heads + 2 * kv_heads, head, device="cuda").to(dtype)
-    key, value = qkv[:, heads:heads + kv_heads], qkv[:, heads + kv_heads:]
+    key, value = qkv[:, heads : heads + kv_heads], qkv[:, heads + kv_heads :]
     if rotated_key:
         key = key.contiguous()
     slots = torch.randperm(20 * 16, device="cuda")[:num_tokens]
     slots[::7] = -1  # padding tokens
-    caches = [torch.full((20, 16, kv_heads, head), float("nan"), device="cuda", dtype=dtype)
-              for _ in range(4)]
+    caches = [
+        torch.full((20, 16, kv_heads, head), float("nan"), device="cuda", dtype=dtype) for _ in range(4)
+    ]
     kernels.reshape_and_cache(key, value, caches[0], caches[1], slots)
     reference.reshape_and_cache(key, value, caches[2], caches[3], slots)
     assert torch.equal(_bits(caches[0]), _bits(caches[2]))
@@ -86,8 +87,7 @@ def test_copy_blocks_and_swap_exact():
     reference.copy_blocks(expect, expect, pairs)
     assert all(torch.equal(a, b) for a, b in zip(caches, expect))
 
-    host = [torch.full((8, *shape[1:]), float("nan"), dtype=torch.float16, pin_memory=True)
-            for _ in caches]
+    host = [torch.full((8, *shape[1:]), float("nan"), dtype=torch.float16, pin_memory=True) for _ in caches]
     out_pairs = [(3, 0), (9, 5), (60, 7)]
     kernels.copy_blocks(caches, host, torch.tensor(out_pairs, device="cuda"))
     torch.cuda.synchronize()
@@ -107,11 +107,21 @@ def test_batched_prefill_attention(dtype, head, heads, kv_heads, cached):
     """The GPU path (one variable-length flash-attention call, cached prefixes gathered from
     the paged cache) against float64 attention over contiguous K/V."""
     from attention_cases import prefill_case
+
     from kvsim.gpu import ops
 
     new = [5, 130, 1, 64]
-    args, expect = prefill_case(new, cached, heads, kv_heads, head, block_size=16,
-                                dtype=dtype, device="cuda", seed=head + kv_heads + sum(cached))
+    args, expect = prefill_case(
+        new,
+        cached,
+        heads,
+        kv_heads,
+        head,
+        block_size=16,
+        dtype=dtype,
+        device="cuda",
+        seed=head + kv_heads + sum(cached),
+    )
     errors = sequence_errors(ops.prefill_attention(*args), expect, rows=new)
     print(f"prefill rel err per sequence {errors.tolist()}")
     assert float(errors.max()) < PREFILL_BOUND[dtype], errors.tolist()

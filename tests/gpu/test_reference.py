@@ -7,6 +7,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from attention_cases import prefill_case  # noqa: E402
+
 from kvsim.gpu import ops, reference  # noqa: E402
 
 

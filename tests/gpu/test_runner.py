@@ -20,12 +20,24 @@ BLOCK = 4
 def _tiny(family: str):
     if family == "opt":
         return transformers.OPTConfig(
-            vocab_size=96, hidden_size=64, num_hidden_layers=2, ffn_dim=128, num_attention_heads=4,
-            max_position_embeddings=64, word_embed_proj_dim=64)
+            vocab_size=96,
+            hidden_size=64,
+            num_hidden_layers=2,
+            ffn_dim=128,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            word_embed_proj_dim=64,
+        )
     # LLaMA-3-like: grouped-query attention, untied LM head.
     return transformers.LlamaConfig(
-        vocab_size=96, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+        vocab_size=96,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
 
 
 @pytest.fixture(scope="module", params=["opt", "llama"])
@@ -37,8 +49,9 @@ def models(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(path, safe_serialization=True)
     spec = load_model(str(path), dtype="float32")
-    return hf, lambda: ModelRunner(spec, num_blocks=40, block_size=BLOCK, device="cpu",
-                                   weights=str(path), num_host_blocks=8)
+    return hf, lambda: ModelRunner(
+        spec, num_blocks=40, block_size=BLOCK, device="cpu", weights=str(path), num_host_blocks=8
+    )
 
 
 def _hf_logits(hf, tokens: list[int]) -> torch.Tensor:
@@ -75,7 +88,7 @@ def test_prefill_then_paged_decode_matches_full_forward(models):
         positions = [len(s) + step for s in seqs]
         logits = runner.decode([f[step] for f in follow], positions, tables)
         for i, (s, f) in enumerate(zip(seqs, follow)):
-            _close(logits[i], _hf_logits(hf, s + f[:step + 1])[-1])
+            _close(logits[i], _hf_logits(hf, s + f[: step + 1])[-1])
 
 
 def test_prefill_with_cached_prefix(models):

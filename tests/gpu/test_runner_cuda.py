@@ -6,8 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 from kvsim.gpu.runner import ModelRunner  # noqa: E402
 from kvsim.models import BUILTIN_CONFIGS, spec_from_hf_config  # noqa: E402
@@ -19,14 +18,16 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-@pytest.mark.parametrize("name,dtype", [("opt-13b", "float16"), ("llama-2-7b", "float16"),
-                                        ("llama-2-7b", "bfloat16")])
+@pytest.mark.parametrize(
+    "name,dtype", [("opt-13b", "float16"), ("llama-2-7b", "float16"), ("llama-2-7b", "bfloat16")]
+)
 def test_full_size_layers_match_transformers(name, dtype):
     config = dict(BUILTIN_CONFIGS[name], num_hidden_layers=2)
     torch.manual_seed(0)
     cls = transformers.OPTForCausalLM if name.startswith("opt") else transformers.LlamaForCausalLM
     hf_config = (transformers.OPTConfig if name.startswith("opt") else transformers.LlamaConfig)(
-        **{k: v for k, v in config.items() if k != "model_type"})
+        **{k: v for k, v in config.items() if k != "model_type"}
+    )
     with torch.device("cuda"):
         hf = cls(hf_config).eval()
     spec = spec_from_hf_config(config, name, dtype)
@@ -49,14 +50,15 @@ def test_full_size_layers_match_transformers(name, dtype):
     for step in range(3):
         positions = [len(s) + step for s in seqs]
         logits = runner.decode([f[step] for f in follow], positions, tables)
-        errs += [_rel_err(logits[i], hf_last(s + f[:step + 1])) for i, (s, f) in
-                 enumerate(zip(seqs, follow))]
+        errs += [
+            _rel_err(logits[i], hf_last(s + f[: step + 1])) for i, (s, f) in enumerate(zip(seqs, follow))
+        ]
     # A graphed prefill (7 + 50 tokens, padded to 64): the first sequence goes on after its
     # 103 cached tokens, a fresh one starts in blocks 20-39.
     extra, fresh = (torch.randint(0, spec.vocab_size, (n,), generator=gen).tolist() for n in (7, 50))
     logits = runner.prefill([extra, fresh], [tables[0], list(range(20, 40))], [103, 0])
-    errs += [_rel_err(logits[0], hf_last(seqs[0] + follow[0] + extra)),
-             _rel_err(logits[1], hf_last(fresh))]
-    print(f"{name} {dtype}: relative logit errors vs transformers fp32: "
-          + " ".join(f"{e:.1e}" for e in errs))
+    errs += [_rel_err(logits[0], hf_last(seqs[0] + follow[0] + extra)), _rel_err(logits[1], hf_last(fresh))]
+    print(
+        f"{name} {dtype}: relative logit errors vs transformers fp32: " + " ".join(f"{e:.1e}" for e in errs)
+    )
     assert max(errs) < bound, errs

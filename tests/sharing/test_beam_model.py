@@ -60,6 +60,7 @@ def test_stay_one_keeps_every_beam_on_its_own_parent():
 
 def test_draws_depend_only_on_seed_and_request():
     """A request forks the same way under every policy: its draws come from (seed, id)."""
+
     def draws(seed, request_id):
         model = BeamModel(seed=seed)
         rng = model.rng(request_id)

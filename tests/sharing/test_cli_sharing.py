@@ -19,12 +19,15 @@ def run_ok(tmp_path, *options: str) -> dict:
     return json.loads((tmp_path / "summary.json").read_text())["metrics"]
 
 
-@pytest.mark.parametrize("options", [
-    ("--n", "4"),
-    ("--n", "3", "--independent-sample-lengths"),
-    ("--beam-width", "4"),
-    ("--beam-width", "4", "--beam-stay", "0.2", "--beam-skew", "2"),
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        ("--n", "4"),
+        ("--n", "3", "--independent-sample-lengths"),
+        ("--beam-width", "4"),
+        ("--beam-width", "4", "--beam-stay", "0.2", "--beam-skew", "2"),
+    ],
+)
 def test_groups_share_memory(tmp_path, options):
     metrics = run_ok(tmp_path, *options)
     assert metrics["completed"] + metrics["rejected"] == 40
@@ -59,22 +62,25 @@ def test_contiguous_policy_duplicates_the_prompt(tmp_path):
     assert metrics["block_copies"] > 0  # each sample's private copy of the prompt
 
 
-@pytest.mark.parametrize("options, message", [
-    (("--n", "-1"), "--n"),
-    (("--beam-width", "0"), "--beam-width"),
-    (("--beam-width", "300"), "max-num-seqs"),
-    (("--n", "2", "--beam-width", "2"), "cannot both"),
-    (("--independent-sample-lengths",), "--n above 1"),
-    (("--beam-width", "2", "--beam-stay", "1.5"), "--beam-stay"),
-    (("--beam-width", "2", "--beam-skew", "-1"), "--beam-skew"),
-    (("--preemption", "swap", "--swap-space", "0"), "--swap-space"),
-    (("--swap-space", "-1"), "--swap-space"),
-    (("--preemption", "teleport"), "--preemption"),
-    (("--prefix-len", "-5"), "--prefix-len"),
-    (("--prefix-len", "16", "--num-prefixes", "0"), "--num-prefixes"),
-    (("--prefix-len", "16", "--prefix-popularity", "-1"), "--prefix-popularity"),
-    (("--policy", "orca-oracle", "--preemption", "swap"), "paged"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (("--n", "-1"), "--n"),
+        (("--beam-width", "0"), "--beam-width"),
+        (("--beam-width", "300"), "max-num-seqs"),
+        (("--n", "2", "--beam-width", "2"), "cannot both"),
+        (("--independent-sample-lengths",), "--n above 1"),
+        (("--beam-width", "2", "--beam-stay", "1.5"), "--beam-stay"),
+        (("--beam-width", "2", "--beam-skew", "-1"), "--beam-skew"),
+        (("--preemption", "swap", "--swap-space", "0"), "--swap-space"),
+        (("--swap-space", "-1"), "--swap-space"),
+        (("--preemption", "teleport"), "--preemption"),
+        (("--prefix-len", "-5"), "--prefix-len"),
+        (("--prefix-len", "16", "--num-prefixes", "0"), "--num-prefixes"),
+        (("--prefix-len", "16", "--prefix-popularity", "-1"), "--prefix-popularity"),
+        (("--policy", "orca-oracle", "--preemption", "swap"), "paged"),
+    ],
+)
 def test_bad_values_are_one_line_errors(options, message):
     result = runner.invoke(app, [*TINY, *options])
     assert result.exit_code == 2, result.output

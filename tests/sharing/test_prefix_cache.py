@@ -53,7 +53,7 @@ def test_a_fully_cached_prompt_still_computes_its_last_tokens(prompt_len):
     cached = prompt_len - computed
     assert 1 <= computed <= BLOCK and cached % BLOCK == 0
     assert plan.context_lens.tolist() == [prompt_len]
-    assert second[1][:cached // BLOCK] == first[0][:cached // BLOCK]  # the very same blocks
+    assert second[1][: cached // BLOCK] == first[0][: cached // BLOCK]  # the very same blocks
     assert s.counters["prefill_tokens_saved"] == cached
     assert s.counters["prefix_hit_blocks"] == cached // BLOCK
 

@@ -131,8 +131,10 @@ class SharingMachine(RuleBasedStateMachine):
 
     @invariant()
     def ref_counts_match_tables(self) -> None:
-        for allocator, tables in ((self.kv.allocator, self.kv.block_tables),
-                                  (self.kv.swap_space, self.kv.cpu_tables)):
+        for allocator, tables in (
+            (self.kv.allocator, self.kv.block_tables),
+            (self.kv.swap_space, self.kv.cpu_tables),
+        ):
             refs = Counter(b for table in tables.values() for b in table)
             expected = np.zeros(allocator.num_blocks, dtype=np.int64)
             for block, count in refs.items():

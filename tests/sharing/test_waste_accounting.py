@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from kvsim.config import SimConfig
-from kvsim.policies.kv_manager import CacheUsage
-from kvsim.policies.paged import PagedKVManager
 from kvsim.engine.metrics import KV_SLOT_COLUMNS, WASTE_KEYS
 from kvsim.experiments.run import run
+from kvsim.policies.kv_manager import CacheUsage
+from kvsim.policies.paged import PagedKVManager
 
 
 def physical_usage(kv: PagedKVManager, seqs: np.ndarray, num_tokens: np.ndarray) -> CacheUsage:
@@ -38,8 +38,9 @@ def physical_usage(kv: PagedKVManager, seqs: np.ndarray, num_tokens: np.ndarray)
 SHARING_RUNS = {
     "beam-width 4": dict(beam_width=4, num_requests=30, rate=4.0),
     "n 4": dict(n=4, num_requests=40, rate=8.0),
-    "n 4, independent lengths, swap": dict(n=4, independent_sample_lengths=True, num_requests=40,
-                                           rate=20.0, preemption="swap"),
+    "n 4, independent lengths, swap": dict(
+        n=4, independent_sample_lengths=True, num_requests=40, rate=20.0, preemption="swap"
+    ),
     "prefix-len": dict(prefix_len=200, num_prefixes=3, num_requests=60, rate=8.0),
     "prefix-caching": dict(trace="chatbot", prefix_caching=True, num_requests=150, rate=8.0),
 }

@@ -31,8 +31,9 @@ def test_azure_code_replay_is_bounded_in_file_order(shared_data):
 
 
 def test_vidur_sharegpt_with_generated_arrivals(shared_data):
-    trace = build_trace(str(shared_data / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"),
-                        num_requests=10_000, rate=1.5)
+    trace = build_trace(
+        str(shared_data / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"), num_requests=10_000, rate=1.5
+    )
     assert len(trace) == 10_000
     assert trace.stats()["offered_rate"] == pytest.approx(1.5, rel=0.05)
     assert trace.prompt_len.mean() == pytest.approx(2340.0, rel=0.03)
@@ -61,8 +62,10 @@ def test_csv_timestamps_out_of_order_replay_in_time_order(write):
 
 
 def test_jsonl_with_vidur_columns(write):
-    lines = [{"num_prefill_tokens": 10, "num_decode_tokens": 20, "timestamp": 1.0},
-             {"num_prefill_tokens": 30, "num_decode_tokens": 40, "timestamp": 3.0}]
+    lines = [
+        {"num_prefill_tokens": 10, "num_decode_tokens": 20, "timestamp": 1.0},
+        {"num_prefill_tokens": 30, "num_decode_tokens": 40, "timestamp": 3.0},
+    ]
     path = write("t.jsonl", "\n".join(map(json.dumps, lines)) + "\n\n")
     trace = build_trace(path)
     np.testing.assert_array_equal(trace.arrival_time, [0.0, 2.0])
@@ -70,23 +73,35 @@ def test_jsonl_with_vidur_columns(write):
 
 
 def test_azure_raw_format_with_date_times(write):
-    path = write("AzureLLMInferenceTrace_conv.csv", "TIMESTAMP,ContextTokens,GeneratedTokens\n"
-                 "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n")
+    path = write(
+        "AzureLLMInferenceTrace_conv.csv",
+        "TIMESTAMP,ContextTokens,GeneratedTokens\n"
+        "2023-11-16 18:15:46.6805900,374,44\n2023-11-16 18:15:50.9951690,396,109\n",
+    )
     trace = build_trace(path)
     np.testing.assert_allclose(trace.arrival_time, [0.0, 4.314579])
     np.testing.assert_array_equal(trace.prompt_len, [374, 396])
 
 
 def _sharegpt(write, conversations):
-    return write("sg.json", json.dumps([{"id": str(i), "conversations": c} for i, c in enumerate(conversations)]))
+    return write(
+        "sg.json", json.dumps([{"id": str(i), "conversations": c} for i, c in enumerate(conversations)])
+    )
 
 
 CONVERSATIONS = [
-    [{"from": "human", "value": "Hello there"}, {"from": "gpt", "value": "Hi! How can I help you today?"},
-     {"from": "human", "value": "ignored: later turns"}],
+    [
+        {"from": "human", "value": "Hello there"},
+        {"from": "gpt", "value": "Hi! How can I help you today?"},
+        {"from": "human", "value": "ignored: later turns"},
+    ],
     [{"from": "gpt", "value": "no human turn before me"}],
     [{"from": "human", "value": "   "}, {"from": "gpt", "value": "empty prompt: skipped"}],
-    [{"from": "system", "value": "x"}, {"from": "user", "value": "abcdefghi"}, {"from": "assistant", "value": "ab"}],
+    [
+        {"from": "system", "value": "x"},
+        {"from": "user", "value": "abcdefghi"},
+        {"from": "assistant", "value": "ab"},
+    ],
     [],
 ]
 
