@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from kvsim.policies.buddy import BuddyAllocator, ContiguousAllocator
-from kvsim.policies.kv_manager import CacheUsage, KVCacheManager
+from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, PrivateCopyKVManager
 from kvsim.policies.registry import PolicyContext, register
 from kvsim.policies.scheduler import Scheduler
 
@@ -38,7 +38,7 @@ def reserve_max(max_model_len: int) -> ReservationRule:
     return lambda final_tokens: max(final_tokens, max_model_len)
 
 
-class ContiguousKVManager(KVCacheManager):
+class ContiguousKVManager(PrivateCopyKVManager):
     """One contiguous range per sequence, from a ``ContiguousAllocator`` over the cache's slots.
 
     ``block_size`` only sets the unit of ``num_used_blocks``, so KV usage reads the same as
@@ -58,6 +58,27 @@ class ContiguousKVManager(KVCacheManager):
         # sequence id -> (start of its range, tokens it fills by its end: fixed at admission)
         self._ranges: dict[int, tuple[int, int]] = {}
         self._final_total = 0  # their sum, kept so that ``usage`` needs no pass over the ranges
+        self._copied_blocks = 0  # private prompt and beam copies since the step's moves were taken
+
+    def admit_group(self, seqs: list[int], num_tokens: list[int], final_tokens: list[int]) -> bool:
+        admitted = []
+        for seq, tokens, final in zip(seqs, num_tokens, final_tokens):
+            if not self.can_admit(tokens, final):
+                for done in admitted:
+                    self.free(done)
+                return False
+            self.admit(seq, tokens, final)
+            admitted.append(seq)
+        self._copied_blocks += (len(seqs) - 1) * -(-num_tokens[0] // self.block_size)
+        return True
+
+    def copy_from_parent(self, parent_tokens: int) -> None:
+        self._copied_blocks += -(-parent_tokens // self.block_size)
+
+    def take_step_moves(self) -> BlockTransfers:
+        moves = BlockTransfers(private_copies=self._copied_blocks)
+        self._copied_blocks = 0
+        return moves
 
     def fits_alone(self, final_tokens: list[int]) -> bool:
         """Place the reservations in an empty allocator of the same kind: with buddy rounding,

@@ -38,6 +38,13 @@ class BlockTransfers:
     swap_out: list[tuple[int, int]] = field(default_factory=list)  # (GPU block, CPU block)
     swap_in: list[tuple[int, int]] = field(default_factory=list)  # (CPU block, GPU block)
     copies: list[tuple[int, int]] = field(default_factory=list)  # (source, copy), both on the GPU
+    # Blocks copied inside memory no block table maps (a private copy's contiguous range):
+    # priced like copies, with no block pairs for an executor.
+    private_copies: int = 0
+
+    @property
+    def num_copies(self) -> int:
+        return len(self.copies) + self.private_copies
 
 
 class KVCacheManager(ABC):
@@ -150,3 +157,18 @@ class SharingKVManager(BlockTableManager):
     @abstractmethod
     def swap_in(self, seqs: list[int]) -> int:
         """Bring the group's blocks back to the GPU; return the blocks moved."""
+
+
+class PrivateCopyKVManager(KVCacheManager):
+    """Memory that is never shared: every sequence of a group holds a whole copy of the prompt,
+    and a beam that takes another parent copies that parent's KV into its own memory. The
+    copies are the policy's to count, and come back with the step's moves."""
+
+    @abstractmethod
+    def admit_group(self, seqs: list[int], num_tokens: list[int], final_tokens: list[int]) -> bool:
+        """Admit every sequence of a group, each with its own copy of the prompt (of
+        ``num_tokens[0]`` tokens: the first sequence computes it, the others copy it), or none."""
+
+    @abstractmethod
+    def copy_from_parent(self, parent_tokens: int) -> None:
+        """A beam took another parent: its ``parent_tokens`` tokens of KV are copied over."""

@@ -25,7 +25,13 @@ import numpy as np
 
 from kvsim.errors import KvsimError
 from kvsim.policies.beam import BeamModel
-from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, KVCacheManager, SharingKVManager
+from kvsim.policies.kv_manager import (
+    BlockTransfers,
+    CacheUsage,
+    KVCacheManager,
+    PrivateCopyKVManager,
+    SharingKVManager,
+)
 from kvsim.policies.prefix_cache import block_hashes
 from kvsim.policies.request import Request, Status
 
@@ -108,6 +114,11 @@ class Scheduler:
         #: The policy's sharing capability, or None: then every sequence of a group holds a
         #: private copy of the prompt, and nothing is forked, cached by prefix or swapped.
         self.sharing = kv if isinstance(kv, SharingKVManager) else None
+        if self.sharing is None and not isinstance(kv, PrivateCopyKVManager):
+            raise TypeError(
+                f"{type(kv).__name__} must share blocks (SharingKVManager) or keep "
+                "private copies (PrivateCopyKVManager)"
+            )
         if preemption_mode == "swap" and self.sharing is None:
             raise KvsimError("--preemption swap needs a block-table policy (paged)")
         self.preemption_mode = preemption_mode
@@ -121,7 +132,6 @@ class Scheduler:
         self.owner: dict[int, Request] = {}  # sequence id -> its request, while it lives
         self.counters: Counter[str] = Counter()  # sharing and preemption events, for the summary
         self._live_beams = 0  # beam-search requests in the system: they re-select every step
-        self._copies = 0  # block copies made outside the KV manager (private prompt copies)
         self._swap_out = 0  # blocks swapped out while planning the current step
 
     # -- intake -------------------------------------------------------------------------
@@ -247,7 +257,11 @@ class Scheduler:
         kv, tokens = self.sharing, self.seq_table.num_tokens
         root, others = request.seqs[0], request.seqs[1:]
         if kv is None:
-            return self._admit_private_copies(request)
+            table = self.seq_table
+            seqs = request.seqs
+            tokens = [int(table.num_tokens[s]) for s in seqs]
+            finals = [int(table.num_tokens[s] + table.remaining[s]) - 1 for s in seqs]
+            return 0 if self.kv.admit_group(seqs, tokens, finals) else None
         # A group's root holds the prompt only; its generated tokens (recompute) come after the forks.
         root_tokens = request.prompt_len if others else int(tokens[root])
         names = self._prompt_names(request)
@@ -286,21 +300,6 @@ class Scheduler:
             self.kv.append(seqs, target, 1)
         return True
 
-    def _admit_private_copies(self, request: Request) -> int | None:
-        """Without sharing, every sequence reserves and holds its own copy of the prompt."""
-        kv, table = self.kv, self.seq_table
-        admitted = []
-        for seq in request.seqs:
-            final = int(table.num_tokens[seq] + table.remaining[seq]) - 1
-            if not kv.can_admit(int(table.num_tokens[seq]), final):
-                for done in admitted:
-                    kv.free(done)
-                return None
-            kv.admit(seq, int(table.num_tokens[seq]), final)
-            admitted.append(seq)
-        self._copies += (len(request.seqs) - 1) * -(-request.prompt_len // kv.block_size)
-        return 0
-
     def _prompt_names(self, request: Request) -> list[int] | None:
         """Hashes of the prompt's full blocks that may be found shared (None: nothing to look up)."""
         if request.token_ids is None or not (self.prefix_caching or request.shared_prefix_len):
@@ -314,8 +313,7 @@ class Scheduler:
         """The step's block moves, and the block copies it pays for: copy-on-write copies
         and the private prompt and beam copies of a policy without sharing."""
         moves = self.kv.take_step_moves()
-        copies = len(moves.copies) + self._copies
-        self._copies = 0
+        copies = moves.num_copies
         self.counters["block_copies"] += copies
         return copies, moves
 
@@ -541,7 +539,7 @@ class Scheduler:
             table = self.seq_table
             for beam, parent in enumerate(parents):
                 if parent != beam:
-                    self._copies += -(-int(table.num_tokens[old[parent]] - 1) // self.kv.block_size)
+                    self.kv.copy_from_parent(int(table.num_tokens[old[parent]] - 1))
             return
         table = self.seq_table
         continued: set[int] = set()
