@@ -137,4 +137,4 @@ class EngineCore:
 
     def close(self) -> None:
         """The run is over: the scheduler's event counters join the record."""
-        self.recorder.counters.update(self.scheduler.counters)
+        self.recorder.counters.add(self.scheduler.counters)

@@ -6,13 +6,11 @@ Steps are recorded as runs: a decode run of ``steps`` identical-batch steps is o
 
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pandas as pd
 
 from kvsim.policies.request import Request
-from kvsim.policies.scheduler import StepKind
+from kvsim.policies.scheduler import EventCounts, StepKind
 
 # The cache's token slots by use, averaged over the run of steps (see ``CacheUsage``).
 KV_SLOT_COLUMNS = ("kv_token_states", "kv_reserved", "kv_internal_fragmentation", "kv_free")
@@ -60,7 +58,7 @@ class Recorder:
         self.status = np.full(n, STATUS_PENDING, dtype=object)
         self.reject_reason = np.full(n, "", dtype=object)
         self.steps: list[tuple] = []
-        self.counters: Counter[str] = Counter()  # schedulers' sharing and preemption events
+        self.counters = EventCounts()  # the schedulers' sharing and preemption events, summed
 
     def arrive(self, request: Request, now: float) -> None:
         rid = request.request_id
@@ -227,16 +225,16 @@ def sharing_summary(recorder: Recorder, steps: pd.DataFrame) -> dict:
     busy = steps["duration"] if len(steps) else None
     logical = float((steps["kv_blocks_logical"] * busy).sum()) if busy is not None else 0.0
     used = float((steps["kv_blocks_used"] * busy).sum()) if busy is not None else 0.0
-    lookups = c["prefix_lookup_blocks"]
+    lookups = c.prefix_lookup_blocks
     return {
         "sharing_memory_saving": 1 - used / logical if logical > 0 else 0.0,
-        "block_copies": c["block_copies"],
-        "forks": c["forks"],
-        "prefix_hit_rate": c["prefix_hit_blocks"] / lookups if lookups else float("nan"),
-        "prefill_tokens_saved": c["prefill_tokens_saved"],
-        "preempted_by_swap": c["preempted_swap"],
-        "preempted_by_recompute": c["preempted_recompute"],
-        "swap_space_full_fallbacks": c["swap_space_full"],
-        "swap_out_blocks": c["swap_out_blocks"],
-        "swap_in_blocks": c["swap_in_blocks"],
+        "block_copies": c.block_copies,
+        "forks": c.forks,
+        "prefix_hit_rate": c.prefix_hit_blocks / lookups if lookups else float("nan"),
+        "prefill_tokens_saved": c.prefill_tokens_saved,
+        "preempted_by_swap": c.preempted_swap,
+        "preempted_by_recompute": c.preempted_recompute,
+        "swap_space_full_fallbacks": c.swap_space_full,
+        "swap_out_blocks": c.swap_out_blocks,
+        "swap_in_blocks": c.swap_in_blocks,
     }

@@ -17,7 +17,7 @@ and a real executor can drive the very same object with real kernels.
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -64,6 +64,26 @@ class StepPlan:
     # prefilled once for all its sequences); None means ``seqs``.
     advanced: np.ndarray | None = None
     transfers: BlockTransfers = field(default_factory=BlockTransfers)  # the moves themselves
+
+
+@dataclass
+class EventCounts:
+    """Sharing and preemption events of a run (a scheduler's, or a cluster's summed)."""
+
+    block_copies: int = 0  # copy-on-write copies and private prompt and beam copies
+    forks: int = 0  # sequences forked from another's blocks (samples, beams)
+    prefix_lookup_blocks: int = 0  # full prompt blocks looked up in the prefix cache
+    prefix_hit_blocks: int = 0  # ... and found there
+    prefill_tokens_saved: int = 0  # prompt tokens not computed thanks to cached blocks
+    preempted_swap: int = 0  # preemptions by swapping the group out
+    preempted_recompute: int = 0  # preemptions by dropping the group's KV
+    swap_space_full: int = 0  # swaps turned into recomputes for want of CPU blocks
+    swap_out_blocks: int = 0
+    swap_in_blocks: int = 0
+
+    def add(self, other: "EventCounts") -> None:
+        for name in vars(self):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 class SequenceTable:
@@ -130,7 +150,7 @@ class Scheduler:
         self.swapped: deque[Request] = deque()  # preempted to CPU, oldest first
         self._running_seqs: np.ndarray | None = None  # cache; rebuilt when `running` changes
         self.owner: dict[int, Request] = {}  # sequence id -> its request, while it lives
-        self.counters: Counter[str] = Counter()  # sharing and preemption events, for the summary
+        self.counters = EventCounts()  # sharing and preemption events, for the summary
         self._live_beams = 0  # beam-search requests in the system: they re-select every step
         self._swap_out = 0  # blocks swapped out while planning the current step
 
@@ -283,11 +303,11 @@ class Scheduler:
                     kv.free(seq)
                 return None
         # Only an admission that holds is counted: a refused one is retried every step.
-        self.counters["forks"] += len(others)
+        self.counters.forks += len(others)
         if names is not None:
-            self.counters["prefix_lookup_blocks"] += min(len(names), (root_tokens - 1) // kv.block_size)
-            self.counters["prefix_hit_blocks"] += cached // kv.block_size
-            self.counters["prefill_tokens_saved"] += cached
+            self.counters.prefix_lookup_blocks += min(len(names), (root_tokens - 1) // kv.block_size)
+            self.counters.prefix_hit_blocks += cached // kv.block_size
+            self.counters.prefill_tokens_saved += cached
         return cached
 
     def _grow(self, seqs: np.ndarray, prompt_len: int) -> bool:
@@ -314,7 +334,7 @@ class Scheduler:
         and the private prompt and beam copies of a policy without sharing."""
         moves = self.kv.take_step_moves()
         copies = moves.num_copies
-        self.counters["block_copies"] += copies
+        self.counters.block_copies += copies
         return copies, moves
 
     def _schedule_decode(self) -> StepPlan | None:
@@ -367,7 +387,7 @@ class Scheduler:
             self.running.append(request)
             num_seqs += len(request.seqs)
         self._running_seqs = None
-        self.counters["swap_in_blocks"] += moved
+        self.counters.swap_in_blocks += moved
         return moved
 
     def _can_step(self, request: Request) -> bool:
@@ -412,13 +432,13 @@ class Scheduler:
             if sharing.swap_out_blocks(request.seqs) <= sharing.swap_space.num_free:
                 moved = sharing.swap_out(request.seqs)
                 self._swap_out += moved
-                self.counters["swap_out_blocks"] += moved
-                self.counters["preempted_swap"] += 1
+                self.counters.swap_out_blocks += moved
+                self.counters.preempted_swap += 1
                 request.status = Status.SWAPPED
                 self.swapped.append(request)
                 return
-            self.counters["swap_space_full"] += 1
-        self.counters["preempted_recompute"] += 1
+            self.counters.swap_space_full += 1
+        self.counters.preempted_recompute += 1
         for seq in request.seqs:
             self.kv.free(seq)
         request.status = Status.WAITING
@@ -557,5 +577,5 @@ class Scheduler:
             if seq not in continued:
                 self.kv.free(seq)
                 del self.owner[seq]
-        self.counters["forks"] += len(new) - len(continued)
+        self.counters.forks += len(new) - len(continued)
         request.seqs = new

@@ -75,8 +75,8 @@ def test_two_groups_swapped_in_one_step_move_both_groups_blocks(swap_blocks):
     assert [p.swap_out_blocks for p in plans] == [0, 2, 0]
     assert [p.swap_in_blocks for p in plans] == [0, 0, 2]
     assert groups_in == [0, 0, 2]
-    assert s.counters["swap_out_blocks"] == s.counters["swap_in_blocks"] == 2
-    assert s.counters["preempted_swap"] == 2 and s.counters["preempted_recompute"] == 0
+    assert s.counters.swap_out_blocks == s.counters.swap_in_blocks == 2
+    assert s.counters.preempted_swap == 2 and s.counters.preempted_recompute == 0
 
 
 def test_a_group_back_from_swap_copies_its_shared_tail_before_writing():
@@ -135,8 +135,8 @@ def test_each_preemption_of_a_request_is_counted(mode):
     preempted = [sum(r in p.preempted for p in plans) for r in requests]
     assert max(preempted) >= 2
     assert [r.num_preemptions for r in requests] == preempted
-    assert s.counters["preempted_recompute"] == sum(preempted) and s.counters["preempted_swap"] == 0
-    assert s.counters["swap_space_full"] == (sum(preempted) if mode == "swap" else 0)
+    assert s.counters.preempted_recompute == sum(preempted) and s.counters.preempted_swap == 0
+    assert s.counters.swap_space_full == (sum(preempted) if mode == "swap" else 0)
 
 
 def test_swap_in_counter_adds_up_over_steps():
@@ -148,8 +148,8 @@ def test_swap_in_counter_adds_up_over_steps():
     steps_in = [p.swap_in_blocks for p in plans if p.swap_in_blocks]
     assert len(steps_in) >= 2  # the scenario swaps in at more than one step
     swapped_out = sum(p.swap_out_blocks for p in plans)
-    assert sum(steps_in) == swapped_out == s.counters["swap_out_blocks"]
-    assert s.counters["swap_in_blocks"] == swapped_out
+    assert sum(steps_in) == swapped_out == s.counters.swap_out_blocks
+    assert s.counters.swap_in_blocks == swapped_out
 
 
 @pytest.mark.parametrize(
@@ -224,7 +224,7 @@ def test_a_running_prompts_blocks_are_found_by_the_next_request():
     prefill_step(s, stream_request(0, prompt, output_len=20))
     plan = prefill_step(s, stream_request(1, prompt, output_len=20))
     assert plan.new_tokens.tolist() == [12 - 2 * BLOCK]
-    assert s.counters["prefix_hit_blocks"] == 2
+    assert s.counters.prefix_hit_blocks == 2
 
 
 def test_generated_blocks_are_named_when_a_request_finishes():
@@ -272,7 +272,7 @@ def test_private_copies_prefill_every_prompt_token_and_count_the_copies():
     plan = s.schedule()
     assert plan.kind == PREFILL and len(plan.requests) == 2
     assert plan.new_tokens.tolist() == [10, 5]
-    assert plan.block_copies == 8 and s.counters["block_copies"] == 8
+    assert plan.block_copies == 8 and s.counters.block_copies == 8
 
 
 def test_a_group_that_only_partly_fits_holds_nothing():
@@ -316,4 +316,4 @@ def test_beams_without_sharing_copy_their_parents_kv():
     s.add_request(Request(0, prompt_len=3, output_len=4, width=4, beam=True))
     plans = drain(s)
     assert [p.block_copies for p in plans] == [3, 0, 3, 6]
-    assert s.counters["block_copies"] == 12
+    assert s.counters.block_copies == 12

@@ -19,7 +19,7 @@ from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.paged import PagedKVManager
 from kvsim.policies.request import Request
-from kvsim.policies.scheduler import Scheduler
+from kvsim.policies.scheduler import EventCounts, Scheduler
 from kvsim.sim import engine
 from kvsim.sim.cluster import RoundRobinRouter
 from kvsim.workloads.trace import Trace
@@ -107,7 +107,7 @@ def recorded(requests, steps, counters) -> Recorder:
         row = dict(step, replica=0, start=start, **dict(zip(KV_SLOT_COLUMNS, step["slots"])))
         recorder.steps.append(tuple(row.get(column, 0) for column in STEP_COLUMNS))
         start += step["duration"]
-    recorder.counters.update(counters)
+    recorder.counters = EventCounts(**counters)
     return recorder
 
 

@@ -100,8 +100,8 @@ def test_executor_reproduces_the_simulated_schedule(preemption, n, beam):
     assert int(simulated.steps_frame().steps.sum()) == len(executed.steps)
     # One engine core behind both clocks: the same event counters, forks, copies and swaps too.
     assert executed.counters == simulated.counters
-    assert executed.counters["swap_out_blocks"] == moved["swap_out"]
-    assert executed.counters["block_copies"] == moved["copy_blocks"]
+    assert executed.counters.swap_out_blocks == moved["swap_out"]
+    assert executed.counters.block_copies == moved["copy_blocks"]
     steps = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
     np.testing.assert_allclose(steps.measured_s, steps.predicted_s)
 

@@ -93,7 +93,7 @@ def test_reselection_forks_a_parent_chosen_c_times_c_minus_1_times_and_drops_the
     assert plan.kind == PREFILL
     s.complete(plan)
     old = list(request.seqs)
-    assert s.counters["forks"] == WIDTH - 1
+    assert s.counters.forks == WIDTH - 1
     prompt_block = kv.block_tables[old[0]][0]
 
     plan = s.schedule()
@@ -103,7 +103,7 @@ def test_reselection_forks_a_parent_chosen_c_times_c_minus_1_times_and_drops_the
     assert new[:2] == [old[2], old[0]]
     children = new[2:]
     assert not set(children) & set(old)
-    assert s.counters["forks"] == WIDTH - 1 + 2
+    assert s.counters.forks == WIDTH - 1 + 2
     for child in children:
         assert kv.block_tables[child] == kv.block_tables[old[2]] and s.owner[child] is request
         assert s.seq_table.num_tokens[child] == s.seq_table.num_tokens[old[2]]

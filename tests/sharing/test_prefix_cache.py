@@ -54,8 +54,8 @@ def test_a_fully_cached_prompt_still_computes_its_last_tokens(prompt_len):
     assert 1 <= computed <= BLOCK and cached % BLOCK == 0
     assert plan.context_lens.tolist() == [prompt_len]
     assert second[1][: cached // BLOCK] == first[0][: cached // BLOCK]  # the very same blocks
-    assert s.counters["prefill_tokens_saved"] == cached
-    assert s.counters["prefix_hit_blocks"] == cached // BLOCK
+    assert s.counters.prefill_tokens_saved == cached
+    assert s.counters.prefix_hit_blocks == cached // BLOCK
 
 
 def test_a_block_is_found_only_with_everything_before_it():
