@@ -41,19 +41,24 @@ class CostModel(ABC):
         """Seconds to move ``num_blocks`` KV blocks one way between GPU and host memory; none
         cost nothing."""
 
-    def plan_durations(self, plan: StepPlan, steps: int = 1) -> np.ndarray:
+    def transfer_time(self, plan: StepPlan) -> float:
+        """Seconds the step's swaps spend on the host link, both ways."""
+        return self.swap_time(plan.swap_in_blocks) + self.swap_time(plan.swap_out_blocks)
+
+    def plan_durations(self, plan: StepPlan, steps: int = 1, with_transfers: bool = True) -> np.ndarray:
         """Seconds of each of ``steps`` executions of a scheduler's StepPlan (decode plans may
-        repeat; copies and swaps are paid once, before the first step)."""
+        repeat; copies and swaps are paid once, before the first step). ``with_transfers``
+        False leaves the swaps out, for a clock that runs them on the host link itself
+        (``transfer_time``)."""
         if plan.kind is StepKind.DECODE:
             durations = self.decode_times(len(plan.seqs), int(plan.context_lens.sum()), steps)
         else:
             durations = np.array([self.prefill_time(plan.new_tokens, plan.context_lens)])
         if plan.block_copies or plan.swap_in_blocks or plan.swap_out_blocks:  # most steps move none
-            durations[0] += (
-                self.copy_time(plan.block_copies)
-                + self.swap_time(plan.swap_in_blocks)
-                + self.swap_time(plan.swap_out_blocks)
-            )
+            moves = self.copy_time(plan.block_copies)
+            if with_transfers:
+                moves = moves + self.swap_time(plan.swap_in_blocks) + self.swap_time(plan.swap_out_blocks)
+            durations[0] += moves
         return durations
 
     def describe(self) -> dict:

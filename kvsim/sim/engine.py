@@ -52,10 +52,10 @@ class Replica:
             start = env.now
             step = core.begin_step(MAX_STEPS_PER_EVENT)
             core.observe_cache(step)
-            durations = self.cost_model.plan_durations(step.plan, step.max_steps)
             plan = step.plan
-            if plan.swap_in_blocks or plan.swap_out_blocks:
-                durations[0] -= yield from self._transfer(plan)
+            durations = self.cost_model.plan_durations(plan, step.max_steps, with_transfers=False)
+            if plan.swap_in_blocks or plan.swap_out_blocks:  # a step that swaps is a run of one
+                yield from self._transfer(plan)
             if len(durations) == 1 or not step.arrival_can_cut:
                 steps = len(durations)
                 yield env.timeout(float(durations.sum()))
@@ -71,13 +71,10 @@ class Replica:
 
     def _transfer(self, plan):
         """Move the step's swapped blocks over the PCIe link before it computes (vLLM v0
-        waits for its swaps); return the seconds spent, already part of the step's price."""
-        cost = self.cost_model
-        seconds = cost.swap_time(plan.swap_in_blocks) + cost.swap_time(plan.swap_out_blocks)
+        waits for its swaps); swaps of several replicas queue for the link."""
         with self.pcie.request() as link:
             yield link
-            yield self.env.timeout(seconds)
-        return seconds
+            yield self.env.timeout(self.cost_model.transfer_time(plan))
 
     def _run_until_arrival(self, start: float, ends: np.ndarray):
         """Run the steps; if a request arrives meanwhile, stop at the end of the current step."""
