@@ -15,6 +15,7 @@ import json
 import math
 from dataclasses import fields
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 
@@ -138,7 +139,7 @@ class PrefillTokens:
     extended past the last along the last segment. ``weights_s`` of its first entry is the
     time to stream the weights once (memory-bound; the transfer scales it apart)."""
 
-    def __init__(self, table: dict, padding: dict):
+    def __init__(self, table: PrefillTable, padding: PrefillPadding):
         self.tokens = np.asarray(table["tokens"], dtype=np.float64)
         self.seconds = np.asarray(table["seconds"], dtype=np.float64)
         self.weights_s = float(table["weights_s"])
@@ -156,25 +157,46 @@ def block_features(num_blocks: float) -> np.ndarray:
     return np.array([1.0, float(num_blocks)])
 
 
-REQUIRED = (
-    "format",
-    "version",
-    "name",
-    "model",
-    "gpu",
-    "dtype",
-    "tensor_parallel",
-    "block_size",
-    "created",
-    "provenance",
-    "grid",
-    "graph_batch_sizes",
-    "prefill_padding",
-    "attention_partition",
-    "coefficients",
-    "prefill_tokens",
-    "fit_report",
-)
+class Provenance(TypedDict):
+    kind: str  # one of PROVENANCE_KINDS: measured here, or derived from another GPU's
+    by: str  # the command that wrote it
+
+
+class PrefillPadding(TypedDict):
+    sizes: list[int]  # a prefill up to the last of these runs as the next of them
+    multiple: int  # above them, as the next multiple of this
+    graphs: list[int]  # the padded sizes replayed as CUDA graphs
+
+
+class PrefillTable(TypedDict):
+    tokens: list[float]  # measured prefill sizes (new tokens)
+    seconds: list[float]  # their wall time
+    weights_s: float  # the part of a prefill that does not grow with tokens
+
+
+class ProfileDoc(TypedDict):
+    """A step profile as stored (JSON) and as ``load_profile`` returns it, checked."""
+
+    format: str  # FORMAT
+    version: int  # VERSION
+    name: str  # model@gpu
+    model: dict  # the model spec it was measured with (name and SHAPE_FIELDS)
+    gpu: dict  # the GPU spec (``kvsim.hardware.gpu_from_dict`` reads it)
+    dtype: str
+    tensor_parallel: int  # the shard it measured: 1/N of the model on one GPU
+    block_size: int  # the KV block size it measured at
+    created: str  # ISO date and time
+    provenance: Provenance
+    grid: dict[str, dict[str, list[float]]]  # kind -> axis -> [low, high] of the fitted points
+    graph_batch_sizes: list[int]
+    prefill_padding: PrefillPadding
+    attention_partition: list[int]
+    coefficients: dict[str, dict[str, float]]  # kind -> term -> seconds per unit (TERMS)
+    prefill_tokens: PrefillTable
+    fit_report: dict  # held-out and fitted errors per kind, as fit.fit_report writes them
+
+
+REQUIRED = tuple(ProfileDoc.__annotations__)
 
 
 def profile_name(model: str, gpu: str) -> str:
@@ -205,7 +227,7 @@ def _count(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
-def validate(doc: object, where: str) -> dict:
+def validate(doc: object, where: str) -> ProfileDoc:
     """Check what the cost model relies on; return the document unchanged."""
     if not isinstance(doc, dict):
         raise _fail(where, "not a JSON object")
@@ -299,7 +321,7 @@ def validate(doc: object, where: str) -> dict:
     return doc
 
 
-def load_profile(path: str | Path) -> dict:
+def load_profile(path: str | Path) -> ProfileDoc:
     path = Path(path)
     try:
         doc = json.loads(path.read_text())
@@ -310,7 +332,7 @@ def load_profile(path: str | Path) -> dict:
     return validate(doc, str(path))
 
 
-def save_profile(doc: dict, path: str | Path) -> Path:
+def save_profile(doc: ProfileDoc, path: str | Path) -> Path:
     path = Path(path)
     validate(doc, str(path))
     path.parent.mkdir(parents=True, exist_ok=True)

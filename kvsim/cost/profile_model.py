@@ -22,6 +22,7 @@ from kvsim.cost.profile import (
     GRID_AXES,
     TERMS,
     PrefillTokens,
+    ProfileDoc,
     block_features,
     decode_features,
     engine_features,
@@ -43,7 +44,7 @@ class OutOfRangeWarning(UserWarning):
     """A step outside the profile's measured grid: its cost is an extrapolation."""
 
 
-def gpu_of(doc: dict) -> GPUSpec:
+def gpu_of(doc: ProfileDoc) -> GPUSpec:
     known = {f.name for f in fields(GPUSpec)}
     return GPUSpec(**{k: v for k, v in doc["gpu"].items() if k in known})
 
@@ -52,7 +53,9 @@ class ProfileCostModel(CostModel):
     """``engine=False`` prices the runner's steps alone, as calibration's grid timed them
     (fit reports); the simulator always includes the engine."""
 
-    def __init__(self, doc: dict, model: ModelSpec, block_size: int, source: str = "", engine: bool = True):
+    def __init__(
+        self, doc: ProfileDoc, model: ModelSpec, block_size: int, source: str = "", engine: bool = True
+    ):
         self.doc, self.source = doc, source
         self.name = f"profile:{doc['name']}"
         self.kind = doc["provenance"]["kind"]
