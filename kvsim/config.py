@@ -55,7 +55,7 @@ class SimConfig:
     )
     # Workload
     trace: str = setting("sharegpt", "Built-in workload (sharegpt, alpaca, chatbot) or a trace file.")
-    # OPT-13B on an A100-40GB at 2 req/s: loaded (57% KV, some preemption), below saturation
+    # The default: OPT-13B on an A100-40GB loaded but below saturation (the README's default run)
     rate: float | None = setting(2.0, "Requests per second; 0 < rate.")
     num_requests: int | None = setting(
         None,
