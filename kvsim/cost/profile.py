@@ -126,11 +126,12 @@ def prefill_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.nda
     context: attention's critical path, since one SM walks a (query tile, head)'s whole
     context in every layer; it sets the pace when few sequences leave SMs idle (a short
     prompt after a long cached prefix)."""
-    new = np.asarray(new_tokens, dtype=np.float64)
-    context = np.asarray(context_lens, dtype=np.float64)
-    pairs = float((new * (context - new + (new + 1) / 2)).sum())
-    cached = float((context > new).any())
-    return np.array([float(len(new)), pairs, cached * float(context.sum()), cached, float(context.max())])
+    # Plain Python over the batch: a prefill holds a few sequences, and numpy's per-call
+    # overhead is what the simulator would pay (the values are integers, so exact either way).
+    new, context = np.asarray(new_tokens).tolist(), np.asarray(context_lens).tolist()
+    pairs = float(sum(n * (c - n + (n + 1) / 2) for n, c in zip(new, context)))
+    cached = float(any(c > n for n, c in zip(new, context)))
+    return np.array([float(len(new)), pairs, cached * float(sum(context)), cached, float(max(context))])
 
 
 class PrefillTokens:
@@ -145,12 +146,18 @@ class PrefillTokens:
         self.weights_s = float(table["weights_s"])
         self.padding = padding
         self._slope = (self.seconds[-1] - self.seconds[-2]) / (self.tokens[-1] - self.tokens[-2])
+        self._seconds: dict[int, float] = {}
 
     def __call__(self, tokens: float) -> float:
-        tokens = padded_tokens(self.padding, tokens)
-        if tokens <= self.tokens[-1]:
-            return float(np.interp(tokens, self.tokens, self.seconds))
-        return float(self.seconds[-1] + self._slope * (tokens - self.tokens[-1]))
+        padded = padded_tokens(self.padding, tokens)
+        seconds = self._seconds.get(padded)  # a few dozen padded sizes occur in a run
+        if seconds is None:
+            if padded <= self.tokens[-1]:
+                seconds = float(np.interp(padded, self.tokens, self.seconds))
+            else:
+                seconds = float(self.seconds[-1] + self._slope * (padded - self.tokens[-1]))
+            self._seconds[padded] = seconds
+        return seconds
 
 
 def block_features(num_blocks: float) -> np.ndarray:

@@ -74,7 +74,8 @@ class ProfileCostModel(CostModel):
         # Copies and swaps were fitted per block of the profile's size; price bytes, not blocks.
         self.block_scale = block_size / doc["block_size"]
         self._warned: set[tuple[str, str]] = set()
-        self._graphs: dict[int, tuple[int, int, float]] = {}
+        self._lines: dict[int, tuple[float, float, float, float]] = {}
+        self._engine_s: dict[int, float] = {}
 
     def _check(self, kind: str, **values: float) -> None:
         for axis, value in values.items():
@@ -91,31 +92,62 @@ class ProfileCostModel(CostModel):
     def _engine(self, num_seqs: int) -> float:
         if not self.engine:
             return 0.0
-        self._check("engine", seqs=num_seqs)
-        return float(engine_features(num_seqs) @ self.coef["engine"])
+        seconds = self._engine_s.get(num_seqs)
+        if seconds is None:
+            self._check("engine", seqs=num_seqs)
+            seconds = self._engine_s[num_seqs] = float(engine_features(num_seqs) @ self.coef["engine"])
+        return seconds
 
-    def _decode_graph(self, batch_size: int) -> tuple[int, int, float]:
-        """The decode graph's rows and partition and the host's time (runner and engine) for
-        ``batch_size`` sequences: fixed per batch size, and asked for once per simulated event."""
-        graph = self._graphs.get(batch_size)
-        if graph is None:
+    def _decode_line(self, batch_size: int) -> tuple[float, float, float, float]:
+        """``decode_features(...) @ coefficients`` plus host and engine time for ``batch_size``
+        sequences, expanded as ``base + per_token x context + per_partition x min(context /
+        batch, partition)``, returned as (base, per_token, per_partition, partition). Every
+        term but the context's is fixed per batch size and asked for once per simulated
+        event, so it is computed once per size; ``test_profile_model`` holds the expansion to
+        ``decode_features``."""
+        line = self._lines.get(batch_size)
+        if line is None:
             rows, partition = graph_for(self.graph_sizes, self.partitions, batch_size)
             host = float(host_features(batch_size) @ self.coef["host"]) + self._engine(batch_size)
-            graph = self._graphs[batch_size] = (rows, partition, host)
-        return graph
+            at_zero = float(
+                decode_features(batch_size, rows, partition, np.zeros(1))[0] @ self.coef["decode"]
+            )
+            names = [term for term, _ in TERMS["decode"]]
+            coef = self.coef["decode"]
+            line = (at_zero + host, coef[names.index("context")], coef[names.index("partition")], partition)
+            self._lines[batch_size] = line
+        return line
 
     def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
+        last = total_context + batch_size * (steps - 1)
+        self._check("decode", batch=batch_size, total_context=last)
+        base, per_token, per_partition, partition = self._decode_line(batch_size)
+        # Usually the whole run sits on one side of the partition's bend and above the
+        # floor: then its steps lie on one line, priced from its ends. The floor is convex
+        # (the larger of two lines), so above it at both ends is above it throughout.
+        if last <= partition * batch_size:
+            intercept, slope = base, per_token + per_partition / batch_size
+        elif total_context >= partition * batch_size:
+            intercept, slope = base + per_partition * partition, per_token
+        else:
+            intercept = None
+        if intercept is not None:
+            first_s = intercept + slope * total_context
+            if first_s >= self.floor.decode_time(batch_size, total_context) and (
+                intercept + slope * last >= self.floor.decode_time(batch_size, last)
+            ):
+                return first_s + (slope * batch_size) * np.arange(steps, dtype=np.float64)
         context = total_context + batch_size * np.arange(steps, dtype=np.float64)
-        self._check("decode", batch=batch_size, total_context=float(context[-1]))
-        rows, partition, host = self._decode_graph(batch_size)
-        fitted = decode_features(batch_size, rows, partition, context) @ self.coef["decode"] + host
-        return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps))
+        fitted = np.minimum(context / batch_size, partition)
+        fitted *= per_partition
+        fitted += context * per_token
+        fitted += base
+        return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps), out=fitted)
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
-        self._check(
-            "prefill", tokens=float(new_tokens.sum()), seqs=len(new_tokens), context=float(context_lens.sum())
-        )
-        fitted = self.prefill_tokens(float(new_tokens.sum())) + float(
+        tokens = float(new_tokens.sum())
+        self._check("prefill", tokens=tokens, seqs=len(new_tokens), context=float(context_lens.sum()))
+        fitted = self.prefill_tokens(tokens) + float(
             prefill_features(new_tokens, context_lens) @ self.coef["prefill"]
         )
         return max(fitted, self.floor.prefill_time(new_tokens, context_lens)) + self._engine(len(new_tokens))

@@ -60,20 +60,33 @@ class RooflineCostModel(CostModel):
         self._block_bytes = block_size * self._kv_bytes
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
-        new = new_tokens.astype(np.float64)
-        cached = context_lens - new
-        pairs = float((new * (new + 1) / 2 + new * cached).sum())  # causal attention pairs
-        flops = self._linear_flops * float(new.sum()) + self._pair_flops * pairs
-        kv_bytes = self._kv_bytes * float(context_lens.sum())  # write new, read cached
+        new = new_tokens.tolist()
+        context = context_lens.tolist()
+        pairs = sum(n * (n + 1) / 2 + n * (c - n) for n, c in zip(new, context))  # causal attention pairs
+        flops = self._linear_flops * sum(new) + self._pair_flops * pairs
+        kv_bytes = self._kv_bytes * sum(context)  # write new, read cached
         busy = max(flops / self._flop_rate, (self._weight_bytes + kv_bytes) / self._byte_rate)
         return busy + self.assumptions.step_overhead_s
 
     def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
+        """Each step's FLOPs and bytes are affine in its context, which grows by
+        ``batch_size`` a step: two lines over the run, and the larger of them per step."""
         context = total_context + batch_size * np.arange(steps, dtype=np.float64)
-        flops = self._linear_flops * batch_size + self._pair_flops * context
-        bytes_moved = self._weight_bytes + self._kv_bytes * (context + batch_size)
-        busy = np.maximum(flops / self._flop_rate, bytes_moved / self._byte_rate)
-        return busy + self.assumptions.step_overhead_s
+        compute = context * (self._pair_flops / self._flop_rate)
+        compute += self._linear_flops * batch_size / self._flop_rate
+        memory = context * (self._kv_bytes / self._byte_rate)
+        memory += (self._weight_bytes + self._kv_bytes * batch_size) / self._byte_rate
+        busy = np.maximum(compute, memory, out=compute)
+        busy += self.assumptions.step_overhead_s
+        return busy
+
+    def decode_time(self, batch_size: int, total_context: float) -> float:
+        """One step of ``decode_times``, as a number: a convex function of the context."""
+        compute = total_context * (self._pair_flops / self._flop_rate)
+        compute += self._linear_flops * batch_size / self._flop_rate
+        memory = total_context * (self._kv_bytes / self._byte_rate)
+        memory += (self._weight_bytes + self._kv_bytes * batch_size) / self._byte_rate
+        return max(compute, memory) + self.assumptions.step_overhead_s
 
     def copy_time(self, num_blocks: int) -> float:
         if num_blocks == 0:

@@ -45,8 +45,9 @@ class Step:
     plan: StepPlan
     #: Identical steps of ``plan`` that may run before the scheduler must decide again.
     max_steps: int
-    #: Can a request that arrives during the run change it? Not while others wait: they are
-    #: blocked at the queue's head until something finishes, and it would queue behind them.
+    #: Can a request that arrives during the run change it? Not while others wait (they are
+    #: blocked at the queue's head until something finishes, and it would queue behind
+    #: them), nor while nothing could be admitted (``Scheduler.admissions_open``).
     arrival_can_cut: bool
     usage: CacheUsage | None = None  # the cache by use as the step runs (``observe_cache``)
     # Set by ``end_step``: the steps taken, the cache by use over them, the requests finished.
@@ -77,14 +78,16 @@ class EngineCore:
         return self.scheduler.has_work()
 
     def intake(self, request: Request, now: float) -> bool:
-        """Take in an arriving request, or reject it for good with the reason recorded."""
+        """Take in an arriving request, or reject it for good with the reason recorded.
+        Returns whether it could join the batch before the step in progress ends its run:
+        if not, a clock charging several steps at once need not cut the run for it."""
         self.recorder.arrive(request, now)
         reason = self.intake_check(request) or self.scheduler.rejection_reason(request)
         if reason:
             self.recorder.reject(request, reason)
             return False
         self.scheduler.add_request(request)
-        return True
+        return self.scheduler.could_admit(request)
 
     def begin_step(self, max_steps: int) -> Step:
         scheduler = self.scheduler
@@ -93,7 +96,7 @@ class EngineCore:
             raise RuntimeError(
                 "requests wait but nothing can be scheduled; the policy admitted a request it can never run"
             )
-        return Step(plan, scheduler.headroom(plan, max_steps), arrival_can_cut=not scheduler.waiting)
+        return Step(plan, scheduler.headroom(plan, max_steps), arrival_can_cut=scheduler.admissions_open())
 
     def observe_cache(self, step: Step) -> None:
         step.usage = self.scheduler.kv_usage(step.plan)

@@ -58,6 +58,7 @@ class Recorder:
         self.status = np.full(n, STATUS_PENDING, dtype=object)
         self.reject_reason = np.full(n, "", dtype=object)
         self.steps: list[tuple] = []
+        self._steps_frame: pd.DataFrame | None = None
         self.counters = EventCounts()  # the schedulers' sharing and preemption events, summed
 
     def arrive(self, request: Request, now: float) -> None:
@@ -146,7 +147,11 @@ class Recorder:
         )
 
     def steps_frame(self) -> pd.DataFrame:
-        return pd.DataFrame.from_records(self.steps, columns=STEP_COLUMNS)
+        """The steps as a table, built once per number of steps (the summary and the
+        written outputs both read it)."""
+        if self._steps_frame is None or len(self._steps_frame) != len(self.steps):
+            self._steps_frame = pd.DataFrame.from_records(self.steps, columns=STEP_COLUMNS)
+        return self._steps_frame
 
 
 def _percentiles(values: np.ndarray, prefix: str) -> dict:

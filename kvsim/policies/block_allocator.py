@@ -19,6 +19,7 @@ class BlockAllocator:
         # Pop from the end: block 0 is handed out first, which keeps runs reproducible to read.
         self._free: list[int] = list(range(num_blocks - 1, -1, -1))
         self.ref_count = np.zeros(num_blocks, dtype=np.int32)
+        self._shared = False  # has any block ever had a second reference?
 
     @property
     def num_free(self) -> int:
@@ -40,16 +41,24 @@ class BlockAllocator:
 
     def share(self, blocks: list[int]) -> None:
         """One more block table points at each of ``blocks``."""
+        self._shared = True
         np.add.at(self.ref_count, blocks, 1)
 
     def release(self, blocks: list[int]) -> None:
         """One block table lets go of each of ``blocks``; unreferenced ones become free.
 
-        A block table never lists a block twice, so one vectorised decrement is exact.
+        A block table never lists a block twice, so one vectorised decrement is exact. Until
+        anything is shared every held block has one reference, and all of them free at once.
         """
         if not blocks:
             return
         ids = np.asarray(blocks)
+        if not self._shared:
+            if not self.ref_count[ids].all():
+                raise AssertionError(f"blocks {ids[self.ref_count[ids] == 0].tolist()} released twice")
+            self.ref_count[ids] = 0
+            self._free.extend(blocks)
+            return
         counts = self.ref_count[ids] - 1
         if (counts < 0).any():
             raise AssertionError(f"blocks {ids[counts < 0].tolist()} released more often than referenced")

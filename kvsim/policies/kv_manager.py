@@ -86,6 +86,15 @@ class KVCacheManager(ABC):
     def append(self, seqs: np.ndarray, num_tokens: np.ndarray, steps: int) -> None:
         """Grow each of ``seqs`` to hold ``num_tokens + steps - 1`` tokens (``steps`` decode steps)."""
 
+    def try_append(self, seqs: np.ndarray, num_tokens: np.ndarray) -> bool:
+        """One decode step's room for every sequence (``append(seqs, num_tokens, 1)``) if all
+        of it fits, else nothing: the check and the growth of every decode step, which a
+        policy may do in one pass."""
+        if self.decode_headroom(seqs, num_tokens, 1) < 1:
+            return False
+        self.append(seqs, num_tokens, 1)
+        return True
+
     @abstractmethod
     def free(self, seq: int) -> None:
         """The sequence finished or was preempted: give back everything it holds."""

@@ -113,7 +113,10 @@ class PagedKVManager(SharingKVManager):
         self.cow.watch((parent, child))
 
     def _new_blocks(self, seqs: np.ndarray, tokens: np.ndarray) -> np.ndarray:
-        return np.maximum(blocks_for(tokens, self.block_size) - self._held[seqs], 0)
+        needed = tokens + (self.block_size - 1)
+        needed //= self.block_size
+        needed -= self._held[seqs]
+        return np.maximum(needed, 0, out=needed)
 
     def _writers(self, seqs: np.ndarray, num_tokens: np.ndarray) -> list[int]:
         """Those of ``seqs`` whose next write lands in a shared block (copy first)."""
@@ -123,7 +126,7 @@ class PagedKVManager(SharingKVManager):
         free = self.allocator.num_free
         if self.cow.active:  # copies happen in the first step, before anything grows
             free -= self.cow.copies_needed(self._writers(seqs, num_tokens), self.block_tables)
-        if self._new_blocks(seqs, num_tokens + max_steps - 1).sum() <= free:
+        if self._new_blocks(seqs, num_tokens + (max_steps - 1)).sum() <= free:
             return max_steps
         lo, hi = 0, max_steps - 1  # lo steps fit, max_steps do not
         while lo < hi:
@@ -140,16 +143,28 @@ class PagedKVManager(SharingKVManager):
         needed = blocks_for(num_tokens, self.block_size) - self._held[seq]
         return needed <= self.allocator.num_free
 
+    def try_append(self, seqs: np.ndarray, num_tokens: np.ndarray) -> bool:
+        if self.cow.active:  # copies come first and change what is free
+            return super().try_append(seqs, num_tokens)
+        new = self._new_blocks(seqs, num_tokens)
+        if new.sum() > self.allocator.num_free:
+            return False
+        self._grow(seqs, new)
+        return True
+
     def append(self, seqs: np.ndarray, num_tokens: np.ndarray, steps: int) -> None:
         if self.cow.active:
             self.cow.write(self._writers(seqs, num_tokens), self.block_tables)
-        new = self._new_blocks(seqs, num_tokens + steps - 1)
+        self._grow(seqs, self._new_blocks(seqs, num_tokens + (steps - 1)))
+
+    def _grow(self, seqs: np.ndarray, new: np.ndarray) -> None:
+        """Give each of ``seqs`` its ``new`` blocks, in one allocation dealt out in order."""
         growing = new.nonzero()[0]
         if not len(growing):
             return
         counts = new[growing].tolist()
         total = sum(counts)
-        blocks = self.allocator.allocate(total)  # one call, then dealt out in order
+        blocks = self.allocator.allocate(total)
         tables, start = self.block_tables, 0
         for seq, count in zip(seqs[growing].tolist(), counts):
             tables[seq].extend(blocks[start : start + count])

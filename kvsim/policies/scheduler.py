@@ -193,6 +193,38 @@ class Scheduler:
     def has_work(self) -> bool:
         return bool(self.waiting or self.running or self.swapped)
 
+    # -- what an arrival can change ------------------------------------------------------
+    # A decode run keeps its batch and only takes blocks, so an admission refused at its
+    # start stays refused to its end: a clock charging the run at once need not cut it for
+    # an arrival that could not be admitted anyway. These checks may say yes to a request
+    # the step then refuses (that costs a cut), never no to one it would admit.
+    def admissions_open(self) -> bool:
+        """Could any request arriving now be admitted before the running batch changes? Not
+        while another waits (first come, first served), a preempted group waits on the CPU,
+        a request-level batch runs, the batch is full, or there is no free block to take."""
+        return not (
+            self.waiting
+            or self.swapped
+            or (self.batch_level and self.running)
+            or self.num_running_seqs >= self.max_num_seqs
+            or not self.kv.can_admit(1, 1)
+        )
+
+    def could_admit(self, request: Request) -> bool:
+        """Could ``request``, just queued, be admitted before the running batch changes?
+        With a prefix that cached blocks might serve, only its last block is sure to be
+        needed; a group without sharing is not checked (its copies are placed together)."""
+        if len(self.waiting) > 1 or self.waiting[0] is not request:
+            return False
+        if self.swapped or (self.batch_level and self.running):
+            return False
+        if self.num_running_seqs + len(request.seqs) > self.max_num_seqs:
+            return False
+        if self.sharing is None and request.width > 1:
+            return True
+        may_hit = request.token_ids is not None and (self.prefix_caching or request.shared_prefix_len)
+        return self.kv.can_admit(1 if may_hit else request.prompt_len, request.max_tokens)
+
     @property
     def num_running_seqs(self) -> int:
         return len(self._batch_seqs())
@@ -207,7 +239,7 @@ class Scheduler:
         return plan
 
     def _schedule_prefill(self) -> StepPlan | None:
-        if self.swapped:  # vLLM: no new admissions while a preempted group waits on the CPU
+        if not self.waiting or self.swapped:  # vLLM: no admissions while a group waits on the CPU
             return None
         if self.batch_level and self.running:
             return None
@@ -342,11 +374,11 @@ class Scheduler:
         tokens = self.seq_table.num_tokens[seqs]
         preempted: list[Request] = []
         swapped_in = 0
-        if self.kv.decode_headroom(seqs, tokens, 1) < 1:
+        if not self.kv.try_append(seqs, tokens):  # the running batch's room first, then swap-ins'
             preempted = self._make_room()
             seqs = self._batch_seqs()
             tokens = self.seq_table.num_tokens[seqs]
-        self.kv.append(seqs, tokens, 1)  # the running batch's room first, then swap-ins'
+            self.kv.append(seqs, tokens, 1)
         if not preempted and self.swapped:  # vLLM: swap back in only in a step that preempts nobody
             swapped_in = self._swap_in()
             seqs = self._batch_seqs()
@@ -459,6 +491,8 @@ class Scheduler:
         ``retire`` gives the cache during a decode run's last step.
         """
         seqs = self._batch_seqs()
+        if plan.kind is DECODE and not written_only:  # the step's own context, as it runs
+            return self.kv.usage(seqs, plan.context_lens)
         tokens = self.seq_table.num_tokens[seqs]  # a copy: adjusted in place below
         if written_only:
             tokens -= 1

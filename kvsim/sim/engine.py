@@ -3,8 +3,10 @@
 An engine loop asks its scheduler for a batch, asks the cost model how long the batch
 takes, lets that time pass, and commits the step. A decode batch that nothing can change
 (no sequence finishes, none lacks a block, no request is waiting to be admitted) is charged
-as a run of steps in one event; an arrival during the run cuts it at the next step boundary,
-exactly where a real engine would first see the new request.
+as a run of steps in one event; an arrival during the run that could be admitted cuts it at
+the next step boundary, exactly where a real engine would first see the new request. One
+that could not (the batch is full, the cache has no room for it, others wait before it)
+waits for the run's end, as it would in a real engine, without cutting it.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ class Replica:
         return self.core.load
 
     def submit(self, request, now: float) -> None:
-        if self.core.intake(request, now) and not self._arrival.triggered:
+        """Hand over an arrival; wake the engine loop if it idles, or cut its run if the
+        request could join the batch before the run ends."""
+        idle = not self.core.has_work()
+        if (self.core.intake(request, now) or idle) and not self._arrival.triggered:
             self._arrival.succeed()
 
     def _loop(self):
@@ -103,6 +108,10 @@ def simulate(
     ]
     make_request = RequestFactory(trace)
 
+    # Progress is reported about a thousand times a run: a bar redrawn per request would
+    # cost more than simulating it.
+    report_every = max(1, len(trace) // 1000)
+
     def arrivals():
         times = trace.arrival_time
         for rid in range(len(trace)):
@@ -110,7 +119,7 @@ def simulate(
             if delay > 0:
                 yield env.timeout(float(delay))
             router.choose(replicas).submit(make_request(rid), env.now)
-            if progress is not None:
+            if progress is not None and ((rid + 1) % report_every == 0 or rid + 1 == len(trace)):
                 progress(rid + 1)
 
     env.process(arrivals())

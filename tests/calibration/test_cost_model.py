@@ -9,7 +9,14 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from synthetic_steps import BLOCK_SIZE, H100, TRUE, blocks_s, causal_pairs, decode_step_s
 
-from kvsim.cost.profile import load_profile, shipped_profile
+from kvsim.cost.profile import (
+    decode_features,
+    engine_features,
+    graph_for,
+    host_features,
+    load_profile,
+    shipped_profile,
+)
 from kvsim.cost.profile_model import PHYSICAL_FLOOR, OutOfRangeWarning, ProfileCostModel
 from kvsim.cost.roofline import RooflineAssumptions, RooflineCostModel
 from kvsim.hardware import load_gpu
@@ -46,6 +53,27 @@ def test_decode_monotone_and_above_floor(gpu, b1, b2, context, steps):
     assert (
         model.decode_times(large, per_seq * large, 1)[0] >= model.decode_times(small, per_seq * small, 1)[0]
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(gpus, st.integers(1, 300), st.integers(1, 300_000), st.integers(1, 1024))
+@example("a100-40gb", 8, 8 * 500, 40)  # crosses the partition's bend (512 per sequence) mid-run
+@example("h100-sxm-80gb", 1, 1, 1024)
+def test_decode_run_is_its_features_priced_step_by_step(gpu, batch, context, steps):
+    """The decode run's line, priced from its ends, is the fitted features' price at every
+    step (``decode_features`` @ coefficients, host and engine, floored): the simulator's
+    shortcut cannot drift from what calibration fitted."""
+    model, floor = MODELS[gpu], FLOORS[gpu]
+    rows, partition = graph_for(model.graph_sizes, model.partitions, batch)
+    host = float(host_features(batch) @ model.coef["host"]) + float(
+        engine_features(batch) @ model.coef["engine"]
+    )
+    contexts = context + batch * np.arange(steps, dtype=np.float64)
+    expected = np.maximum(
+        decode_features(batch, rows, partition, contexts) @ model.coef["decode"] + host,
+        floor.decode_times(batch, context, steps),
+    )
+    np.testing.assert_allclose(model.decode_times(batch, context, steps), expected, rtol=1e-12, atol=0)
 
 
 @settings(max_examples=200, deadline=None)

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from strategies import random_traces
@@ -129,3 +130,44 @@ def test_fast_forward_gives_the_one_step_schedule(scenario):
     fast_steps, slow_steps = fast.steps_frame(), slow.steps_frame()
     assert fast_steps.steps.sum() == slow_steps.steps.sum()
     assert len(slow_steps) == slow_steps.steps.sum()  # the reference really took one step per event
+
+
+def one_running_and_one_arriving(max_num_seqs: int, num_blocks: int) -> tuple:
+    """Request 0 (8-token prompt, 200 tokens out) runs alone; request 1 (a 208-token
+    prompt: 52 blocks of 4 tokens) arrives while it decodes, holding 3 to 52 blocks."""
+    trace = Trace(
+        "arrival-during-run",
+        np.array([0.0, 0.5]),
+        np.array([8, 208], dtype=np.int64),
+        np.array([200, 2], dtype=np.int64),
+    )
+    context = PolicyContext(
+        num_blocks=num_blocks,
+        block_size=4,
+        max_num_seqs=max_num_seqs,
+        max_num_batched_tokens=512,
+        max_model_len=512,
+        watermark=0.0,
+    )
+    return "paged", context, trace, "roofline", 1
+
+
+@pytest.mark.parametrize(
+    "limit, cut",
+    [
+        ((2, 200), True),  # room for the newcomer: the run stops at the next step boundary
+        ((1, 200), False),  # the batch is full: it waits for request 0 to finish
+        ((2, 54), False),  # its prompt's 52 blocks are not free, and none free before the run ends
+    ],
+)
+def test_an_arrival_cuts_a_decode_run_only_if_it_could_be_admitted(limit, cut):
+    scenario = one_running_and_one_arriving(*limit)
+    fast, slow = simulate(scenario, 1024), simulate(scenario, 1)
+    assert fast.status.tolist() == slow.status.tolist() == ["completed"] * 2
+    np.testing.assert_allclose(fast.finish, slow.finish, rtol=1e-12)
+    kinds = [(kind, steps) for kind, steps in fast.steps_frame()[["kind", "steps"]].itertuples(index=False)]
+    assert kinds[0] == ("prefill", 1)
+    if cut:  # the run is cut where request 1 is admitted: both then decode together
+        assert kinds[1][0] == "decode" and kinds[2] == ("prefill", 1) and kinds[1][1] < 199
+    else:  # request 0's decode run goes to its end in one event, then request 1 runs
+        assert kinds[1] == ("decode", 199) and kinds[2] == ("prefill", 1)
