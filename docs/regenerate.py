@@ -113,11 +113,11 @@ N4 = Sim(_args("--num-requests 500 --rate 1 --n 4"))
 N4_SWAP = Sim(_args("--num-requests 500 --rate 1 --n 4 --preemption swap"))
 BEAM = Sim(_args("--num-requests 500 --rate 1 --beam-width 4"), cheap=False)
 BEAM_ORACLE = Sim(_args("--num-requests 500 --rate 1 --beam-width 4 --policy orca-oracle"), cheap=False)
-PREFIX = Sim(_args("--num-requests 1000 --rate 2 --prefix-len 512"))
-CHAT = Sim(_args("--num-requests 1000 --rate 2 --trace chatbot"))
-CHAT_CACHED = Sim(_args("--num-requests 1000 --rate 2 --trace chatbot --prefix-caching"))
-RATE_4 = Sim(_args("--num-requests 1000 --rate 4"))
-RATE_4_SWAP = Sim(_args("--num-requests 1000 --rate 4 --preemption swap"))
+PREFIX = Sim(_args("--num-requests 1000 --rate 2 --prefix-len 512 --scheduler v0"))
+CHAT = Sim(_args("--num-requests 1000 --rate 2 --trace chatbot --scheduler v0"))
+CHAT_CACHED = Sim(_args("--num-requests 1000 --rate 2 --trace chatbot --scheduler v0 --prefix-caching"))
+RATE_4 = Sim(_args("--num-requests 1000 --rate 4 --scheduler v0"))
+RATE_4_SWAP = Sim(_args("--num-requests 1000 --rate 4 --scheduler v0 --preemption swap"))
 BEAM_2 = Sim(_args("--num-requests 500 --rate 2 --beam-width 4"), cheap=False)
 BEAM_2_SWAP = Sim(_args("--num-requests 500 --rate 2 --beam-width 4 --preemption swap"), cheap=False)
 POLICIES = Compare(
@@ -215,6 +215,54 @@ def _vidur_clip() -> dict:
     }
 
 
+# The planner's question of docs/schedulers.md: v0 against v1 across load, and v1's budget.
+STUDY_SETTING = dict(
+    model="llama-2-7b",
+    gpu="h100-sxm-80gb",
+    trace=str(DATA / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"),
+    over_length="clip",
+    num_requests=2000,
+)
+STUDY_RATES = (1.0, 2.0, 3.0, 3.4, 4.0)
+STUDY_BUDGETS = (512, 1024, 2048, 4096, 8192, 16384)
+STUDY_BUDGET_RATE = 3.4
+SLO_TTFT_S, SLO_TPOT_S = 1.0, 0.05  # the SLO of the goodput column: both, per request
+
+
+def _schedulers() -> dict:
+    """Every point of the study, in-process (``kvsim.experiments.run``): the summary, and
+    goodput (requests per second that met both SLOs)."""
+    from kvsim.config import SimConfig
+    from kvsim.experiments.run import run
+
+    def point(**settings) -> dict:
+        result = run(SimConfig(**STUDY_SETTING, **settings))
+        requests = result.recorder.requests_frame()
+        done = requests[requests.status == "completed"]
+        tpot = (done.finish - done.first_token) / (done.output_len - 1).clip(lower=1)
+        met = int(((done.ttft <= SLO_TTFT_S) & (tpot <= SLO_TPOT_S)).sum())
+        m = result.summary
+        return {**m, "budget": result.policy_context.max_num_batched_tokens, "goodput": met / m["duration_s"]}
+
+    return {
+        "load": {
+            scheduler: [point(rate=rate, scheduler=scheduler) for rate in STUDY_RATES]
+            for scheduler in ("v0", "v1")
+        },
+        "budget": [
+            point(rate=STUDY_BUDGET_RATE, scheduler="v1", max_num_batched_tokens=b) for b in STUDY_BUDGETS
+        ],
+    }
+
+
+SCHEDULERS = Local(
+    "schedulers",
+    _schedulers,
+    "run(SimConfig(llama-2-7b, h100-sxm-80gb, Vidur's ShareGPT clipped to 4096, 2000 requests, "
+    "scheduler v0|v1, rate, budget)) over the study's grid (docs/regenerate.py)",
+    cheap=False,
+    needs_data=True,
+)
 PROFILES = Local("profiles", _profiles, "the shipped profiles (kvsim/cost/profiles/*.json)")
 TRANSFER = Local("transfer", _transfer, "python benchmarks/calibration/transfer_check.py --json FILE")
 BUILTINS = Local(
@@ -379,13 +427,15 @@ inline("default.preemptions", DEFAULT, lambda s: f"{s.m['preemptions']:,}")
 inline("rate-2.4.kv-usage", RATE_2_4, lambda s: pct(s.m["mean_kv_usage"], 0))
 inline("rate-2.4.preemptions", RATE_2_4, lambda s: f"{s.m['preemptions']:,}")
 inline("rate-2.4.throughput", RATE_2_4, lambda s: f"{s.m['throughput_req_s']:.2f}")
-inline("capacity.gib", DEFAULT, lambda s: f"{s.document['kv_capacity']['kv_cache_bytes'] / 2**30:.2f}")
-inline("capacity.blocks", DEFAULT, lambda s: f"{s.document['kv_capacity']['num_blocks']:,}")
-inline("capacity.slots", DEFAULT, lambda s: f"{s.document['kv_capacity']['num_slots']:,}")
+# The paper's capacity: its vLLM's budget (v0's 2,560 tokens) sizes the activations.
+PAPER_DEFAULT = Sim(_args("--scheduler v0"))
+inline("capacity.gib", PAPER_DEFAULT, lambda s: f"{s.document['kv_capacity']['kv_cache_bytes'] / 2**30:.2f}")
+inline("capacity.blocks", PAPER_DEFAULT, lambda s: f"{s.document['kv_capacity']['num_blocks']:,}")
+inline("capacity.slots", PAPER_DEFAULT, lambda s: f"{s.document['kv_capacity']['num_slots']:,}")
 PAPER_SLOTS = 15_700  # the vLLM paper: ~12 GB, 15.7K token slots for OPT-13B on an A100-40GB
 inline(
     "capacity.vs-paper",
-    DEFAULT,
+    PAPER_DEFAULT,
     lambda s: pct(abs(s.document["kv_capacity"]["num_slots"] - PAPER_SLOTS) / PAPER_SLOTS),
 )
 
@@ -571,6 +621,54 @@ def _(r):
         f"swapping beats recomputing (lower normalized latency) in {len(better)} of the three "
         f"cases ({', '.join(better)})"
     )
+
+
+# Schedulers (README, docs/schedulers.md) ------------------------------------------------------------
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.0f}"
+
+
+@figure("schedulers.load", SCHEDULERS, block=True)
+def _(r):
+    lines = [
+        "| req/s offered | scheduler | served req/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms "
+        "| preemptions |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, rate in enumerate(STUDY_RATES):
+        for scheduler in ("v0", "v1"):
+            m = r[SCHEDULERS]["load"][scheduler][i]
+            lines.append(
+                f"| {rate:g} | {scheduler} ({m['budget']:,}) | {m['throughput_req_s']:.2f} | {_ms(m['ttft_s_p50'])} "
+                f"| {_ms(m['ttft_s_p99'])} | {_ms(m['tpot_s_p50'])} | {_ms(m['tpot_s_p99'])} | {m['preemptions']:,} |"
+            )
+    return "\n".join(lines)
+
+
+@figure("schedulers.budget", SCHEDULERS, block=True)
+def _(r):
+    lines = [
+        f"| v1 budget (tokens per step) | served req/s | goodput req/s (TTFT <= {SLO_TTFT_S:g} s, "
+        f"TPOT <= {SLO_TPOT_S * 1e3:g} ms) | TTFT p99 ms | TPOT p99 ms |",
+        "|---|---|---|---|---|",
+    ]
+    for m in r[SCHEDULERS]["budget"]:
+        lines.append(
+            f"| {m['budget']:,} | {m['throughput_req_s']:.2f} | {m['goodput']:.2f} | {_ms(m['ttft_s_p99'])} "
+            f"| {_ms(m['tpot_s_p99'])} |"
+        )
+    return "\n".join(lines)
+
+
+@figure("schedulers.best-budget", SCHEDULERS)
+def _(r):
+    best = max(r[SCHEDULERS]["budget"], key=lambda m: m["goodput"])
+    return f"{best['budget']:,}"
+
+
+@figure("schedulers.best-goodput", SCHEDULERS)
+def _(r):
+    return f"{max(m['goodput'] for m in r[SCHEDULERS]['budget']):.2f}"
 
 
 # Policy comparison (README, docs/compare.md, docs/compare/) ---------------------------------------

@@ -16,6 +16,7 @@ from kvsim.errors import KvsimError
 from kvsim.models import DTYPE_BYTES
 
 DEFAULT_MAX_BATCHED_TOKENS = 2560  # vLLM's default when the paper was written
+SCHEDULERS = ("v0", "v1")
 DEFAULT_NUM_REQUESTS = 1000
 # Limits that keep a typo from exhausting memory before the run even starts (each run holds
 # arrays per request, and swap space is a free list of blocks). Both are far above any real use.
@@ -41,9 +42,22 @@ class SimConfig:
     block_size: int = setting(16, "Tokens per KV block (1 to 256).")
     gpu_memory_utilization: float = setting(0.9, "Fraction of GPU memory kvsim may use, in (0, 1].")
     max_num_seqs: int = setting(256, "Most sequences in one batch.")
-    max_num_batched_tokens: int | None = setting(
-        None, "Most prompt tokens in one prefill step.", "max(2560, the model's context length)"
+    scheduler: str | None = setting(
+        None,
+        "Step scheduler: v1 (vLLM since 0.8: token budget, chunked prefill, mixed steps) or "
+        "v0 (a prefill or a decode per step, as in the vLLM paper).",
+        "v1; v0 for what only v0 models: policies other than paged, --preemption swap, --n, --beam-width",
     )
+    max_num_batched_tokens: int | None = setting(
+        None,
+        "Most tokens in one step (v0: prompt tokens of a prefill step).",
+        "v1: 8192 on GPUs of 70 GiB or more other than A100s, else 2048 (vLLM's online-serving "
+        "defaults); v0: max(2560, the model's context length)",
+    )
+    long_prefill_token_threshold: int = setting(
+        0, "v1: most prompt tokens one request computes per step (0: as the budget allows)."
+    )
+    max_num_partial_prefills: int = setting(1, "v1: most requests part-way through their prompt at once.")
     watermark: float = setting(
         0.01, "Fraction of KV blocks kept free when admitting (policy paged), in [0, 1)."
     )
@@ -79,8 +93,8 @@ class SimConfig:
     prefix_len: int = setting(0, "Shared system prompt of this many tokens prepended to every request.")
     num_prefixes: int = setting(1, "How many different shared prefixes.")
     prefix_popularity: float = setting(1.0, "Zipf exponent of the prefixes' popularity (0: uniform).")
-    prefix_caching: bool = setting(
-        False, "Automatic prefix caching: reuse cached full blocks by content hash."
+    prefix_caching: bool | None = setting(
+        None, "Automatic prefix caching: reuse cached full blocks by content hash.", "on with v1, off with v0"
     )
     # Preemption
     preemption: str = setting("recompute", "Preemption: recompute or swap.")
@@ -143,6 +157,18 @@ class SimConfig:
                 f"a group of {max(self.n, self.beam_width)} sequences (--n / --beam-width) "
                 f"can never run with --max-num-seqs {self.max_num_seqs}"
             )
+        if self.scheduler not in (None, *SCHEDULERS):
+            raise KvsimError(f"--scheduler must be one of {', '.join(SCHEDULERS)} (got {self.scheduler!r})")
+        if self.scheduler == "v1" and self.v0_only:
+            raise KvsimError(f"--scheduler v1 does not model {self.v0_only}: use --scheduler v0")
+        if self.long_prefill_token_threshold < 0:
+            raise KvsimError(
+                f"--long-prefill-token-threshold must be at least 0 (got {self.long_prefill_token_threshold})"
+            )
+        if self.max_num_partial_prefills < 1:
+            raise KvsimError(
+                f"--max-num-partial-prefills must be at least 1 (got {self.max_num_partial_prefills})"
+            )
         if self.ft_batch_size is not None and self.ft_batch_size < 1:
             raise KvsimError(f"--ft-batch-size must be at least 1 (got {self.ft_batch_size})")
         return self
@@ -155,9 +181,40 @@ class SimConfig:
             return DEFAULT_NUM_REQUESTS
         return self.num_requests
 
-    def batched_tokens_for(self, max_model_len: int) -> int:
+    @property
+    def step_scheduler(self) -> str:
+        """The scheduler this run uses: as asked; else v1, today's vLLM, unless the run needs
+        what only v0 models (``v0_only``)."""
+        if self.scheduler is not None:
+            return self.scheduler
+        return "v0" if self.v0_only else "v1"
+
+    @property
+    def v0_only(self) -> str:
+        """What in this run only the v0 scheduler models ('' if nothing): the 2023 baselines,
+        swapping, and groups of sequences (vLLM v1 has none of these in its scheduler)."""
+        if self.policy != "paged":
+            return f"policy {self.policy}"
+        if self.preemption != "recompute":
+            return f"--preemption {self.preemption}"
+        if self.n > 1:
+            return "--n"
+        if self.beam_width > 1:
+            return "--beam-width"
+        return ""
+
+    @property
+    def prefix_caching_on(self) -> bool:
+        return self.prefix_caching if self.prefix_caching is not None else self.step_scheduler == "v1"
+
+    def batched_tokens_for(self, max_model_len: int, gpu_memory_bytes: int, gpu_name: str) -> int:
+        """The step's token budget. v1 takes vLLM's online-serving default, which depends on
+        the GPU (vLLM keeps A100s at the smaller budget: a larger one cost them throughput)."""
         if self.max_num_batched_tokens is not None:
             return self.max_num_batched_tokens
+        if self.step_scheduler == "v1":
+            large = gpu_memory_bytes >= 70 * 2**30 and "a100" not in gpu_name.lower()
+            return 8192 if large else 2048
         return max(DEFAULT_MAX_BATCHED_TOKENS, max_model_len)
 
     def with_overrides(self, **overrides) -> "SimConfig":

@@ -31,6 +31,12 @@ class CostModel(ABC):
         """Seconds of each of ``steps`` consecutive decode steps of ``batch_size`` sequences;
         the first attends to ``total_context`` tokens in all, each next one to ``batch_size`` more."""
 
+    def mixed_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
+        """Seconds for one step of prompt chunks and decodes together (v1's chunked prefill);
+        an entry of one new token is a decode. By default priced as a prefill of all of them,
+        which is exact for a model that counts only FLOPs and bytes."""
+        return self.prefill_time(new_tokens, context_lens)
+
     @abstractmethod
     def copy_time(self, num_blocks: int) -> float:
         """Seconds to copy ``num_blocks`` KV blocks inside GPU memory (copy-on-write); none
@@ -52,6 +58,8 @@ class CostModel(ABC):
         (``transfer_time``)."""
         if plan.kind is StepKind.DECODE:
             durations = self.decode_times(len(plan.seqs), int(plan.context_lens.sum()), steps)
+        elif plan.kind is StepKind.MIXED:
+            durations = np.array([self.mixed_time(plan.new_tokens, plan.context_lens)])
         else:
             durations = np.array([self.prefill_time(plan.new_tokens, plan.context_lens)])
         if plan.block_copies or plan.swap_in_blocks or plan.swap_out_blocks:  # most steps move none

@@ -75,6 +75,7 @@ class ProfileCostModel(CostModel):
         self.block_scale = block_size / doc["block_size"]
         self._warned: set[tuple[str, str]] = set()
         self._lines: dict[int, tuple[float, float, float, float]] = {}
+        self._decode_context_s = float(self.coef["decode"][[t for t, _ in TERMS["decode"]].index("context")])
         self._engine_s: dict[int, float] = {}
 
     def _check(self, kind: str, **values: float) -> None:
@@ -150,6 +151,22 @@ class ProfileCostModel(CostModel):
         fitted = self.prefill_tokens(tokens) + float(
             prefill_features(new_tokens, context_lens) @ self.coef["prefill"]
         )
+        return max(fitted, self.floor.prefill_time(new_tokens, context_lens)) + self._engine(len(new_tokens))
+
+    def mixed_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
+        """One forward pass over chunks and decodes, from the terms calibration measured:
+        every token through the dense layers (the token table at the step's total tokens),
+        the chunks' attention as a prefill prices it (pairs, cached context, longest), and
+        the decodes' attention as a decode prices it (HBM reads of their context). Mixed
+        steps themselves were not measured: ``simcli validate`` under v1 is what checks it."""
+        decode = new_tokens == 1
+        chunk_new, chunk_context = new_tokens[~decode], context_lens[~decode]
+        tokens = float(new_tokens.sum())
+        self._check("prefill", tokens=tokens, seqs=len(chunk_new), context=float(chunk_context.sum()))
+        fitted = self.prefill_tokens(tokens)
+        if len(chunk_new):
+            fitted += float(prefill_features(chunk_new, chunk_context) @ self.coef["prefill"])
+        fitted += self._decode_context_s * float(context_lens[decode].sum())
         return max(fitted, self.floor.prefill_time(new_tokens, context_lens)) + self._engine(len(new_tokens))
 
     def _blocks(self, kind: str, num_blocks: int, floor: float) -> float:

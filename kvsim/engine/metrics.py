@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.policies.request import Request
-from kvsim.policies.scheduler import EventCounts, StepKind
+from kvsim.policies.scheduler import EventCounts
 
 # The cache's token slots by use, averaged over the run of steps (see ``CacheUsage``).
 KV_SLOT_COLUMNS = ("kv_token_states", "kv_reserved", "kv_internal_fragmentation", "kv_free")
@@ -31,6 +31,9 @@ STEP_COLUMNS = (
     "batch_size",
     "num_seqs",
     "tokens",
+    "prefill_tokens",  # prompt tokens computed (whole prompts, or v1's chunks)
+    "decode_tokens",  # sequences decoding one token
+    "num_chunks",  # sequences computing prompt tokens
     "kv_blocks_used",
     "num_waiting",
     "num_preempted",
@@ -86,8 +89,10 @@ class Recorder:
         """One executed run of ``steps`` steps of ``plan``, as ``EngineCore.end_step`` saw it:
         ``kv_slots`` is the cache by use over the run (``KV_SLOT_COLUMNS``; NaN if unmeasured),
         the block counts and queue length are those after the run's requests retired."""
-        if plan.kind is StepKind.PREFILL:
-            self.prefilled(plan.requests, start, end, replica)
+        self.scheduled(plan.started, start, replica)
+        self.sampled_first(plan.first_tokens, end)
+        tokens, chunks = int(plan.new_tokens.sum()), plan.chunks
+        decodes = len(plan.seqs) - chunks
         self.steps.append(
             (
                 replica,
@@ -97,7 +102,10 @@ class Recorder:
                 steps,
                 len(plan.requests),
                 len(plan.seqs),
-                int(plan.new_tokens.sum()),
+                tokens,
+                tokens - decodes,
+                decodes,
+                chunks,
                 kv_blocks_used,
                 num_waiting,
                 len(plan.preempted),
@@ -109,13 +117,24 @@ class Recorder:
             )
         )
 
-    def prefilled(self, requests: list[Request], start: float, end: float, replica: int) -> None:
+    def scheduled(self, requests: list[Request], start: float, replica: int) -> None:
+        """These requests' prompts start computing at ``start`` (the first time counts)."""
         for request in requests:
             rid = request.request_id
             if np.isnan(self.admitted[rid]):
                 self.admitted[rid] = start
-                self.first_token[rid] = end
                 self.replica[rid] = replica
+
+    def sampled_first(self, requests: list[Request], end: float) -> None:
+        """These requests' prompts are computed: their first token is out at ``end``."""
+        for request in requests:
+            if np.isnan(self.first_token[request.request_id]):
+                self.first_token[request.request_id] = end
+
+    def prefilled(self, requests: list[Request], start: float, end: float, replica: int) -> None:
+        """Whole prompts computed in one step from ``start`` to ``end``."""
+        self.scheduled(requests, start, replica)
+        self.sampled_first(requests, end)
 
     def finished(self, requests: list[Request], now: float) -> None:
         for request in requests:
@@ -156,13 +175,14 @@ class Recorder:
 
 def _percentiles(values: np.ndarray, prefix: str) -> dict:
     if not len(values):
-        return {f"{prefix}_{k}": float("nan") for k in ("mean", "p50", "p90", "p99")}
+        return {f"{prefix}_{k}": float("nan") for k in ("mean", "p50", "p90", "p99", "max")}
     p50, p90, p99 = np.percentile(values, [50, 90, 99])
     return {
         f"{prefix}_mean": float(values.mean()),
         f"{prefix}_p50": float(p50),
         f"{prefix}_p90": float(p90),
         f"{prefix}_p99": float(p99),
+        f"{prefix}_max": float(values.max()),
     }
 
 

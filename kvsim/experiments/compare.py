@@ -39,10 +39,12 @@ def parse_policies(text: str) -> list[str]:
 def policy_config(config: SimConfig, name: str) -> SimConfig:
     """``config`` for policy ``name``. A policy that never preempts runs with the default
     preemption setting, so ``--preemption swap`` compares paged's swapping with the rest
-    rather than being refused by them."""
+    rather than being refused by them. Policies are compared under one scheduler: v0
+    unless ``--scheduler`` says otherwise, since only paged has a v1."""
+    scheduler = config.scheduler or "v0"
     if get_policy(name).preempts:
-        return config.with_overrides(policy=name)
-    return config.with_overrides(policy=name, preemption=SimConfig.preemption)
+        return config.with_overrides(policy=name, scheduler=scheduler)
+    return config.with_overrides(policy=name, preemption=SimConfig.preemption, scheduler=scheduler)
 
 
 def sharing_settings(config: SimConfig) -> list[str]:
@@ -57,7 +59,7 @@ def sharing_settings(config: SimConfig) -> list[str]:
     if config.prefix_len:
         count = f"{config.num_prefixes} shared prefixes" if config.num_prefixes > 1 else "shared prefix"
         parts.append(f"{count} of {config.prefix_len} tokens")
-    if config.prefix_caching:
+    if config.prefix_caching_on:
         parts.append("prefix caching")
     return parts
 

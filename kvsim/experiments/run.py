@@ -128,7 +128,7 @@ def run(
     policy = get_policy(config.policy)
     if config.router not in ROUTERS:
         raise KvsimError(f"unknown router {config.router!r} (available: {', '.join(ROUTERS)})")
-    batched_tokens = config.batched_tokens_for(model.max_model_len)
+    batched_tokens = config.batched_tokens_for(model.max_model_len, gpu.memory_bytes, gpu.name)
     capacity = size_kv_cache(
         model, gpu, config.block_size, config.gpu_memory_utilization, batched_tokens, config.max_num_seqs
     )
@@ -151,9 +151,12 @@ def run(
         ft_batch_size=config.ft_batch_size,
         preemption=config.preemption,
         swap_blocks=int(config.swap_space * GiB) // capacity.block_bytes,
-        prefix_caching=config.prefix_caching,
+        prefix_caching=config.prefix_caching_on,
         shared_prefix=config.prefix_len > 0,
         beam=BeamModel(config.beam_stay, config.beam_skew, config.seed),
+        scheduler=config.step_scheduler,
+        long_prefill_token_threshold=config.long_prefill_token_threshold,
+        max_num_partial_prefills=config.max_num_partial_prefills,
     )
     schedulers = [policy.build(context) for _ in range(config.num_replicas)]
     if schedulers[0].preemption_mode != config.preemption:

@@ -27,6 +27,7 @@ from kvsim.errors import KvsimError
 from kvsim.gpu.runner import ModelRunner
 from kvsim.policies.kv_manager import BlockTableManager
 from kvsim.policies.scheduler import PREFILL, Scheduler, StepPlan
+from kvsim.policies.scheduler_v1 import V1Scheduler
 from kvsim.workloads.trace import Trace
 
 STEP_COLUMNS = ("kind", "num_seqs", "tokens", "measured_s", "engine_s", "predicted_s")
@@ -46,6 +47,10 @@ class RealExecutor:
     ) -> None:
         if not isinstance(scheduler.kv, BlockTableManager):
             raise KvsimError("the real executor runs block-table (paged) policies only")
+        if isinstance(scheduler, V1Scheduler):  # the runner has no mixed forward pass yet
+            raise KvsimError(
+                "the real executor runs --scheduler v0 only (v1's mixed steps are simulated only)"
+            )
         self.scheduler, self.runner = scheduler, runner
         self.step_clock, self.predictor = step_clock, predictor
         self.rng = np.random.default_rng(seed)

@@ -17,6 +17,7 @@ from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, SharingKVManag
 from kvsim.policies.prefix_cache import CachingBlockAllocator
 from kvsim.policies.registry import PolicyContext, register
 from kvsim.policies.scheduler import Scheduler
+from kvsim.policies.scheduler_v1 import V1Scheduler
 from kvsim.policies.swap import distinct_blocks, remap
 
 
@@ -95,10 +96,20 @@ class PagedKVManager(SharingKVManager):
         for block in hits:
             allocator.take(block)
         table = hits + allocator.allocate(needed)
-        for i in range(len(hits), min(len(names), len(table))):
+        for i in range(len(hits), min(len(names), num_tokens // self.block_size)):  # full ones
             allocator.name(table[i], names[i], pin=i < pinned)
         self._install(seq, table)
         return len(hits) * self.block_size
+
+    def count_cached(self, names: list[int], num_tokens: int) -> int:
+        """Leading blocks of ``names`` found cached, as ``admit_cached`` of ``num_tokens``
+        tokens would take them (looked up only: nothing is taken)."""
+        hits = 0
+        for name in names[: (num_tokens - 1) // self.block_size]:
+            if self.allocator.lookup(name) is None:
+                break
+            hits += 1
+        return hits
 
     def name_blocks(self, seq: int, names: list[int]) -> None:
         """Name the sequence's full blocks (e.g. generated ones, before freeing) for later hits."""
@@ -267,6 +278,15 @@ def build_paged(ctx: PolicyContext) -> Scheduler:
         prefix_cache=ctx.prefix_caching or ctx.shared_prefix,
         swap_blocks=ctx.swap_blocks,
     )
+    if ctx.scheduler == "v1":
+        return V1Scheduler(
+            kv,
+            ctx.max_num_seqs,
+            ctx.max_num_batched_tokens,
+            prefix_caching=ctx.prefix_caching,
+            long_prefill_token_threshold=ctx.long_prefill_token_threshold,
+            max_num_partial_prefills=ctx.max_num_partial_prefills,
+        )
     return Scheduler(
         kv,
         ctx.max_num_seqs,

@@ -55,16 +55,21 @@ class CachingBlockAllocator(BlockAllocator):
         return super().allocate(count)
 
     def release(self, blocks: list[int]) -> None:
-        for block in blocks:
-            count = self.ref_count[block] - 1
-            if count < 0:
-                raise AssertionError(f"block {block} released more often than referenced")
-            self.ref_count[block] = count
-            if count == 0:
-                if block in self._name_of:
-                    self._evictable[block] = None
-                else:
-                    self._free.append(block)
+        """As ``BlockAllocator.release``, but an unreferenced block with a name waits,
+        evictable, instead of going to the free list (in the order released)."""
+        if not blocks:
+            return
+        ids = np.asarray(blocks)
+        counts = self.ref_count[ids] - 1
+        if (counts < 0).any():
+            raise AssertionError(f"blocks {ids[counts < 0].tolist()} released more often than referenced")
+        self.ref_count[ids] = counts
+        named = self._name_of
+        for block in ids[counts == 0].tolist():
+            if block in named:
+                self._evictable[block] = None
+            else:
+                self._free.append(block)
 
     def lookup(self, name: int) -> int | None:
         return self._block_of.get(name)

@@ -31,6 +31,11 @@ class PolicyContext:
     prefix_caching: bool = False
     shared_prefix: bool = False  # requests start with a service-defined prefix, computed once
     beam: BeamModel = BeamModel()
+    # The step scheduler: "v0" (a prefill or a decode per step, as the paper measured) or
+    # "v1" (a token budget, chunked prefill, mixed steps: policy paged only)
+    scheduler: str = "v0"
+    long_prefill_token_threshold: int = 0  # v1: most prompt tokens of one request per step (0: the budget)
+    max_num_partial_prefills: int = 1  # v1: most requests with an unfinished prompt at once
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,15 @@ from kvsim.policies.request import Request, Status
 
 
 class StepKind(str, Enum):
-    """What a step computes: prompts (prefill) or one token of every running sequence (decode)."""
+    """What a step computes: prompts or prompt chunks (prefill), one token of each sequence in
+    it (decode), or both at once (mixed: the v1 scheduler's chunked prefill)."""
 
     PREFILL = "prefill"
     DECODE = "decode"
+    MIXED = "mixed"
 
 
-PREFILL, DECODE = StepKind.PREFILL, StepKind.DECODE
+PREFILL, DECODE, MIXED = StepKind.PREFILL, StepKind.DECODE, StepKind.MIXED
 PREEMPTION_MODES = ("recompute", "swap")
 
 
@@ -64,6 +66,35 @@ class StepPlan:
     # prefilled once for all its sequences); None means ``seqs``.
     advanced: np.ndarray | None = None
     transfers: BlockTransfers = field(default_factory=BlockTransfers)  # the moves themselves
+    # Chunked prefill (v1). Which entries sample a token (None: all; a chunk that leaves
+    # part of its prompt for later does not), the requests whose prompt starts and whose
+    # prompt completes in this step (None: a v0 prefill, where every request does both),
+    # and how many entries compute prompt tokens.
+    samples: np.ndarray | None = None
+    prompts_started: list[Request] | None = None
+    prompts_done: list[Request] | None = None
+    num_chunks: int | None = None
+
+    @property
+    def started(self) -> list[Request]:
+        """Requests scheduled for the first time (or again after a recompute) in this step."""
+        if self.prompts_started is not None:
+            return self.prompts_started
+        return self.requests if self.kind is PREFILL else []
+
+    @property
+    def first_tokens(self) -> list[Request]:
+        """Requests whose prompt completes in this step: it samples their first token."""
+        if self.prompts_done is not None:
+            return self.prompts_done
+        return self.requests if self.kind is PREFILL else []
+
+    @property
+    def chunks(self) -> int:
+        """Entries computing prompt tokens (v0: every sequence of a prefill)."""
+        if self.num_chunks is not None:
+            return self.num_chunks
+        return len(self.seqs) if self.kind is PREFILL else 0
 
 
 @dataclass

@@ -18,7 +18,8 @@ def print_run_summary(console: Console, result) -> None:
     cost = result.cost_model
     console.print(
         f"[bold]{result.model.name}[/] on [bold]{cfg.num_replicas}x {result.gpu.name}[/], "
-        f"policy [bold]{cfg.policy}[/], block size {cfg.block_size}, "
+        f"policy [bold]{cfg.policy}[/], block size {cfg.block_size}, scheduler "
+        f"[bold]{cfg.step_scheduler}[/] ({result.policy_context.max_num_batched_tokens:,} tokens per step), "
         f"cost model [bold]{cost.name}[/] ({cost.kind})"
     )
     console.print(
@@ -74,7 +75,11 @@ def print_run_summary(console: Console, result) -> None:
         ),
         (
             "prefix cache",
-            "off"
+            (
+                "on, no prompt content to match (the trace has lengths only)"
+                if cfg.prefix_caching_on
+                else "off"
+            )
             if s["prefix_hit_rate"] != s["prefix_hit_rate"]
             # NaN: no look-ups
             else f"hit rate {s['prefix_hit_rate']:.1%}, {s['prefill_tokens_saved']:,} prefill tokens saved",

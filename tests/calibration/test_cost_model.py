@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 from synthetic_steps import BLOCK_SIZE, H100, TRUE, blocks_s, causal_pairs, decode_step_s
 
 from kvsim.cost.profile import (
+    TERMS,
     decode_features,
     engine_features,
     graph_for,
     host_features,
     load_profile,
+    prefill_features,
     shipped_profile,
 )
 from kvsim.cost.profile_model import PHYSICAL_FLOOR, OutOfRangeWarning, ProfileCostModel
@@ -204,3 +206,33 @@ def test_roofline_prefill_is_the_slower_of_its_flops_and_bytes(seqs):
         (SPEC.weight_bytes + kv_bytes) / (H100.hbm_bandwidth * ROOFLINE.memory_efficiency),
     )
     assert model.prefill_time(new, context) == pytest.approx(expected + ROOFLINE.step_overhead_s, rel=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    gpus,
+    st.lists(st.tuples(st.integers(2, 2048), st.integers(0, 2048)), min_size=1, max_size=4),
+    st.lists(st.integers(1, 4000), min_size=0, max_size=64),
+)
+def test_a_mixed_step_is_its_chunks_prefill_plus_its_decodes_reads(gpu, chunks, decode_contexts):
+    """A mixed step (v1): with no decodes it is the chunks' prefill; each decode adds its one
+    token to the dense layers' rows and its context's reads at the decode's per-token rate;
+    it never costs less than the floor, nor less than the same chunks alone."""
+    model, floor = MODELS[gpu], FLOORS[gpu]
+    new = np.array([n for n, _ in chunks] + [1] * len(decode_contexts))
+    context = np.array([n + c for n, c in chunks] + decode_contexts)
+    k = len(chunks)
+    alone = model.mixed_time(new[:k], context[:k])
+    assert alone == model.prefill_time(new[:k], context[:k])
+    mixed = model.mixed_time(new, context)
+    assert mixed >= floor.prefill_time(new, context)
+    assert mixed >= alone
+    names = [term for term, _ in TERMS["decode"]]
+    reads = model.coef["decode"][names.index("context")] * sum(decode_contexts)
+    fitted = (
+        model.prefill_tokens(float(new.sum()))
+        + float(prefill_features(new[:k], context[:k]) @ model.coef["prefill"])
+        + reads
+    )
+    engine = float(engine_features(len(new)) @ model.coef["engine"])
+    assert mixed == pytest.approx(max(fitted, floor.prefill_time(new, context)) + engine, rel=1e-12)

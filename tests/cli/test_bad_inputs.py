@@ -91,6 +91,12 @@ CONFIG_CASES = [
     (["--block-size", "512"], "--block-size"),
     (["--rate", "abc"], "--rate"),
     (["--nope"], "No such option: --nope"),
+    (["--scheduler", "v2"], "--scheduler must be one of v0, v1"),
+    (["--scheduler", "v1", "--n", "2"], "--scheduler v1 does not model --n: use --scheduler v0"),
+    (["--scheduler", "v1", "--policy", "orca-max"], "--scheduler v1 does not model policy orca-max"),
+    (["--scheduler", "v1", "--preemption", "swap"], "--scheduler v1 does not model --preemption swap"),
+    (["--long-prefill-token-threshold", "-1"], "--long-prefill-token-threshold must be at least 0"),
+    (["--max-num-partial-prefills", "0"], "--max-num-partial-prefills must be at least 1"),
 ]
 
 # Refused while the run resolves what it names: model, GPU, policy, trace.
@@ -150,6 +156,8 @@ OUT_CASES = [
     # The GPU commands check --out first too: else the refusal would be "no CUDA GPU".
     (["validate", *SMALL, "--out", "{binary}/validation"], "{binary} is not a directory"),
     (["calibrate", "--out", "{folder}"], "--out {folder} is a directory"),
+    # The executor runs v0 only: said before looking for a GPU.
+    (["validate", *SMALL, "--scheduler", "v1", "--out", "{folder}/v"], "runs --scheduler v0 only"),
 ]
 
 

@@ -50,11 +50,16 @@ def scenarios(draw):
     )
     tokens_held = draw(st.integers(520, 1500))  # FasterTransformer needs one whole context
     preemption = draw(st.sampled_from(["recompute", "swap"])) if policy == "paged" else "recompute"
+    v1 = policy == "paged" and width == 1 and preemption == "recompute" and draw(st.booleans())
     context = PolicyContext(
         num_blocks=tokens_held // block_size + 3,
         block_size=block_size,
         max_num_seqs=draw(st.integers(2, 12)),
-        max_num_batched_tokens=512,
+        # v1 chunks prompts longer than its budget: small budgets make mixed steps common
+        max_num_batched_tokens=draw(st.sampled_from([24, 100, 512])) if v1 else 512,
+        scheduler="v1" if v1 else "v0",
+        long_prefill_token_threshold=draw(st.sampled_from([0, 40])) if v1 else 0,
+        max_num_partial_prefills=draw(st.integers(1, 2)) if v1 else 1,
         max_model_len=512,
         preemption=preemption,
         swap_blocks=draw(st.integers(0, 600)) // block_size + 1,

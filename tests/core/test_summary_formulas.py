@@ -122,7 +122,11 @@ def percentile(values, q):
 
 
 def distribution(values, prefix):
-    return {f"{prefix}_mean": mean(values), **{f"{prefix}_p{q}": percentile(values, q) for q in (50, 90, 99)}}
+    return {
+        f"{prefix}_mean": mean(values),
+        **{f"{prefix}_p{q}": percentile(values, q) for q in (50, 90, 99)},
+        f"{prefix}_max": max(values),
+    }
 
 
 def test_percentile_helper_interpolates():

@@ -5,14 +5,13 @@ every expected number is worked out here from the times below.
 """
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 from kvsim.engine.metrics import Recorder, summarize
 from kvsim.policies.request import Request
-from kvsim.policies.scheduler import DECODE, PREFILL, StepKind
+from kvsim.policies.scheduler import DECODE, PREFILL, StepKind, StepPlan
 
 NUM_BLOCKS = 8
 
@@ -23,16 +22,7 @@ def record(
     """One step of ``requests`` (one sequence each); their sequences hold 2 blocks between
     them, one block shared: 1 block in use."""
     seqs = np.arange(len(requests))
-    plan = SimpleNamespace(
-        kind=kind,
-        requests=requests,
-        seqs=seqs,
-        new_tokens=np.ones_like(seqs),
-        preempted=[],
-        block_copies=0,
-        swap_in_blocks=0,
-        swap_out_blocks=0,
-    )
+    plan = StepPlan(kind, requests, seqs, new_tokens=np.ones_like(seqs), context_lens=np.ones_like(seqs))
     recorder.record_step(
         0, plan, start, end, 1, kv_slots, kv_blocks_used=1, kv_blocks_logical=2, num_waiting=0
     )
