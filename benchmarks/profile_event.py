@@ -8,7 +8,7 @@ time includes the parts it calls, so nested rows are shown indented under their 
 The timers themselves add about half a microsecond a call; compare rows from runs of this
 same script, not with the whole-run figures of RESULTS.md.
 
-    python benchmarks/profile_event.py [--requests 10000] [--repeats 3] [--markdown]
+    python benchmarks/profile_event.py [--requests 10000] [--repeats 3] [--scheduler v0|v1] [--markdown]
 
 Point PYTHONPATH at another checkout to profile that version (the step protocol's method
 names are the same since the engine core of issue 12).
@@ -26,7 +26,10 @@ from kvsim.config import SimConfig
 from kvsim.cost.cost_model import CostModel
 from kvsim.engine import core
 from kvsim.experiments import run as run_module
+from kvsim.policies.registry import available_policies
 from kvsim.policies.scheduler import Scheduler
+
+available_policies()  # imports every policy module, so the schedulers they build are known
 
 REPO = Path(__file__).resolve().parents[1]
 TRACE = REPO.parent / "shared" / "data" / "sharegpt_8k_filtered_stats_llama2_tokenizer.csv"
@@ -46,21 +49,23 @@ PARTS = [
 ]
 
 
-def profile(num_requests: int) -> tuple[dict[str, float], float, int]:
+def profile(num_requests: int, scheduler: str | None) -> tuple[dict[str, float], float, int]:
     spent: dict[str, float] = defaultdict(float)
     originals = []
     for label, cls, name, _ in PARTS:
-        method = getattr(cls, name)
-        originals.append((cls, name, method))
+        # the class and each subclass that overrides the method (the v1 scheduler's own)
+        for owner in [cls, *(sub for sub in cls.__subclasses__() if name in vars(sub))]:
+            method = getattr(owner, name)
+            originals.append((owner, name, method))
 
-        def timed(*args, _method=method, _label=label, **kwargs):
-            start = time.perf_counter()
-            try:
-                return _method(*args, **kwargs)
-            finally:
-                spent[_label] += time.perf_counter() - start
+            def timed(*args, _method=method, _label=label, **kwargs):
+                start = time.perf_counter()
+                try:
+                    return _method(*args, **kwargs)
+                finally:
+                    spent[_label] += time.perf_counter() - start
 
-        setattr(cls, name, timed)
+            setattr(owner, name, timed)
     simulate, total = run_module.simulate, {}
 
     def timed_simulate(*args, **kwargs):
@@ -82,6 +87,7 @@ def profile(num_requests: int) -> tuple[dict[str, float], float, int]:
             block_size=16,
             over_length="clip",
             policy="paged",
+            **({"scheduler": scheduler} if scheduler else {}),
         )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -98,8 +104,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=3, help="runs; each part's minimum is kept")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--scheduler", default="v0", help="v0 or v1; 'none' for a checkout older than --scheduler (v0 only)"
+    )
     args = parser.parse_args()
-    runs = [profile(args.requests) for _ in range(args.repeats)]
+    scheduler = None if args.scheduler == "none" else args.scheduler
+    runs = [profile(args.requests, scheduler) for _ in range(args.repeats)]
     events = runs[0][2]
     best = {label: min(r[0][label] for r in runs) for label, *_ in PARTS}
     simulated = min(r[1] for r in runs)

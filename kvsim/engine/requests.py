@@ -17,7 +17,7 @@ class RequestFactory:
         self._beam = extra.get("beam")
         self._sample_lens = extra.get("sample_output_lens")
         self._prefix_len = extra.get("prefix_len")
-        self._has_tokens = "prefix_id" in extra or "stream_id" in extra
+        self._has_tokens = trace.has_token_content
 
     def __call__(self, rid: int) -> Request:
         trace = self.trace

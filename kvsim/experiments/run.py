@@ -151,7 +151,8 @@ def run(
         ft_batch_size=config.ft_batch_size,
         preemption=config.preemption,
         swap_blocks=int(config.swap_space * GiB) // capacity.block_bytes,
-        prefix_caching=config.prefix_caching_on,
+        # Without token content nothing can be found again: the plain allocator, same schedule.
+        prefix_caching=config.prefix_caching_on and trace.has_token_content,
         shared_prefix=config.prefix_len > 0,
         beam=BeamModel(config.beam_stay, config.beam_skew, config.seed),
         scheduler=config.step_scheduler,

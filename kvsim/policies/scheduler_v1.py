@@ -76,10 +76,10 @@ class V1Scheduler(Scheduler):
         budget = self.max_num_batched_tokens
         threshold = self.long_prefill_token_threshold or budget
         preempted: list[Request] = []
-        served, new, context = self._serve_decodes(budget)
-        fast = served is not None
-        if not fast:
+        served, new, context, decoding = self._serve_at_once(budget, threshold)
+        if served is None:  # someone lacks a block: request by request, preempting
             served, new, context, preempted = self._serve_running(budget, threshold)
+            decoding = False
         budget -= int(new.sum())
         known = self.seq_table.num_tokens
         partial = int((context < known[[r.seqs[0] for r in served]]).sum()) if served else 0
@@ -103,7 +103,7 @@ class V1Scheduler(Scheduler):
             self._running_seqs = None
         if not served and not started:
             return None
-        if fast and not started:  # a pure decode step of the whole batch
+        if decoding and not started:  # a pure decode step of the whole batch
             return StepPlan(
                 DECODE,
                 served,
@@ -119,19 +119,23 @@ class V1Scheduler(Scheduler):
             new, context = np.concatenate([new, added_new]), np.concatenate([context, added_context])
         return self._plan(served + started, new, context, started, preempted)
 
-    def _serve_decodes(self, budget: int):
-        """The common step, in one pass over the batch: every running request decodes (none
-        is mid-prompt), the budget takes them all and the cache has room for each. Returns
-        (requests, new tokens, context), or Nones to take the general path."""
+    def _serve_at_once(self, budget: int, threshold: int):
+        """The running requests served in one pass over the batch, as ``_serve_running``
+        would serve them when none of them lacks a block (the usual step): each its want
+        (the rest of its prompt up to the threshold, or one decode token) in priority order
+        while the budget lasts, the last one served perhaps cut short. Returns (requests,
+        new, context, whether all of the batch decodes), or Nones if the room is not there."""
         seqs = self._batch_seqs()
-        if not len(seqs) or len(seqs) > budget:
-            return None, None, None
-        if (self.computed[seqs] < self.prefill_end[seqs]).any():  # someone is mid-prompt
-            return None, None, None
-        known = self.seq_table.num_tokens[seqs]  # each has computed all but its newest token
-        if not self.kv.try_append(seqs, known):
-            return None, None, None
-        return list(self.running), np.ones_like(known), known
+        done, known = self.computed[seqs], self.seq_table.num_tokens[seqs]
+        want = np.minimum(known - done, threshold)
+        before = np.cumsum(want) - want  # budget taken by the requests ahead
+        served = int(np.searchsorted(before, budget))  # those that find some budget left
+        new = np.minimum(want[:served], budget - before[:served])
+        context = done[:served] + new
+        if served and not self.kv.try_append(seqs[:served], context):
+            return None, None, None, False
+        decoding = served == len(seqs) and bool((done >= self.prefill_end[seqs]).all())
+        return self.running[:served], new, context, decoding
 
     def _serve_running(self, budget: int, threshold: int):
         """Running requests in priority order, each its next decode token or prompt chunk,

@@ -28,6 +28,12 @@ class Trace:
     def __len__(self) -> int:
         return len(self.arrival_time)
 
+    @property
+    def has_token_content(self) -> bool:
+        """Do requests carry token ids (shared prefixes, conversations), so that equal
+        content can be found in a cache? A trace of lengths alone does not."""
+        return "prefix_id" in self.extra or "stream_id" in self.extra
+
     def stats(self) -> dict:
         """Realised workload statistics, reported next to the metrics they produced."""
         duration = float(self.arrival_time[-1] - self.arrival_time[0]) if len(self) > 1 else 0.0
