@@ -509,7 +509,6 @@ def validate(
     from kvsim.experiments.validate import (
         detect_gpu,
         load_campaign,
-        on_the_executor,
         relative_errors,
         run_campaign,
         step_error_summary,
@@ -528,10 +527,8 @@ def validate(
         ]
     else:
         points = grid_points(grid)
-    for point in points:  # refused before looking for a GPU
-        on_the_executor(SimConfig(**point))
     gpu = detect_gpu()
-    configs = [on_the_executor(SimConfig(**{"gpu": gpu, **point})).validate() for point in points]
+    configs = [SimConfig(**{"gpu": gpu, **point}).validate() for point in points]
     if calibrate_first:
         configs = with_fresh_profiles(configs, out, log=lambda text: err_console.print(text))
     table = run_campaign(configs, out, progress=lambda text: err_console.print(text))

@@ -30,6 +30,7 @@ from kvsim.cost.profile import (
     engine_features,
     graph_for,
     host_features,
+    mixed_features,
     model_fields,
     prefill_features,
     profile_name,
@@ -86,11 +87,20 @@ def _span(values) -> list:
     return [min(values), max(values)]
 
 
+def _mixed_args(point: dict) -> tuple[np.ndarray, np.ndarray]:
+    """A mixed point's entries as the cost model takes them: chunks, then one-token decodes."""
+    new, context = _prefill_args(point)
+    decodes = np.array(point["decode_contexts"])
+    return np.concatenate([new, np.ones_like(decodes)]), np.concatenate([context, decodes])
+
+
 def _predict(model, kind: str, point: dict) -> float:
     if kind == "decode":
         return float(model.decode_times(point["batch"], point["total_context"], 1)[0])
     if kind == "prefill":
         return model.prefill_time(*_prefill_args(point))
+    if kind == "mixed":
+        return model.mixed_time(*_mixed_args(point))
     return model.copy_time(point["blocks"]) if kind == "copy" else model.swap_time(point["blocks"])
 
 
@@ -130,8 +140,9 @@ def fit_report(doc: dict, raw: dict, spec: ModelSpec) -> dict:
         }
         for kind in ("decode", "prefill")
     }
-    for kind in ("copy", "swap"):
-        report[kind] = {"fitted": prediction_errors(model, kind, raw[kind])}
+    for kind in ("copy", "swap", "mixed"):
+        if raw.get(kind):
+            report[kind] = {"fitted": prediction_errors(model, kind, raw[kind])}
     report["engine"] = engine_residuals(doc["coefficients"]["engine"], raw["engine"])
     held = [report[k]["heldout"] for k in ("decode", "prefill") if report[k]["heldout"]["n"]]
     n = sum(h["n"] for h in held)
@@ -214,6 +225,23 @@ def fit_profile(
             relative=False,
         ),
     }
+    if raw.get("mixed"):  # the mixed steps' own cost, beyond the prefill and decode terms in them
+        context_s = coefficients["decode"]["context"]
+        prefill = np.array([coefficients["prefill"][t] for t, _ in TERMS["prefill"]])
+        coefficients["mixed"] = _fit_kind(
+            "mixed",
+            np.array([mixed_features(len(p["decode_contexts"])) for p in raw["mixed"]]),
+            np.array([p["wall_s"] for p in raw["mixed"]]),
+            weight_read_s,
+            known=np.array(
+                [
+                    linear(sum(p["new_tokens"]) + len(p["decode_contexts"]))
+                    + float(prefill_features(*_prefill_args(p)) @ prefill)
+                    + context_s * sum(p["decode_contexts"])
+                    for p in raw["mixed"]
+                ]
+            ),
+        )
     # The measured range is the fitted points': held-out ones test the fit, not widen it.
     prefill_tokens = [sum(p["new_tokens"]) for p in pre + raw["prefill_tokens"]]
     grid = {
@@ -232,6 +260,8 @@ def fit_profile(
         "swap": {"blocks": _span([p["blocks"] for p in raw["swap"]])},
         "engine": {"seqs": _span([p["seqs"] for p in raw["engine"]])},
     }
+    if raw.get("mixed"):
+        grid["mixed"] = {"decodes": _span([len(p["decode_contexts"]) for p in raw["mixed"]])}
     doc = {
         "format": FORMAT,
         "version": VERSION,
@@ -264,7 +294,9 @@ def fit_profile(
         "term_classes": {kind: dict(terms) for kind, terms in TERMS.items()},
         "fit_report": {},
         "measurements": {
-            k: raw[k] for k in ("decode", "prefill", "prefill_tokens", "copy", "swap", "engine")
+            k: raw[k]
+            for k in ("decode", "prefill", "prefill_tokens", "copy", "swap", "engine", "mixed")
+            if k in raw
         },
     }
     doc["fit_report"] = fit_report(doc, raw, spec)
@@ -280,8 +312,9 @@ def format_report(doc: dict) -> list[str]:
     lines = [f"{doc['name']} ({doc['provenance']['kind']}), block size {doc['block_size']}"]
     for kind in ("decode", "prefill"):
         lines.append(f"  {kind:8s} held out: {pct(r[kind]['heldout'])}; fitted: {pct(r[kind]['fitted'])}")
-    for kind in ("copy", "swap"):
-        lines.append(f"  {kind:8s} fitted: {pct(r[kind]['fitted'])}")
+    for kind in ("copy", "swap", "mixed"):
+        if kind in r:
+            lines.append(f"  {kind:8s} fitted: {pct(r[kind]['fitted'])}")
     engine, coef = r["engine"], doc["coefficients"]["engine"]
     if engine.get("n"):
         lines.append(

@@ -61,6 +61,10 @@ class Grid:
     prefill_lengths: tuple[int, ...] = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
     copy_blocks: tuple[int, ...] = (1, 4, 16, 64, 256, 1024)
     swap_blocks: tuple[int, ...] = (1, 4, 16, 64, 128)
+    # Mixed steps (v1): one prompt chunk (fresh, or after as much cached) beside decodes.
+    mixed_chunks: tuple[int, ...] = (64, 512, 2048)
+    mixed_decodes: tuple[int, ...] = (1, 8, 32, 128)
+    mixed_contexts: tuple[int, ...] = (128, 1024)
     heldout_decode: int = 24
     heldout_prefill: int = 16
     engine_requests: int = 512
@@ -76,6 +80,9 @@ class Grid:
             prefill_lengths=(16, 128, 1024, 4096),
             copy_blocks=(1, 16, 256),
             swap_blocks=(1, 16, 128),
+            mixed_chunks=(64, 1024),
+            mixed_decodes=(1, 32),
+            mixed_contexts=(512,),
             heldout_decode=12,
             heldout_prefill=8,
             engine_requests=128,
@@ -335,6 +342,38 @@ class Calibrator:
             points.append(self.prefill_point(new, cached, heldout=True))
         return points
 
+    # -- mixed steps ----------------------------------------------------------------------------
+
+    def mixed_point(self, chunk: int, cached: int, contexts: list[int]) -> dict:
+        """A prompt chunk of ``chunk`` new tokens after ``cached`` ones, beside one decode of
+        each context in ``contexts``, in one forward pass (``ModelRunner.mixed``)."""
+        chunk_table = [self.blocks.table(chunk + cached)]
+        tables = [self.blocks.table(c) for c in contexts]
+        tokens, decodes = [self._tokens(chunk)], self._tokens(len(contexts))
+        positions = [c - 1 for c in contexts]
+        r = self.runner
+        step = lambda: r.mixed(tokens, chunk_table, [cached], decodes, positions, tables).argmax(-1).tolist()
+        return {
+            "new_tokens": [chunk],
+            "cached_tokens": [cached],
+            "decode_contexts": contexts,
+            "wall_s": _median_wall_seconds(step, self.grid.prefill_repeats),
+        }
+
+    def mixed_grid(self) -> list[dict]:
+        g, limit = self.grid, self.spec.max_model_len
+        points = []
+        for chunk in g.mixed_chunks:
+            for decodes in g.mixed_decodes:
+                if chunk + decodes > self.max_batched_tokens:
+                    continue
+                for context in g.mixed_contexts:
+                    for cached in (0, chunk):
+                        room = (chunk + cached) + decodes * context
+                        if chunk + cached <= limit and context <= limit and room <= self.capacity_tokens:
+                            points.append(self.mixed_point(chunk, cached, [context] * decodes))
+        return points
+
     # -- copies and swaps -----------------------------------------------------------------------
 
     def transfer_points(self) -> tuple[list[dict], list[dict]]:
@@ -402,8 +441,12 @@ class Calibrator:
         self.log(f"engine: {len(engine)} steps served, {time.perf_counter() - t0:.0f} s")
         prefill = self.prefill_grid()
         table = self.prefill_token_table()
+        mixed = self.mixed_grid()
         seconds = time.perf_counter() - t0
-        self.log(f"prefill: {len(prefill)} points and {len(table)} token counts, {seconds:.0f} s in all")
+        self.log(
+            f"prefill: {len(prefill)} points and {len(table)} token counts, mixed: {len(mixed)} "
+            f"points, {seconds:.0f} s in all"
+        )
         # Tokens per split-K partition of the attention kernel in each captured graph.
         partitions = [
             partition_size(b * self.spec.num_heads, self.spec.max_model_len, 0) for b in self.graph_sizes
@@ -425,4 +468,5 @@ class Calibrator:
             "copy": copies,
             "swap": swaps,
             "engine": engine,
+            "mixed": mixed,
         }

@@ -50,6 +50,7 @@ def derive_profile(source: dict, target: GPUSpec, created: str | None = None) ->
     coefficients = {
         kind: {term: source["coefficients"][kind][term] * ratios[cls] for term, cls in terms}
         for kind, terms in TERMS.items()
+        if kind in source["coefficients"]  # an optional kind the source did not measure stays absent
     }
     table = source["prefill_tokens"]
     first, weights = table["seconds"][0], table["weights_s"]

@@ -54,7 +54,14 @@ TERMS: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "copy": (("fixed", "fixed"), ("blocks", "memory")),
     "swap": (("fixed", "fixed"), ("blocks", "pcie")),
+    # A mixed step (v1: prompt chunks and decodes in one pass) beyond what the prefill and
+    # decode terms price in it: the decodes' own attention launches and table uploads, per
+    # step and per decoding sequence.
+    "mixed": (("fixed", "fixed"), ("decodes", "fixed")),
 }
+#: Kinds a profile may lack: measured only since they exist (mixed steps since the v1
+#: scheduler). A profile without one prices that kind's steps by the other terms alone.
+OPTIONAL_KINDS = ("mixed",)
 # The measured range of each step kind: [min, max] per axis; the cost model warns beyond max.
 GRID_AXES = {
     "decode": ("batch", "total_context"),
@@ -62,6 +69,7 @@ GRID_AXES = {
     "prefill": ("tokens", "seqs", "context"),
     "copy": ("blocks",),
     "swap": ("blocks",),
+    "mixed": ("decodes",),
 }
 PROVENANCE_KINDS = ("measured", "derived")
 # The model fields a step's cost depends on; a profile fits a run whose model agrees on all.
@@ -164,6 +172,11 @@ def block_features(num_blocks: float) -> np.ndarray:
     return np.array([1.0, float(num_blocks)])
 
 
+def mixed_features(num_decodes: int) -> np.ndarray:
+    """A mixed step's own cost beyond its prefill and decode terms: once, and per decode."""
+    return np.array([1.0, float(num_decodes)])
+
+
 class Provenance(TypedDict):
     kind: str  # one of PROVENANCE_KINDS: measured here, or derived from another GPU's
     by: str  # the command that wrote it
@@ -262,6 +275,8 @@ def validate(doc: object, where: str) -> ProfileDoc:
         raise _fail(where, "coefficients must be an object")
     for kind, terms in TERMS.items():
         given = coefficients.get(kind)
+        if given is None and kind in OPTIONAL_KINDS:
+            continue
         if not isinstance(given, dict):
             raise _fail(where, f"coefficients lack {kind!r}")
         for term, _ in terms:
@@ -308,6 +323,13 @@ def validate(doc: object, where: str) -> ProfileDoc:
         raise _fail(where, "prefill_tokens must be measured at every padded prefill size")
     grid = doc["grid"]
     for kind, axes in GRID_AXES.items():
+        if (
+            kind in OPTIONAL_KINDS
+            and kind not in coefficients
+            and isinstance(grid, dict)
+            and kind not in grid
+        ):
+            continue
         for axis in axes:
             span = grid.get(kind, {}).get(axis) if isinstance(grid, dict) else None
             if not (

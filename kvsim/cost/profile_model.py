@@ -28,6 +28,7 @@ from kvsim.cost.profile import (
     engine_features,
     graph_for,
     host_features,
+    mixed_features,
     prefill_features,
 )
 from kvsim.cost.roofline import RooflineAssumptions, RooflineCostModel
@@ -62,6 +63,7 @@ class ProfileCostModel(CostModel):
         self.coef = {
             kind: np.array([float(doc["coefficients"][kind][t]) for t, _ in terms])
             for kind, terms in TERMS.items()
+            if kind in doc["coefficients"]  # optional kinds (OPTIONAL_KINDS) may be absent
         }
         self.engine = engine
         self.prefill_tokens = PrefillTokens(doc["prefill_tokens"], doc["prefill_padding"])
@@ -69,7 +71,9 @@ class ProfileCostModel(CostModel):
         self.graph_sizes = np.asarray(doc["graph_batch_sizes"])
         self.partitions = np.asarray(doc["attention_partition"])
         self.limits = {
-            kind: {axis: doc["grid"][kind][axis][1] for axis in axes} for kind, axes in GRID_AXES.items()
+            kind: {axis: doc["grid"][kind][axis][1] for axis in axes}
+            for kind, axes in GRID_AXES.items()
+            if kind in doc["grid"]
         }
         # Copies and swaps were fitted per block of the profile's size; price bytes, not blocks.
         self.block_scale = block_size / doc["block_size"]
@@ -158,7 +162,9 @@ class ProfileCostModel(CostModel):
         every token through the dense layers (the token table at the step's total tokens),
         the chunks' attention as a prefill prices it (pairs, cached context, longest), and
         the decodes' attention as a decode prices it (HBM reads of their context). Mixed
-        steps themselves were not measured: ``simcli validate`` under v1 is what checks it."""
+        steps' own cost beyond those (the decodes' attention launched beside the chunks', per
+        step and per decode) is the profile's mixed term, measured on mixed steps where the
+        profile has one."""
         decode = new_tokens == 1
         chunk_new, chunk_context = new_tokens[~decode], context_lens[~decode]
         tokens = float(new_tokens.sum())
@@ -167,6 +173,18 @@ class ProfileCostModel(CostModel):
         if len(chunk_new):
             fitted += float(prefill_features(chunk_new, chunk_context) @ self.coef["prefill"])
         fitted += self._decode_context_s * float(context_lens[decode].sum())
+        num_decodes = int(decode.sum())
+        if "mixed" in self.coef:
+            self._check("mixed", decodes=num_decodes)
+            fitted += float(mixed_features(num_decodes) @ self.coef["mixed"])
+        elif "mixed" not in self._warned:
+            self._warned.add("mixed")
+            warnings.warn(
+                f"{self.name} did not measure mixed steps (it predates them): they are priced by "
+                "their prefill and decode terms alone",
+                OutOfRangeWarning,
+                stacklevel=3,
+            )
         return max(fitted, self.floor.prefill_time(new_tokens, context_lens)) + self._engine(len(new_tokens))
 
     def _blocks(self, kind: str, num_blocks: int, floor: float) -> float:

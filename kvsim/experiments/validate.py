@@ -126,16 +126,6 @@ class RunnerCache:
         return self.runner
 
 
-def on_the_executor(config: SimConfig) -> SimConfig:
-    """``config`` as the real executor can run it: scheduler v0 where none is set (its runner
-    has no mixed forward pass yet); a point that asks for v1 is refused."""
-    if config.scheduler == "v1":
-        raise KvsimError(
-            "validate: the real executor runs --scheduler v0 only (v1's mixed steps are simulated only)"
-        )
-    return config.with_overrides(scheduler="v0")
-
-
 def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """One (model, trace, rate, policy) point: returns the comparison row, the per-request
     latencies of both sides, and the per-step measured vs predicted times."""
@@ -143,7 +133,6 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
     from kvsim.gpu.executor import STEP_COLUMNS, RealExecutor
     from kvsim.policies.registry import get_policy
 
-    config = on_the_executor(config)
     simulated = run(config)  # also resolves model, capacity, trace and cost model
     trace, cap, model = simulated.trace, simulated.capacity, simulated.model
     policy, context = get_policy(config.policy), simulated.policy_context

@@ -26,8 +26,7 @@ from kvsim.engine.requests import RequestFactory
 from kvsim.errors import KvsimError
 from kvsim.gpu.runner import ModelRunner
 from kvsim.policies.kv_manager import BlockTableManager
-from kvsim.policies.scheduler import PREFILL, Scheduler, StepPlan
-from kvsim.policies.scheduler_v1 import V1Scheduler
+from kvsim.policies.scheduler import DECODE, MIXED, Scheduler, StepPlan
 from kvsim.workloads.trace import Trace
 
 STEP_COLUMNS = ("kind", "num_seqs", "tokens", "measured_s", "engine_s", "predicted_s")
@@ -47,10 +46,6 @@ class RealExecutor:
     ) -> None:
         if not isinstance(scheduler.kv, BlockTableManager):
             raise KvsimError("the real executor runs block-table (paged) policies only")
-        if isinstance(scheduler, V1Scheduler):  # the runner has no mixed forward pass yet
-            raise KvsimError(
-                "the real executor runs --scheduler v0 only (v1's mixed steps are simulated only)"
-            )
         self.scheduler, self.runner = scheduler, runner
         self.step_clock, self.predictor = step_clock, predictor
         self.rng = np.random.default_rng(seed)
@@ -100,16 +95,28 @@ class RealExecutor:
 
     def _execute(self, plan: StepPlan) -> float:
         """Move the plan's blocks, run its batch on the GPU, keep each sequence's next token.
-        Returns the seconds spent in the runner, until the sampled tokens are on the host."""
+        Returns the seconds spent in the runner, until the sampled tokens are on the host.
+
+        A prefill runs each sequence's new tokens after its cached ones; a decode one token
+        of each; a mixed step (v1) both at once, an entry of one new token as a decode. A
+        prompt chunk that leaves part of its prompt for later samples nothing."""
         tables = self.scheduler.kv.block_tables
         seqs = plan.seqs.tolist()
-        block_tables = [tables[s] for s in seqs]
         context = plan.context_lens.tolist()
-        if plan.kind == PREFILL:
-            cached = (plan.context_lens - plan.new_tokens).tolist()
-            inputs = [self._token_ids(s, n)[c:n] for s, n, c in zip(seqs, context, cached)]
+        cached = (plan.context_lens - plan.new_tokens).tolist()
+        if plan.kind is DECODE:
+            chunk_rows, decode_rows = [], list(range(len(seqs)))
+        elif plan.kind is MIXED:
+            one = (plan.new_tokens == 1).tolist()
+            chunk_rows = [i for i, decode in enumerate(one) if not decode]
+            decode_rows = [i for i, decode in enumerate(one) if decode]
         else:
-            inputs = [self._token_ids(s, n)[n - 1] for s, n in zip(seqs, context)]
+            chunk_rows, decode_rows = list(range(len(seqs))), []
+        chunk_inputs = [self._token_ids(seqs[i], context[i])[cached[i] : context[i]] for i in chunk_rows]
+        decode_inputs = [self._token_ids(seqs[i], context[i])[context[i] - 1] for i in decode_rows]
+        chunk_tables = [tables[seqs[i]] for i in chunk_rows]
+        decode_tables = [tables[seqs[i]] for i in decode_rows]
+        decode_positions = [context[i] - 1 for i in decode_rows]
         started = time.perf_counter()
         runner, transfers = self.runner, plan.transfers
         if transfers.swap_out:
@@ -118,16 +125,27 @@ class RealExecutor:
             runner.swap_in(transfers.swap_in)
         if transfers.copies:
             runner.copy_blocks(transfers.copies)
-        if plan.kind == PREFILL:
-            logits = runner.prefill(inputs, block_tables, cached)
+        if not decode_rows:
+            logits = runner.prefill(chunk_inputs, chunk_tables, [cached[i] for i in chunk_rows])
+        elif not chunk_rows:
+            logits = runner.decode(decode_inputs, decode_positions, decode_tables)
         else:
-            logits = runner.decode(inputs, [n - 1 for n in context], block_tables)
+            logits = runner.mixed(
+                chunk_inputs,
+                chunk_tables,
+                [cached[i] for i in chunk_rows],
+                decode_inputs,
+                decode_positions,
+                decode_tables,
+            )
         sampled = logits.argmax(dim=-1).tolist()  # waits for the GPU
         runner_s = time.perf_counter() - started
-        for seq, n, token in zip(seqs, context, sampled):
-            tokens = self.tokens[seq]
-            del tokens[n:]
-            tokens.append(token)
+        samples = [True] * len(seqs) if plan.samples is None else plan.samples.tolist()
+        for i, token in zip(chunk_rows + decode_rows, sampled):
+            if samples[i]:
+                tokens = self.tokens[seqs[i]]
+                del tokens[context[i] :]
+                tokens.append(token)
         return runner_s
 
     def _log_step(self, plan: StepPlan, measured: float, engine_s: float) -> None:

@@ -373,6 +373,66 @@ class ModelRunner:
         hidden = self._prefill_pieces(total, device[0], attend)
         return self._logits(hidden[layout.new_offsets[1:].long() - 1])
 
+    def mixed(
+        self,
+        token_ids: list[list[int]],
+        block_tables: list[list[int]],
+        num_cached: list[int],
+        decode_ids: list[int],
+        decode_positions: list[int],
+        decode_tables: list[list[int]],
+    ) -> torch.Tensor:
+        """Prompt chunks and decodes in one forward pass (the v1 scheduler's mixed step), as
+        production engines run it: every row through the dense layers at once (the prefill's
+        pieces, graphed at the padded size where captured), the chunks' attention by the
+        prefill kernel over their cached context, the decodes' by the paged decode kernel.
+        Returns float32 logits of each chunk's last token, then of each decode."""
+        num_chunks, num_decodes = len(token_ids), len(decode_ids)
+        cached = np.asarray(num_cached, dtype=np.int64)
+        new = np.fromiter(map(len, token_ids), np.int64, num_chunks)
+        context = cached + new
+        chunk_total = int(new.sum())
+        total = chunk_total + num_decodes
+        rows = np.arange(num_chunks)
+        tables = self._table_array(block_tables, num_chunks)
+        positions = _ranges(cached, context)
+        decode_table_array = self._table_array(decode_tables, num_decodes)
+        decode_pos = np.asarray(decode_positions, dtype=np.int64)
+        flat = np.zeros((3, padded_prefill_tokens(total)), np.int64)  # tokens, positions, slots
+        flat[2] = -1
+        flat[0, :chunk_total] = np.fromiter(itertools.chain.from_iterable(token_ids), np.int64, chunk_total)
+        flat[1, :chunk_total] = positions
+        flat[2, :chunk_total] = self._slots(tables, np.repeat(rows, new), positions)
+        flat[0, chunk_total:total] = decode_ids
+        flat[1, chunk_total:total] = decode_pos
+        flat[2, chunk_total:total] = self._slots(decode_table_array, np.arange(num_decodes), decode_pos)
+        decode_lens = (decode_pos + 1).astype(np.int32)
+        host = [flat, _offsets(new), decode_table_array, decode_lens]
+        if cached.any():
+            whole = _ranges(np.zeros_like(context), context)
+            host += [_offsets(context), self._slots(tables, np.repeat(rows, context), whole)]
+        device = self._upload(*host)
+        layout = ops.PrefillLayout(new.tolist(), cached.tolist(), device[1].int())
+        if cached.any():
+            layout.context_offsets, layout.context_slots = device[4].int(), device[5]
+        decode_tables_d, decode_lens_d = device[2].int(), device[3].int()
+        longest = int(decode_lens.max())
+
+        def attend(i, q, k, v):
+            k_cache, v_cache = self.caches[2 * i], self.caches[2 * i + 1]
+            chunks = ops.prefill_attention(
+                q[:chunk_total], k[:chunk_total], v[:chunk_total], k_cache, v_cache, layout, self.scale
+            )
+            decodes = ops.decode_attention(
+                q[chunk_total:], k_cache, v_cache, decode_tables_d, decode_lens_d, self.scale, longest
+            )
+            return torch.cat([chunks.reshape(chunk_total, -1), decodes.reshape(num_decodes, -1)])
+
+        hidden = self._prefill_pieces(total, device[0], attend)
+        last = layout.new_offsets[1:].long() - 1
+        decode_rows = torch.arange(chunk_total, total, device=last.device)
+        return self._logits(hidden[torch.cat([last, decode_rows])])
+
     def _prefill_pieces(self, total: int, flat: torch.Tensor, attend) -> torch.Tensor:
         """The prefill's rows through every layer, piece by piece with the attention of the
         first ``total`` (real) rows between the pieces: piece 0 embeds and projects layer 0's

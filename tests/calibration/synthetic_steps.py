@@ -29,6 +29,7 @@ TRUE = {
     "prefill": {"seqs": 1e-3, "pairs": 6e-8, "gathered": 3e-6, "cached": 4e-3, "longest": 1e-6},
     "copy": {"fixed": 4e-4, "blocks": 9e-6},
     "swap": {"fixed": 5e-4, "blocks": 2.5e-4},
+    "mixed": {"fixed": 1.2e-3, "decodes": 2e-5},
 }
 SIZES = [1, 2, 4, *range(8, 257, 8)]  # decode graphs' batch sizes
 PARTITIONS = [128, 256] + [512] * (len(SIZES) - 2)  # each graph's attention partition
@@ -98,6 +99,19 @@ def token_table_s(tokens: int) -> float:
     )
 
 
+def mixed_step_s(coef: dict, new: int, cached: int, decode_contexts: list[int], table_s) -> float:
+    """A chunk beside decodes: every token through the linear layers, the chunk's prefill
+    terms, the decodes' context read at the decode rate, and the mixed step's own cost."""
+    tokens = new + len(decode_contexts)
+    return (
+        table_s(tokens)
+        + prefill_terms_s(coef, [new], [cached])
+        + coef["decode"]["context"] * sum(decode_contexts)
+        + coef["mixed"]["fixed"]
+        + coef["mixed"]["decodes"] * len(decode_contexts)
+    )
+
+
 def blocks_s(coef: dict, kind: str, blocks: float) -> float:
     return coef[kind]["fixed"] + coef[kind]["blocks"] * blocks
 
@@ -139,6 +153,15 @@ def synthetic_raw(
             wall = timed(table_s(sum(new)) + prefill_terms_s(coef, new, cached))
             prefill.append({"new_tokens": new, "cached_tokens": cached, "heldout": held, "wall_s": wall})
     blocks = [1, 4, 16, 64, 256]
+    mixed = []
+    for _ in range(60):
+        new, decodes = int(rng.integers(16, 1500)), int(rng.integers(1, 129))
+        cached = int(rng.integers(0, 1024)) if rng.random() < 0.5 else 0
+        contexts = rng.integers(16, 2048, decodes).tolist()
+        wall = timed(mixed_step_s(coef, new, cached, contexts, table_s))
+        mixed.append(
+            {"new_tokens": [new], "cached_tokens": [cached], "decode_contexts": contexts, "wall_s": wall}
+        )
     return {
         "environment": {"device_name": "synthetic"},
         "ceilings": {"copy_bandwidth": COPY_BANDWIDTH, "matmul_flops": 7e14},
@@ -164,6 +187,7 @@ def synthetic_raw(
             {"new_tokens": [t], "cached_tokens": [0], "heldout": False, "wall_s": timed(table_s(t))}
             for t in TABLE_TOKENS
         ],
+        "mixed": mixed,
     }
 
 

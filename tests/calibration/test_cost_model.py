@@ -7,7 +7,16 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from synthetic_steps import BLOCK_SIZE, H100, TRUE, blocks_s, causal_pairs, decode_step_s
+from synthetic_steps import (
+    BLOCK_SIZE,
+    H100,
+    TRUE,
+    blocks_s,
+    causal_pairs,
+    decode_step_s,
+    mixed_step_s,
+    token_table_s,
+)
 
 from kvsim.cost.profile import (
     TERMS,
@@ -149,6 +158,35 @@ def test_a_decode_run_prices_each_step_at_its_grown_context(true_profile, contex
         grown = [c + i for c in contexts]
         assert charged == pytest.approx(model.plan_durations(_plan(DECODE, grown))[0], rel=1e-12)
         assert charged == pytest.approx(decode_step_s(TRUE, grown), rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(2, 1500),
+    st.integers(0, 1024),
+    st.lists(st.integers(1, 2048), min_size=1, max_size=64),
+)
+def test_a_mixed_step_costs_its_measured_terms(true_profile, new, cached, decode_contexts):
+    """With a profile that measured mixed steps, a chunk beside decodes costs its token table
+    at all the step's tokens, the chunk's prefill terms, the decodes' context reads and the
+    mixed step's own fixed and per-decode cost: the true cost, worked out by hand."""
+    model = ProfileCostModel(true_profile, SPEC, BLOCK_SIZE, engine=False)
+    entries = np.array([new] + [1] * len(decode_contexts))
+    contexts = np.array([new + cached] + decode_contexts)
+    expected = mixed_step_s(TRUE, new, cached, decode_contexts, token_table_s)
+    assert model.mixed_time(entries, contexts) == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_profile_without_mixed_steps_says_so_once():
+    """A profile measured before mixed steps existed prices them by their other terms, and
+    says so once."""
+    model = ProfileCostModel(load_profile(shipped_profile("opt-13b", "a100-40gb")), SPEC, 16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            model.mixed_time(np.array([100, 1, 1]), np.array([100, 300, 400]))
+    said = [w for w in caught if "did not measure mixed steps" in str(w.message)]
+    assert len(said) == 1
 
 
 # A run at twice the profile's block size: copies and swaps are priced by bytes.

@@ -12,9 +12,11 @@ from synthetic_steps import NOISE, TRUE, causal_pairs, fit
 from kvsim.cost.profile import PrefillTokens, prefill_features
 
 # The fit recovers every coefficient to within a few noise widths, except the longest-context
-# term: it and the gathered tokens both grow with context, so noise trades one for the other.
+# term (it and the gathered tokens both grow with context, so noise trades one for the other)
+# and the mixed step's own fixed cost (fitted on what the fitted token table and prefill terms
+# leave of a step tens of times larger, so their errors land in it).
 RECOVERY = 0.03
-LOOSE = {("prefill", "longest"): 0.15}
+LOOSE = {("prefill", "longest"): 0.15, ("mixed", "fixed"): 0.1}
 
 
 def test_fit_recovers_the_true_coefficients(synthetic_profile):

@@ -36,6 +36,7 @@ FACTOR = {
     "prefill": {"seqs": KEPT, "pairs": FLOPS, "gathered": HBM, "cached": KEPT, "longest": FLOPS},
     "copy": {"fixed": KEPT, "blocks": HBM},  # a block copy reads and writes GPU memory
     "swap": {"fixed": KEPT, "blocks": PCIE},  # a swap crosses PCIe
+    "mixed": {"fixed": KEPT, "decodes": KEPT},  # the decodes' launches and uploads beside a chunk
 }
 SCALED = {
     kind: {term: value * FACTOR[kind][term] for term, value in terms.items()} for kind, terms in TRUE.items()

@@ -156,8 +156,6 @@ OUT_CASES = [
     # The GPU commands check --out first too: else the refusal would be "no CUDA GPU".
     (["validate", *SMALL, "--out", "{binary}/validation"], "{binary} is not a directory"),
     (["calibrate", "--out", "{folder}"], "--out {folder} is a directory"),
-    # The executor runs v0 only: said before looking for a GPU.
-    (["validate", *SMALL, "--scheduler", "v1", "--out", "{folder}/v"], "runs --scheduler v0 only"),
 ]
 
 

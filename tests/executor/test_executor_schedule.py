@@ -49,15 +49,16 @@ def roofline():
     return RooflineCostModel(TINY, load_gpu("a100-40gb"), BLOCK_SIZE)
 
 
-def scheduler(preemption="recompute"):
+def scheduler(preemption="recompute", step_scheduler="v0", budget=64):
     context = PolicyContext(
         NUM_BLOCKS,
         BLOCK_SIZE,
         max_num_seqs=6,
-        max_num_batched_tokens=64,
+        max_num_batched_tokens=budget,
         max_model_len=256,
         preemption=preemption,
         swap_blocks=64,
+        scheduler=step_scheduler,
     )
     return get_policy("paged").build(context)
 
@@ -104,6 +105,34 @@ def test_executor_reproduces_the_simulated_schedule(preemption, n, beam):
     assert executed.counters.block_copies == moved["copy_blocks"]
     steps = pd.DataFrame(executor.step_times, columns=STEP_COLUMNS)
     np.testing.assert_allclose(steps.measured_s, steps.predicted_s)
+
+
+def test_executor_reproduces_the_v1_schedule_of_chunks_and_mixed_steps():
+    """v1 with a 12-token budget: prompts of up to 30 tokens run in chunks beside decodes, so
+    the executor runs prefill, decode and mixed steps through the CPU runner, and keeps the
+    simulator's schedule: who is admitted, chunked, preempted, and when each token comes."""
+    trace = tiny_trace()
+    cost = roofline()
+    simulated = simulate(trace, [scheduler("recompute", "v1", budget=12)], cost, RoundRobinRouter())
+    runner = ModelRunner(TINY, NUM_BLOCKS, BLOCK_SIZE, dtype="float32", device="cpu", seed=0)
+    executor = RealExecutor(
+        scheduler("recompute", "v1", budget=12),
+        runner,
+        step_clock=lambda plan: float(cost.plan_durations(plan)[0]),
+        predictor=cost,
+    )
+    executed = executor.run(trace)
+    sim, real = simulated.requests_frame(), executed.requests_frame()
+    kinds = set(simulated.steps_frame().kind)
+    assert {"prefill", "decode", "mixed"} <= kinds or {"decode", "mixed"} <= kinds, kinds
+    same = ["status", "prompt_len", "output_len", "preemptions", "recomputed_tokens"]
+    pd.testing.assert_frame_equal(sim[same], real[same])
+    for column in ("admitted", "first_token", "finish"):
+        np.testing.assert_allclose(real[column], sim[column], rtol=1e-9)
+    assert executed.counters == simulated.counters
+    real_steps = executed.steps_frame()
+    assert int(simulated.steps_frame().steps.sum()) == len(real_steps)
+    assert real_steps.prefill_tokens.sum() == simulated.steps_frame().prefill_tokens.sum()
 
 
 @pytest.mark.parametrize("preemption, n", [("recompute", 1), ("swap", 2)])

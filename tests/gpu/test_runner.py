@@ -114,6 +114,32 @@ def test_mixed_prefill_batch_of_cached_and_fresh_sequences(models):
         _close(row, _hf_logits(hf, seq)[-1])
 
 
+def test_a_mixed_step_of_chunks_and_decodes_matches_full_forward(models):
+    """v1's mixed step: a first chunk, a later chunk over its cached start, and two decodes,
+    in one forward pass, give each sequence the logits of its whole tokens so far."""
+    hf, make = models
+    runner = make()
+    decoding = [[5, 6, 7, 8, 9], [11, 12, 13]]
+    chunked = [7, 3, 9, 1, 4, 4, 2, 8, 50, 51, 52]
+    fresh = [40, 41, 42, 43, 44, 45]
+    tables = _tables([len(decoding[0]) + 1, len(decoding[1]) + 1, len(chunked), len(fresh)], 6)
+    runner.prefill(decoding, tables[:2])
+    runner.prefill([chunked[:4]], tables[2:3])
+    follow = [60, 61]
+    logits = runner.mixed(
+        [chunked[4:], fresh[:3]],
+        tables[2:],
+        [4, 0],
+        follow,
+        [len(decoding[0]), len(decoding[1])],
+        tables[:2],
+    )
+    expected = [chunked, fresh[:3], decoding[0] + [60], decoding[1] + [61]]
+    assert logits.shape[0] == 4
+    for row, seq in zip(logits, expected):
+        _close(row, _hf_logits(hf, seq)[-1])
+
+
 def test_copy_on_write_block_gives_same_continuation(models):
     """A forked sequence whose last, partly filled block was copied decodes like the original."""
     _, make = models
