@@ -60,7 +60,11 @@ DATA = Path(os.environ.get("KVSIM_DATA", ROOT.parent / "shared" / "data"))
 
 
 def markdown_files() -> list[Path]:
-    return [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [
+        ROOT / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+        ROOT / "docs" / "validation" / "README.md",
+    ]
 
 
 # -- sources: the commands figures come from ------------------------------------------------------
@@ -262,6 +266,32 @@ SCHEDULERS = Local(
     "scheduler v0|v1, rate, budget)) over the study's grid (docs/regenerate.py)",
     cheap=False,
     needs_data=True,
+)
+V1_CAMPAIGNS = ("opt-13b", "llama-2-7b")
+
+
+def _validation_v1() -> dict:
+    """The v1 campaigns of record (docs/validation/v1/): their tables as table.py prints
+    them, and the figures quoted from them."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "validation_table", ROOT / "docs" / "validation" / "table.py"
+    )
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    folders = {m: ROOT / "docs" / "validation" / "v1" / m for m in V1_CAMPAIGNS}
+    return {
+        "tables": {m: table.tables(f) for m, f in folders.items()},
+        "results": {m: pd.read_csv(f / "validation.csv") for m, f in folders.items()},
+        "steps": {m: table.step_error_summary(pd.read_csv(f / "steps.csv")) for m, f in folders.items()},
+    }
+
+
+VALIDATION_V1 = Local(
+    "validation-v1",
+    _validation_v1,
+    "python docs/validation/table.py docs/validation/v1/opt-13b docs/validation/v1/llama-2-7b",
 )
 PROFILES = Local("profiles", _profiles, "the shipped profiles (kvsim/cost/profiles/*.json)")
 TRANSFER = Local("transfer", _transfer, "python benchmarks/calibration/transfer_check.py --json FILE")
@@ -669,6 +699,35 @@ def _(r):
 @figure("schedulers.best-goodput", SCHEDULERS)
 def _(r):
     return f"{max(m['goodput'] for m in r[SCHEDULERS]['budget']):.2f}"
+
+
+# The v1 validation campaigns of record (README, docs/validation/README.md) -------------------------
+BELOW_SATURATION = 3  # the first three points of each v1 campaign
+
+
+@figure("validation.v1.tables", VALIDATION_V1, block=True)
+def _(r):
+    return "\n\n".join(f"#### {m}\n\n{text}" for m, text in r[VALIDATION_V1]["tables"].items())
+
+
+@figure("validation.v1.mixed-step-error", VALIDATION_V1)
+def _(r):
+    return spread([100 * s["mixed"]["mean_abs"] for s in r[VALIDATION_V1]["steps"].values()])
+
+
+@figure("validation.v1.opt-norm-worst", VALIDATION_V1)
+def _(r):
+    errors = r[VALIDATION_V1]["results"]["opt-13b"].normalized_latency_s_per_token_rel_error[
+        :BELOW_SATURATION
+    ]
+    return pct(errors.abs().max())
+
+
+@figure("validation.v1.llama-vidur-norm", VALIDATION_V1)
+def _(r):
+    results = r[VALIDATION_V1]["results"]["llama-2-7b"]
+    vidur = results[results.trace.str.contains("sharegpt_8k")]
+    return f"{100 * vidur.normalized_latency_s_per_token_rel_error.iloc[0]:+.1f}%"
 
 
 # Policy comparison (README, docs/compare.md, docs/compare/) ---------------------------------------
