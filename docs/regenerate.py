@@ -730,6 +730,62 @@ def _(r):
     return f"{100 * vidur.normalized_latency_s_per_token_rel_error.iloc[0]:+.1f}%"
 
 
+# Tensor parallelism (README, docs/parallelism.md) ----------------------------------------------------
+TABLE1 = {  # the vLLM paper's Table 1: (model, GPU, GPUs) -> its KV token slots
+    ("opt-66b", "a100-40gb", 4): 9_700,
+    ("opt-175b", "a100-80gb", 8): 60_100,
+}
+TABLE1_RUNS = {
+    key: Sim(_args(f"--model {key[0]} --gpu {key[1]} --tp {key[2]} --scheduler v0 --num-requests 20"))
+    for key in TABLE1
+}
+TP_RATES = (4, 16, 32)
+TP_SPLITS = ((4, 2), (8, 1))  # (GPUs per replica, replicas): eight GPUs either way
+TP_RUNS = {
+    (gpu, tp, replicas, rate): Sim(
+        _args(
+            f"--model llama-2-70b --gpu {gpu} --tp {tp} --num-replicas {replicas} --rate {rate} --num-requests 1000"
+        ),
+        cheap=False,
+    )
+    for gpu in ("a100-80gb", "h200-141gb")
+    for tp, replicas in TP_SPLITS
+    for rate in TP_RATES
+}
+
+
+@figure("parallel.table1", *TABLE1_RUNS.values(), block=True)
+def _(r):
+    lines = [
+        "| model | GPUs | KV token slots (paper) | kvsim | off | KV cache, all GPUs (GiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (model, gpu, tp), source in TABLE1_RUNS.items():
+        cap = r[source].document["kv_capacity"]
+        paper = TABLE1[(model, gpu, tp)]
+        lines.append(
+            f"| {model} | {tp}x {gpu} | {paper:,} | {cap['num_slots']:,} | "
+            f"{pct(cap['num_slots'] / paper - 1)} | {tp * cap['kv_cache_bytes'] / 2**30:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+@figure("parallel.tp4-vs-tp8", *TP_RUNS.values(), block=True)
+def _(r):
+    lines = [
+        "| GPU | req/s offered | split | served req/s | TTFT p50 ms | TTFT p99 ms | TPOT p50 ms | TPOT p99 ms | collectives, share of busy time |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for (gpu, tp, replicas, rate), source in TP_RUNS.items():
+        m = r[source].m
+        lines.append(
+            f"| {gpu} | {rate} | {replicas} x TP {tp} | {m['throughput_req_s']:.2f} | {_ms(m['ttft_s_p50'])} | "
+            f"{_ms(m['ttft_s_p99'])} | {_ms(m['tpot_s_p50'])} | {_ms(m['tpot_s_p99'])} | "
+            f"{pct(m['comm_fraction'])} |"
+        )
+    return "\n".join(lines)
+
+
 # Policy comparison (README, docs/compare.md, docs/compare/) ---------------------------------------
 NAMES = {
     "paged": "paged",

@@ -112,7 +112,7 @@ def _config_parameters(
         flag, default, shape = option_name(f.name), f.default, {}
         if base is bool and listed:
             base, default, shape = str, str(default).lower(), {"metavar": "<bool>"}
-        decls = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag]
+        decls = [f"{flag}/--no-{flag[2:]}"] if base is bool else [flag, *f.metadata["aliases"]]
         option = typer.Option(
             default, *decls, help=_help(f), show_default=_shown_default(f), rich_help_panel=panel, **shape
         )

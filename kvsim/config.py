@@ -22,11 +22,13 @@ DEFAULT_NUM_REQUESTS = 1000
 # arrays per request, and swap space is a free list of blocks). Both are far above any real use.
 MAX_NUM_REQUESTS = 10_000_000
 MAX_SWAP_SPACE_GIB = 256.0  # the host memory a DGX H200 has per GPU (2 TiB / 8)
+MAX_GPUS_PER_NODE = 8  # a tensor-parallel replica stays within one node's NVLink domain
 
 
-def setting(default, help: str, default_text: str | None = None):
-    """A SimConfig field with its --help text; ``default_text`` says what a None default means."""
-    return field(default=default, metadata={"help": help, "default_text": default_text})
+def setting(default, help: str, default_text: str | None = None, aliases: tuple[str, ...] = ()):
+    """A SimConfig field with its --help text; ``default_text`` says what a None default means;
+    ``aliases``: other option names for it (``--tp``)."""
+    return field(default=default, metadata={"help": help, "default_text": default_text, "aliases": aliases})
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,11 @@ class SimConfig:
     gpu: str = setting("a100-40gb", "Built-in GPU name or path to a GPU spec JSON.")
     dtype: str = setting("float16", f"Element type of weights and KV cache: {', '.join(DTYPE_BYTES)}.")
     num_replicas: int = setting(1, "Model replicas behind the router.")
+    tensor_parallel: int = setting(
+        1,
+        f"GPUs per replica, the model split over them (tensor parallelism), at most {MAX_GPUS_PER_NODE}.",
+        aliases=("--tp",),
+    )
     router: str = setting("round-robin", "round-robin or least-loaded.")
     # KV cache and batching
     policy: str = setting("paged", "KV-cache policy (see `simcli policies`).")
@@ -108,6 +115,7 @@ class SimConfig:
             "block_size": self.block_size,
             "max_num_seqs": self.max_num_seqs,
             "num_replicas": self.num_replicas,
+            "tensor_parallel": self.tensor_parallel,
         }
         for name, value in positive.items():
             if value < 1:
@@ -156,6 +164,11 @@ class SimConfig:
             raise KvsimError(
                 f"a group of {max(self.n, self.beam_width)} sequences (--n / --beam-width) "
                 f"can never run with --max-num-seqs {self.max_num_seqs}"
+            )
+        if self.tensor_parallel > MAX_GPUS_PER_NODE:
+            raise KvsimError(
+                f"--tensor-parallel {self.tensor_parallel} is more GPUs than a node has "
+                f"({MAX_GPUS_PER_NODE}): a replica's collectives stay on one node's NVLink"
             )
         if self.scheduler not in (None, *SCHEDULERS):
             raise KvsimError(f"--scheduler must be one of {', '.join(SCHEDULERS)} (got {self.scheduler!r})")

@@ -8,7 +8,7 @@ FLOPs per token (what a step costs). Weights themselves are never needed here.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from kvsim.errors import KvsimError
@@ -83,6 +83,27 @@ BUILTIN_CONFIGS: dict[str, dict] = {
         "intermediate_size": 13824,
         "vocab_size": 32000,
         "max_position_embeddings": 4096,
+    },
+    "llama-2-70b": {
+        "model_type": "llama",
+        "hidden_size": 8192,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "intermediate_size": 28672,
+        "vocab_size": 32000,
+        "max_position_embeddings": 4096,
+    },
+    "llama-3-70b": {
+        "model_type": "llama",
+        "hidden_size": 8192,
+        "num_hidden_layers": 80,
+        "num_attention_heads": 64,
+        "num_key_value_heads": 8,
+        "intermediate_size": 28672,
+        "vocab_size": 128256,
+        "max_position_embeddings": 8192,
+        "rope_theta": 500000.0,
     },
     "llama-3-8b": {
         "model_type": "llama",
@@ -177,6 +198,31 @@ class ModelSpec:
     def attention_flops_per_pair(self) -> int:
         """FLOPs for one query token attending to one context token (QK^T and PV, all layers)."""
         return 4 * self.num_heads * self.head_dim * self.num_layers
+
+    def shard(self, tensor_parallel: int) -> "ModelSpec":
+        """What one of ``tensor_parallel`` ranks holds and computes (Megatron-style, as vLLM
+        shards): attention heads, the MLP's width and the vocabulary (embedding and head)
+        split evenly, each rank keeping whole KV heads, replicated when there are fewer KV
+        heads than ranks; the residual stream, norms and learned positions stay whole."""
+        if tensor_parallel == 1:
+            return self
+        return replace(
+            self,
+            name=f"{self.name}/tp{tensor_parallel}",
+            num_heads=self.num_heads // tensor_parallel,
+            num_kv_heads=max(1, self.num_kv_heads // tensor_parallel),
+            intermediate_size=-(-self.intermediate_size // tensor_parallel),
+            vocab_size=-(-self.vocab_size // tensor_parallel),
+        )
+
+    def tensor_parallel_problem(self, tensor_parallel: int) -> str:
+        """Why this model cannot be split over ``tensor_parallel`` ranks ('' if it can)."""
+        if self.num_heads % tensor_parallel:
+            return f"{self.name}'s {self.num_heads} attention heads do not split over {tensor_parallel} GPUs"
+        kv = self.num_kv_heads
+        if kv % tensor_parallel and tensor_parallel % kv:
+            return f"{self.name}'s {kv} KV heads neither split over nor replicate onto {tensor_parallel} GPUs"
+        return ""
 
     def activation_bytes(self, max_batched_tokens: int, max_num_seqs: int) -> int:
         """Peak activation memory of the largest prefill step, the way vLLM's profile run sees it.

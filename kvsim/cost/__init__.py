@@ -10,13 +10,11 @@ import warnings
 from pathlib import Path
 
 from kvsim.cost.cost_model import CostModel
+from kvsim.cost.parallel import TensorParallelCost
 from kvsim.cost.profile import check_model, load_profile, shipped_profile
 from kvsim.cost.profile_model import ProfileCostModel
 from kvsim.cost.roofline import RooflineCostModel
 from kvsim.errors import KvsimError
-
-# A simulated replica is one GPU: kvsim has no tensor parallelism (yet).
-TENSOR_PARALLEL = 1
 
 
 class BlockSizeWarning(UserWarning):
@@ -25,32 +23,47 @@ class BlockSizeWarning(UserWarning):
 
 def select_cost_model(config, model, gpu) -> CostModel:
     """The cost model a run uses: ``config.profile`` if given, else the shipped profile for
-    this model and GPU, else the roofline (with a note saying so).
+    this model and GPU, else the roofline (with a note saying so). For a tensor-parallel
+    replica, that prices one rank's shard, and the ring's collectives are added to it
+    (``TensorParallelCost``).
 
     A profile prices the tensor-parallel degree and KV block size it was measured at. Another
     degree is refused. Another block size is refused for a profile the user named; for the
     default one the run goes on with a warning, so that block-size sweeps keep working (copies
     and swaps are priced by bytes, but decode attention's cost is the one measured)."""
-    path = config.profile or shipped_profile(model.name, gpu.name)
+    tp = config.tensor_parallel
+    compute = _shard_cost(config, model.shard(tp), gpu)
+    return compute if tp == 1 else TensorParallelCost(compute, model, gpu, tp)
+
+
+def _shard_cost(config, shard, gpu) -> CostModel:
+    """One rank's compute: the profile named, else the shipped one (measured at one GPU: a
+    tensor-parallel shard has none shipped yet), else the roofline of the shard."""
+    tp = config.tensor_parallel
+    path = config.profile or (shipped_profile(shard.name, gpu.name) if tp == 1 else None)
     if path is None:
+        how = (
+            "`simcli calibrate` measures one"
+            if tp == 1
+            else "no tensor-parallel shard profile is shipped yet"
+        )
         print(
-            f"note: no profile for {model.name} on {gpu.name}; using the analytic roofline "
-            "(`simcli calibrate` measures one)",
+            f"note: no profile for {shard.name} on {gpu.name}; using the analytic roofline ({how})",
             file=sys.stderr,
         )
-        return RooflineCostModel(model, gpu, config.block_size)
+        return RooflineCostModel(shard, gpu, config.block_size)
     doc = load_profile(path)
-    check_model(doc, model, str(path))
+    if doc["tensor_parallel"] != tp:
+        raise KvsimError(
+            f"profile {path} measured a shard of tensor parallelism {doc['tensor_parallel']}, "
+            f"but the run uses --tensor-parallel {tp}"
+        )
+    check_model(doc, shard, str(path))
     if doc["gpu"]["name"] != gpu.name:
         raise KvsimError(
             f"profile {path} prices {doc['gpu']['name']}, but the run is on {gpu.name} "
             f"(pass --gpu {doc['gpu']['name']}, or derive a profile for {gpu.name} "
             "with python -m kvsim.calibration.transfer)"
-        )
-    if doc["tensor_parallel"] != TENSOR_PARALLEL:
-        raise KvsimError(
-            f"profile {path}: tensor_parallel is {doc['tensor_parallel']}, but kvsim "
-            f"simulates one GPU per replica (tensor parallelism {TENSOR_PARALLEL})"
         )
     if doc["block_size"] != config.block_size:
         measured = (
@@ -68,5 +81,5 @@ def select_cost_model(config, model, gpu) -> CostModel:
     # name), so the same run writes the same bytes from any directory.
     given = config.profile is not None and not Path(config.profile).is_absolute()
     return ProfileCostModel(
-        doc, model, config.block_size, source=config.profile if given else Path(path).name
+        doc, shard, config.block_size, source=config.profile if given else Path(path).name
     )

@@ -47,6 +47,11 @@ class CostModel(ABC):
         """Seconds to move ``num_blocks`` KV blocks one way between GPU and host memory; none
         cost nothing."""
 
+    def communication_time(self, plan: StepPlan) -> float:
+        """Seconds of one execution of ``plan`` spent in collectives between GPUs (a
+        tensor-parallel replica's; none on one GPU). Part of what ``plan_durations`` charges."""
+        return 0.0
+
     def transfer_time(self, plan: StepPlan) -> float:
         """Seconds the step's swaps spend on the host link, both ways."""
         return self.swap_time(plan.swap_in_blocks) + self.swap_time(plan.swap_out_blocks)

@@ -110,8 +110,9 @@ class EngineCore:
         step.finished = scheduler.retire(plan)
         return step.finished
 
-    def record(self, step: Step, start: float, end: float) -> None:
-        """The ended step ran from ``start`` to ``end`` on the clock: write it down."""
+    def record(self, step: Step, start: float, end: float, comm_s: float = 0.0) -> None:
+        """The ended step ran from ``start`` to ``end`` on the clock, ``comm_s`` of it in
+        collectives between the replica's GPUs: write it down."""
         scheduler = self.scheduler
         self.recorder.record_step(
             self.replica,
@@ -123,6 +124,7 @@ class EngineCore:
             kv_blocks_used=scheduler.kv.num_used_blocks(),
             kv_blocks_logical=scheduler.kv.num_logical_blocks(),
             num_waiting=len(scheduler.waiting),
+            comm_s=comm_s,
         )
         if step.finished:
             self.recorder.finished(step.finished, end)

@@ -26,6 +26,7 @@ STEP_COLUMNS = (
     "replica",
     "start",
     "duration",
+    "comm_s",  # of the duration, collectives between a tensor-parallel replica's GPUs
     "kind",
     "steps",
     "batch_size",
@@ -85,6 +86,7 @@ class Recorder:
         kv_blocks_used: int,
         kv_blocks_logical: int,
         num_waiting: int,
+        comm_s: float = 0.0,
     ) -> None:
         """One executed run of ``steps`` steps of ``plan``, as ``EngineCore.end_step`` saw it:
         ``kv_slots`` is the cache by use over the run (``KV_SLOT_COLUMNS``; NaN if unmeasured),
@@ -98,6 +100,7 @@ class Recorder:
                 replica,
                 start,
                 end - start,
+                comm_s,
                 plan.kind.value,
                 steps,
                 len(plan.requests),
@@ -230,6 +233,8 @@ def summarize(recorder: Recorder, num_blocks: int) -> dict:
         "num_steps": num_steps,
         "num_step_events": len(steps),
         "busy_fraction": busy / span if span > 0 else float("nan"),
+        # of the busy time, collectives between a tensor-parallel replica's GPUs
+        "comm_fraction": float(steps["comm_s"].sum()) / busy if busy > 0 else float("nan"),
         "mean_kv_usage": mean_kv,
         "peak_kv_usage": peak_kv,
         "preemptions": int(recorder.preemptions.sum()),

@@ -129,8 +129,17 @@ def run(
     if config.router not in ROUTERS:
         raise KvsimError(f"unknown router {config.router!r} (available: {', '.join(ROUTERS)})")
     batched_tokens = config.batched_tokens_for(model.max_model_len, gpu.memory_bytes, gpu.name)
+    problem = model.tensor_parallel_problem(config.tensor_parallel)
+    if problem:
+        raise KvsimError(problem)
+    # Every GPU of a replica holds one rank's shard: the cache is sized on one of them.
     capacity = size_kv_cache(
-        model, gpu, config.block_size, config.gpu_memory_utilization, batched_tokens, config.max_num_seqs
+        model.shard(config.tensor_parallel),
+        gpu,
+        config.block_size,
+        config.gpu_memory_utilization,
+        batched_tokens,
+        config.max_num_seqs,
     )
     cost_model = select_cost_model(config, model, gpu)
     if trace is None:

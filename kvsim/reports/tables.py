@@ -16,17 +16,25 @@ def _ms(seconds: float) -> str:
 def print_run_summary(console: Console, result) -> None:
     s, cap, cfg = result.summary, result.capacity, result.config
     cost = result.cost_model
+    tp = cfg.tensor_parallel
+    n = cfg.num_replicas
+    replicas = (
+        f"{n}x {result.gpu.name}" if tp == 1 else f"{n} replica{'s' * (n > 1)} of {tp}x {result.gpu.name}"
+    )
     console.print(
-        f"[bold]{result.model.name}[/] on [bold]{cfg.num_replicas}x {result.gpu.name}[/], "
+        f"[bold]{result.model.name}[/] on [bold]{replicas}[/]"
+        + (f" (tensor parallel {tp})" if tp > 1 else "")
+        + ", "
         f"policy [bold]{cfg.policy}[/], block size {cfg.block_size}, scheduler "
         f"[bold]{cfg.step_scheduler}[/] ({result.policy_context.max_num_batched_tokens:,} tokens per step), "
         f"cost model [bold]{cost.name}[/] ({cost.kind})"
     )
+    per_gpu = "" if tp == 1 else " per GPU"
     console.print(
-        f"KV cache: {cap.kv_cache_bytes / GiB:.2f} GiB = {cap.num_blocks:,} blocks = "
+        f"KV cache: {cap.kv_cache_bytes / GiB:.2f} GiB{per_gpu} = {cap.num_blocks:,} blocks = "
         f"{cap.num_slots:,} token slots per replica "
-        f"(weights {cap.weight_bytes / GiB:.2f} GiB, activations "
-        f"{cap.activation_bytes / GiB:.2f} GiB)"
+        f"(weights {cap.weight_bytes / GiB:.2f} GiB{per_gpu}, activations "
+        f"{cap.activation_bytes / GiB:.2f} GiB{per_gpu})"
     )
     stats = result.trace.stats()
     console.print(

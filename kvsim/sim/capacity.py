@@ -47,7 +47,7 @@ def size_kv_cache(
         raise KvsimError(
             f"{model.name} weights need {model.weight_bytes / GiB:.1f} GiB but "
             f"{gpu.name} offers {usable / GiB:.1f} GiB at utilization "
-            f"{gpu_memory_utilization}"
+            f"{gpu_memory_utilization}: split it over more GPUs (--tensor-parallel)"
         )
     block_bytes = block_size * model.kv_bytes_per_token
     num_blocks = max(kv_bytes, 0) // block_bytes

@@ -67,7 +67,7 @@ class Replica:
             else:
                 steps = yield from self._run_until_arrival(start, np.cumsum(durations))
             core.end_step(step, steps)
-            core.record(step, start, env.now)
+            core.record(step, start, env.now, comm_s=self.cost_model.communication_time(plan) * steps)
 
     def _next_arrival(self) -> simpy.Event:
         if self._arrival.triggered:

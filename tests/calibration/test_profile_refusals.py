@@ -135,9 +135,12 @@ def test_gpu_without_nvlink_is_accepted(tmp_path):
 
 
 def test_profile_of_another_tensor_parallel_degree_is_refused(tmp_path, synthetic_profile):
-    """A run is one GPU per replica: a profile measured across two would misprice every step."""
+    """A profile prices the shard of the degree it measured: a run at another degree (here
+    one GPU per replica, the profile a shard of two) would misprice every step."""
     path = write_profile(tmp_path, changed(synthetic_profile, ("tensor_parallel",), 2))
-    assert_refused_by_run(path, "tensor_parallel")
+    assert_refused_by_run(
+        path, "measured a shard of tensor parallelism 2, but the run uses --tensor-parallel 1"
+    )
 
 
 def test_named_profile_of_another_block_size_is_refused(tmp_path, synthetic_profile):

@@ -96,6 +96,8 @@ CONFIG_CASES = [
     (["--scheduler", "v1", "--policy", "orca-max"], "--scheduler v1 does not model policy orca-max"),
     (["--scheduler", "v1", "--preemption", "swap"], "--scheduler v1 does not model --preemption swap"),
     (["--long-prefill-token-threshold", "-1"], "--long-prefill-token-threshold must be at least 0"),
+    (["--tensor-parallel", "16"], "--tensor-parallel 16 is more GPUs than a node has (8)"),
+    (["--tp", "0"], "--tensor-parallel must be at least 1"),
     (["--max-num-partial-prefills", "0"], "--max-num-partial-prefills must be at least 1"),
 ]
 
@@ -110,6 +112,8 @@ RESOLVE_CASES = [
     (["--model", "gpt-9"], "unknown model"),
     (["--gpu", "tpu"], "unknown GPU"),
     (["--model", "opt-66b"], "weights need"),
+    (["--model", "llama-2-70b", "--tp", "3"], "llama-2-70b's 64 attention heads do not split over 3 GPUs"),
+    (["--model", "llama-2-70b", "--tp", "2"], "split it over more GPUs (--tensor-parallel)"),
 ]
 
 

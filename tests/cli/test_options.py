@@ -20,6 +20,7 @@ OTHER = SimConfig(
     gpu="h100-sxm-80gb",
     dtype="bfloat16",
     num_replicas=2,
+    tensor_parallel=2,
     router="least-loaded",
     policy="orca-max",
     block_size=32,

@@ -41,6 +41,7 @@ NUM_BLOCKS = 10  # of 4 slots: each measured row's slots sum to 40
 STEPS = [
     dict(
         duration=0.5,
+        comm_s=0.05,
         kind="prefill",
         steps=1,
         batch_size=3,
@@ -50,6 +51,7 @@ STEPS = [
     ),
     dict(
         duration=2.0,
+        comm_s=0.3,
         kind="decode",
         steps=10,
         batch_size=2,
@@ -166,6 +168,8 @@ def expected_summary(requests, steps, counters, num_blocks) -> dict:
         "num_steps": total_steps,
         "num_step_events": len(steps),
         "busy_fraction": busy / span,
+        # the share of the busy time spent in collectives (tensor parallelism)
+        "comm_fraction": sum(s.get("comm_s", 0.0) for s in steps) / busy,
         "mean_kv_usage": time_mean("kv_blocks_used") / num_blocks,
         "peak_kv_usage": max(s["kv_blocks_used"] for s in steps) / num_blocks,
         "preemptions": sum(preemptions),
