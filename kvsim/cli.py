@@ -435,6 +435,12 @@ def calibrate(
     gpu: Optional[str] = typer.Option(
         None, help="GPU spec the profile is for.", show_default="the one detected"
     ),
+    tensor_parallel: int = typer.Option(
+        1,
+        "--tensor-parallel",
+        "--tp",
+        help="Measure one rank's shard of the model split over this many GPUs.",
+    ),
 ):
     """Measure step costs on this machine's GPU, fit them, write a profile (needs CUDA)."""
     from kvsim.calibration.calibrate import calibrate as run_calibration
@@ -448,6 +454,7 @@ def calibrate(
         quick,
         gpu,
         log=lambda line: console.print(line, highlight=False, markup=False),
+        tensor_parallel=tensor_parallel,
     )
 
 

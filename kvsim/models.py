@@ -208,7 +208,7 @@ class ModelSpec:
             return self
         return replace(
             self,
-            name=f"{self.name}/tp{tensor_parallel}",
+            name=f"{self.name}-tp{tensor_parallel}",
             num_heads=self.num_heads // tensor_parallel,
             num_kv_heads=max(1, self.num_kv_heads // tensor_parallel),
             intermediate_size=-(-self.intermediate_size // tensor_parallel),

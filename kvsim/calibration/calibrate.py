@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kvsim.calibration.fit import fit_profile, format_report
+from kvsim.config import MAX_GPUS_PER_NODE
 from kvsim.cost.profile import profile_name, save_profile
 from kvsim.errors import KvsimError
 from kvsim.hardware import BUILTIN_GPUS, GPUSpec, load_gpu
@@ -50,9 +51,20 @@ def calibrate(
     quick: bool = False,
     gpu: str | None = None,
     log: Callable[[str], None] = print,
+    tensor_parallel: int = 1,
 ) -> tuple[dict, Path]:
-    """Measure ``model`` on this machine's GPU 0; write and return its profile."""
-    spec = load_model(model)
+    """Measure ``model`` on this machine's GPU 0; write and return its profile. With
+    ``tensor_parallel`` N, one rank's shard of it: every rank runs the same shard shapes, so
+    one GPU measures a rank's compute (the collectives are the cost model's to add)."""
+    if not 1 <= tensor_parallel <= MAX_GPUS_PER_NODE:
+        raise KvsimError(
+            f"--tensor-parallel must be between 1 and {MAX_GPUS_PER_NODE} (got {tensor_parallel})"
+        )
+    full = load_model(model)
+    problem = full.tensor_parallel_problem(tensor_parallel)
+    if problem:
+        raise KvsimError(problem)
+    spec = full.shard(tensor_parallel)
     if not 1 <= block_size <= 256:
         raise KvsimError(f"--block-size must be between 1 and 256 (got {block_size})")
     require_cuda()
@@ -69,7 +81,7 @@ def calibrate(
     )
     t0 = time.perf_counter()
     raw = Calibrator(spec, block_size, Grid.quick() if quick else Grid(), log=log).run()
-    doc = fit_profile(raw, spec, gpu_spec, block_size)
+    doc = fit_profile(raw, spec, gpu_spec, block_size, tensor_parallel=tensor_parallel)
     doc["calibration"]["total_seconds"] = time.perf_counter() - t0
     path = save_profile(doc, out)
     for line in format_report(doc):

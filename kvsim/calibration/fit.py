@@ -167,10 +167,16 @@ def token_table(points: list[dict], weight_read_s: float) -> dict:
 
 
 def fit_profile(
-    raw: dict, spec: ModelSpec, gpu: GPUSpec, block_size: int, created: str | None = None
+    raw: dict,
+    spec: ModelSpec,
+    gpu: GPUSpec,
+    block_size: int,
+    created: str | None = None,
+    tensor_parallel: int = 1,
 ) -> dict:
     """The profile document for ``raw`` (what :class:`~kvsim.calibration.measure.Calibrator`
-    returns), measured on ``gpu`` with KV blocks of ``block_size`` tokens."""
+    returns), measured on ``gpu`` with KV blocks of ``block_size`` tokens; ``spec`` is one
+    rank's shard of a model split over ``tensor_parallel`` GPUs (``ModelSpec.shard``)."""
     sizes, partitions = list(raw["graph_batch_sizes"]), list(raw["attention_partition"])
     weight_read_s = spec.weight_bytes / raw["ceilings"]["copy_bandwidth"]
     dec = [p for p in raw["decode"] if not p["heldout"]]
@@ -269,7 +275,7 @@ def fit_profile(
         "model": model_fields(spec),
         "gpu": asdict(gpu),
         "dtype": spec.dtype,
-        "tensor_parallel": 1,
+        "tensor_parallel": tensor_parallel,
         "block_size": block_size,
         "attention_partition": partitions,
         "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

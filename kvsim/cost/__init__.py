@@ -37,18 +37,14 @@ def select_cost_model(config, model, gpu) -> CostModel:
 
 
 def _shard_cost(config, shard, gpu) -> CostModel:
-    """One rank's compute: the profile named, else the shipped one (measured at one GPU: a
-    tensor-parallel shard has none shipped yet), else the roofline of the shard."""
+    """One rank's compute: the profile named, else the shipped one of this shard, else the
+    roofline of the shard."""
     tp = config.tensor_parallel
-    path = config.profile or (shipped_profile(shard.name, gpu.name) if tp == 1 else None)
+    path = config.profile or shipped_profile(shard.name, gpu.name)
     if path is None:
-        how = (
-            "`simcli calibrate` measures one"
-            if tp == 1
-            else "no tensor-parallel shard profile is shipped yet"
-        )
+        how = "simcli calibrate" + ("" if tp == 1 else f" --tensor-parallel {tp}")
         print(
-            f"note: no profile for {shard.name} on {gpu.name}; using the analytic roofline ({how})",
+            f"note: no profile for {shard.name} on {gpu.name}; using the analytic roofline (`{how}` measures one)",
             file=sys.stderr,
         )
         return RooflineCostModel(shard, gpu, config.block_size)

@@ -35,3 +35,15 @@ def test_calibrate_without_gpu_is_one_line_error():
 def test_calibrate_unknown_model_is_one_line_error():
     result = runner.invoke(app, ["calibrate", "--model", "no-such-model"])
     assert result.exit_code == 2 and "unknown model" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "llama-2-70b", "--tp", "3"], "llama-2-70b's 64 attention heads do not split over 3 GPUs"),
+        (["--model", "llama-2-70b", "--tensor-parallel", "9"], "--tensor-parallel must be between 1 and 8"),
+    ],
+)
+def test_calibrate_refuses_a_shard_that_cannot_be_before_looking_for_a_gpu(args, message):
+    result = runner.invoke(app, ["calibrate", *args])
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output

@@ -224,3 +224,21 @@ def test_shipped_profiles_range_over_their_fitted_points():
         for kind, axes in training_spans(measured["measurements"]).items():
             for axis, span in axes.items():
                 assert doc["grid"][kind][axis] == span, f"{path.name} {kind}.{axis}"
+
+
+def test_a_shard_profile_prices_one_rank_of_its_degree(tmp_path, synthetic_profile):
+    """A profile of OPT-13B's shard over 2 GPUs (as `simcli calibrate --tp 2` writes it)
+    prices a --tp 2 run's compute, the ring's collectives added; it is refused at --tp 1."""
+    shard = load_model("opt-13b").shard(2)
+    doc = copy.deepcopy(synthetic_profile)
+    doc["tensor_parallel"] = 2
+    doc["model"] = {**doc["model"], "name": shard.name, "num_heads": shard.num_heads}
+    doc["model"].update(num_kv_heads=shard.num_kv_heads, intermediate_size=shard.intermediate_size)
+    doc["model"]["vocab_size"] = shard.vocab_size
+    path = write_profile(tmp_path, doc)
+    config = SimConfig(model="opt-13b", gpu="h100-sxm-80gb", tensor_parallel=2, profile=str(path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cost = select_cost_model(config, load_model("opt-13b"), H100)
+    assert isinstance(cost.compute, ProfileCostModel) and "ring collectives over 2 GPUs" in cost.name
+    assert_refused_by_run(path, "measured a shard of tensor parallelism 2, but the run uses --tensor-parallel 1")
