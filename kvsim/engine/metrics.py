@@ -199,8 +199,10 @@ def _waste_breakdown(steps: pd.DataFrame) -> dict:
     return {key: float(v / total) if total > 0 else float("nan") for key, v in zip(WASTE_KEYS, slot_seconds)}
 
 
-def summarize(recorder: Recorder, num_blocks: int) -> dict:
-    """The metrics of a run: throughput, latency distributions, batch size, KV usage."""
+def summarize(recorder: Recorder, num_blocks: int, num_replicas: int = 1) -> dict:
+    """The metrics of a run: throughput, latency distributions, batch size, KV usage.
+    ``busy_fraction`` is a replica's share of the span spent running steps, averaged over
+    the ``num_replicas`` replicas (idle ones count as idle)."""
     done = recorder.status == STATUS_COMPLETED
     arrival, first, finish = recorder.arrival[done], recorder.first_token[done], recorder.finish[done]
     out_len, in_len = recorder.output_len[done], recorder.prompt_len[done]
@@ -232,7 +234,7 @@ def summarize(recorder: Recorder, num_blocks: int) -> dict:
         "mean_batch_size": mean_batch,
         "num_steps": num_steps,
         "num_step_events": len(steps),
-        "busy_fraction": busy / span if span > 0 else float("nan"),
+        "busy_fraction": busy / (span * num_replicas) if span > 0 else float("nan"),
         # of the busy time, collectives between a tensor-parallel replica's GPUs
         "comm_fraction": float(steps["comm_s"].sum()) / busy if busy > 0 else float("nan"),
         "mean_kv_usage": mean_kv,

@@ -183,7 +183,7 @@ def run(
         intake_check=context_check(model),
         progress=None if progress is None else lambda done: progress(done, total),
     )
-    summary = summarize(recorder, capacity.num_blocks)
+    summary = summarize(recorder, capacity.num_blocks, config.num_replicas)
     summary["num_replicas"] = config.num_replicas
     summary["swapped_bytes"] = (summary["swap_out_blocks"] + summary["swap_in_blocks"]) * capacity.block_bytes
     return RunResult(config, model, gpu, capacity, cost_model, trace, recorder, summary, context)

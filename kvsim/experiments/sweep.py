@@ -18,13 +18,15 @@ SWEEP_COLUMNS = (
     "throughput_req_s",
     "throughput_output_tok_s",
     "normalized_latency_s_per_token",
-    "ttft_s_mean",
-    "ttft_s_p90",
-    "tpot_s_mean",
-    "e2e_latency_s_mean",
-    "e2e_latency_s_p90",
+    *(
+        f"{metric}_{stat}"
+        for metric in ("ttft_s", "tpot_s", "e2e_latency_s")
+        for stat in ("mean", "p50", "p90", "p99", "max")
+    ),
     "mean_batch_size",
     "mean_kv_usage",
+    "busy_fraction",
+    "comm_fraction",
     "preemptions",
 )
 

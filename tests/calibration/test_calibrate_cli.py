@@ -40,7 +40,10 @@ def test_calibrate_unknown_model_is_one_line_error():
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "llama-2-70b", "--tp", "3"], "llama-2-70b's 64 attention heads do not split over 3 GPUs"),
+        (
+            ["--model", "llama-2-70b", "--tp", "3"],
+            "llama-2-70b's 64 attention heads do not split over 3 GPUs",
+        ),
         (["--model", "llama-2-70b", "--tensor-parallel", "9"], "--tensor-parallel must be between 1 and 8"),
     ],
 )

@@ -241,4 +241,6 @@ def test_a_shard_profile_prices_one_rank_of_its_degree(tmp_path, synthetic_profi
         warnings.simplefilter("ignore")
         cost = select_cost_model(config, load_model("opt-13b"), H100)
     assert isinstance(cost.compute, ProfileCostModel) and "ring collectives over 2 GPUs" in cost.name
-    assert_refused_by_run(path, "measured a shard of tensor parallelism 2, but the run uses --tensor-parallel 1")
+    assert_refused_by_run(
+        path, "measured a shard of tensor parallelism 2, but the run uses --tensor-parallel 1"
+    )

@@ -240,3 +240,20 @@ def test_decode_run_records_the_cache_averaged_over_its_steps():
     per_second = sum(h * d for h, d in zip(token_states, duration)) / (num_blocks * duration.sum())
     assert summary["waste_token_states"] == pytest.approx(per_second)
     assert summary["waste_external_and_other"] == pytest.approx(1 - per_second)
+
+
+def test_busy_fraction_is_a_replicas_share_averaged_over_the_replicas():
+    """Two replicas, each busy for half of a 4 s span: each is half busy, not the cluster
+    at 100% (the busy seconds of all replicas over one span)."""
+    recorder = Recorder(2)
+    for rid in range(2):
+        request = Request(rid, 10, 5)
+        recorder.arrive(request, 0.0)
+        recorder.prefilled([request], 0.0, 0.5, replica=rid)
+        recorder.finished([request], 4.0)
+    for replica in (0, 1):
+        row = dict(replica=replica, start=0.0, duration=2.0, kind="decode", steps=1, batch_size=1)
+        row.update(zip(KV_SLOT_COLUMNS, (1, 0, 0, 1)))
+        recorder.steps.append(tuple(row.get(column, 0) for column in STEP_COLUMNS))
+    assert summarize(recorder, 4, num_replicas=2)["busy_fraction"] == pytest.approx(0.5)
+    assert summarize(recorder, 4, num_replicas=4)["busy_fraction"] == pytest.approx(0.25)
