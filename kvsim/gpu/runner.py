@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from kvsim.cost.padding import PREFILL_PADDING, padded_tokens
 from kvsim.gpu import ops
+from kvsim.gpu.parallel import TensorParallel
 from kvsim.gpu.weights import NamedWeights, RandomWeights
 from kvsim.models import ModelSpec
 
@@ -106,7 +107,11 @@ def _offsets(lengths: np.ndarray) -> np.ndarray:
 
 class ModelRunner:
     """``weights``: None for seeded random weights, a checkpoint directory (safetensors) or
-    a Hugging Face state dict. ``dtype`` defaults to the spec's; float32 runs on CPU only."""
+    a Hugging Face state dict. ``dtype`` defaults to the spec's; float32 runs on CPU only.
+
+    ``parallel``: this process's rank of a tensor-parallel runner (``kvsim.gpu.parallel``).
+    ``spec`` is then the whole model; the runner holds and computes one rank's shard of it
+    (``self.spec`` is the shard's shapes), every rank running the same steps in step."""
 
     def __init__(
         self,
@@ -118,8 +123,10 @@ class ModelRunner:
         weights=None,
         seed: int = 0,
         num_host_blocks: int = 0,
+        parallel: TensorParallel = TensorParallel(),
     ):
-        self.spec = spec
+        self.full, self.parallel = spec, parallel
+        spec = self.spec = spec.shard(parallel.size)
         self.dtype = _DTYPES[dtype or spec.dtype]
         self.device = torch.device(device)
         self.block_size = block_size
@@ -161,23 +168,29 @@ class ModelRunner:
     # -- weights ---------------------------------------------------------------------------
 
     def _load(self, source) -> None:
-        s, dt = self.spec, self.dtype
+        """Each parameter as the whole model names and shapes it, sliced to this rank's part
+        (all of it on one GPU)."""
+        s, dt, tp = self.full, self.dtype, self.parallel
         h, f = s.hidden_size, s.intermediate_size
         q_dim, kv_dim = s.num_heads * s.head_dim, s.num_kv_heads * s.head_dim
-        get = lambda name, *shape: source.get(name, shape, dt)
+        whole = lambda name, *shape: source.get(name, shape, dt)
+        rows = lambda name, *shape: tp.part(whole(name, *shape))  # column-parallel: output rows
+        cols = lambda name, *shape: tp.part(whole(name, *shape), dim=1)  # row-parallel: input columns
+        kv = lambda name, *shape: tp.kv_heads(whole(name, *shape), s.num_kv_heads, s.head_dim)
+        get = whole
         opt = s.family == "opt"
-        self.embed = get("embed_tokens.weight", s.vocab_size, h)
+        self.embed = rows("embed_tokens.weight", s.vocab_size, h)
         if opt:
             self.pos_embed = get("embed_positions.weight", s.max_model_len + _OPT_POS_OFFSET, h)
         self.layers = []
         for i in range(s.num_layers):
             p = f"layers.{i}."
-            attn = lambda n, *shape: get(p + "self_attn." + n, *shape)
+            name = lambda n: p + "self_attn." + n
             qkv_w = torch.cat(
                 [
-                    attn("q_proj.weight", q_dim, h),
-                    attn("k_proj.weight", kv_dim, h),
-                    attn("v_proj.weight", kv_dim, h),
+                    rows(name("q_proj.weight"), q_dim, h),
+                    kv(name("k_proj.weight"), kv_dim, h),
+                    kv(name("v_proj.weight"), kv_dim, h),
                 ]
             )
             if opt:
@@ -186,14 +199,18 @@ class ModelRunner:
                     ln1=norm("self_attn_layer_norm"),
                     qkv_w=qkv_w,
                     qkv_b=torch.cat(
-                        [attn("q_proj.bias", q_dim), attn("k_proj.bias", kv_dim), attn("v_proj.bias", kv_dim)]
+                        [
+                            rows(name("q_proj.bias"), q_dim),
+                            kv(name("k_proj.bias"), kv_dim),
+                            kv(name("v_proj.bias"), kv_dim),
+                        ]
                     ),
-                    o_w=attn("out_proj.weight", h, q_dim),
-                    o_b=attn("out_proj.bias", h),
+                    o_w=cols(name("out_proj.weight"), h, q_dim),
+                    o_b=get(name("out_proj.bias"), h),
                     ln2=norm("final_layer_norm"),
-                    up_w=get(p + "fc1.weight", f, h),
-                    up_b=get(p + "fc1.bias", f),
-                    down_w=get(p + "fc2.weight", h, f),
+                    up_w=rows(p + "fc1.weight", f, h),
+                    up_b=rows(p + "fc1.bias", f),
+                    down_w=cols(p + "fc2.weight", h, f),
                     down_b=get(p + "fc2.bias", h),
                 )
             else:
@@ -201,14 +218,14 @@ class ModelRunner:
                     ln1=(get(p + "input_layernorm.weight", h),),
                     qkv_w=qkv_w,
                     qkv_b=None,
-                    o_w=attn("o_proj.weight", h, q_dim),
+                    o_w=cols(name("o_proj.weight"), h, q_dim),
                     o_b=None,
                     ln2=(get(p + "post_attention_layernorm.weight", h),),
                     up_w=torch.cat(
-                        [get(p + "mlp.gate_proj.weight", f, h), get(p + "mlp.up_proj.weight", f, h)]
+                        [rows(p + "mlp.gate_proj.weight", f, h), rows(p + "mlp.up_proj.weight", f, h)]
                     ),
                     up_b=None,
-                    down_w=get(p + "mlp.down_proj.weight", h, f),
+                    down_w=cols(p + "mlp.down_proj.weight", h, f),
                     down_b=None,
                 )
             self.layers.append(layer)
@@ -217,7 +234,7 @@ class ModelRunner:
             if opt
             else (get("norm.weight", h),)
         )
-        self.lm_head = self.embed if s.tie_word_embeddings else get("lm_head.weight", s.vocab_size, h)
+        self.lm_head = self.embed if s.tie_word_embeddings else rows("lm_head.weight", s.vocab_size, h)
 
     # -- the forward pass --------------------------------------------------------------------
 
@@ -234,7 +251,14 @@ class ModelRunner:
         return x * cos + torch.cat([-x2, x1], dim=-1) * sin
 
     def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = F.embedding(tokens, self.embed)
+        tp = self.parallel
+        if tp.size == 1:
+            x = F.embedding(tokens, self.embed)
+        else:  # vocabulary-parallel: each rank looks up its own tokens, the others are 0
+            local = tokens - tp.rank * self.embed.shape[0]
+            mine = (local >= 0) & (local < self.embed.shape[0])
+            x = F.embedding(local.clamp(0, self.embed.shape[0] - 1), self.embed) * mine[:, None]
+            tp.all_reduce(x)
         if self.spec.family == "opt":
             x = x + F.embedding(positions + _OPT_POS_OFFSET, self.pos_embed)
         return x
@@ -276,14 +300,22 @@ class ModelRunner:
         """Layer i after attention, in place on the residual stream ``x``: output
         projection, then the MLP."""
         L = self.layers[i]
-        x.add_(F.linear(attention, L.o_w, L.o_b))
+        x.add_(self._row_parallel(attention, L.o_w, L.o_b))
         h = self._norm(x, L.ln2)
         if self.spec.family == "opt":
             h = F.relu(F.linear(h, L.up_w, L.up_b))
         else:
             gate, up = F.linear(h, L.up_w).chunk(2, dim=-1)
             h = F.silu(gate) * up
-        x.add_(F.linear(h, L.down_w, L.down_b))
+        x.add_(self._row_parallel(h, L.down_w, L.down_b))
+
+    def _row_parallel(self, x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
+        """``x @ weight.T + bias`` with ``weight`` split by input columns: each rank's partial
+        product, summed over the ranks, then the (whole) bias once."""
+        if self.parallel.size == 1:
+            return F.linear(x, weight, bias)
+        out = self.parallel.all_reduce(F.linear(x, weight))
+        return out if bias is None else out + bias
 
     def _hidden(self, batch: _Batch, attend) -> torch.Tensor:
         """Final hidden states of all tokens; ``attend(layer, q, k, v)`` does the attention."""
@@ -295,7 +327,8 @@ class ModelRunner:
         return x
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(self._norm(hidden, self.final_norm), self.lm_head).float()
+        logits = F.linear(self._norm(hidden, self.final_norm), self.lm_head).float()
+        return self.parallel.all_gather_last(logits)[:, : self.full.vocab_size]
 
     def _table_array(self, block_tables: list[list[int]], rows: int) -> np.ndarray:
         """The block tables as ``[rows, table_width]`` int32, padded with block 0 (never read:
@@ -543,7 +576,10 @@ class ModelRunner:
         """Capture decode steps for these batch sizes, and prefills of these token counts, in
         CUDA graphs (largest first, one shared memory pool: no graph's memory outlives its
         replay but through the static buffers). The attention grid is sized for
-        ``max_model_len``."""
+        ``max_model_len``. A tensor-parallel rank runs eagerly: its collectives are not
+        captured."""
+        if self.parallel.size > 1:
+            return
         pool = torch.cuda.graph_pool_handle()
         zeros = lambda *shape, dt=torch.int64: torch.zeros(shape, dtype=dt, device=self.device)
         sizes = sorted(set(batch_sizes), reverse=True)
