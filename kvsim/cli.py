@@ -256,6 +256,10 @@ def _split(command: str, flag: str, text: str) -> list[str]:
     return items
 
 
+#: Other names of SimConfig options (``setting(aliases=...)``) -> the field they set.
+ALIASES = {alias: f.name for f in fields(SimConfig) for alias in f.metadata["aliases"]}
+
+
 def parse_option_args(command: str, args: list[str]) -> dict[str, list]:
     """``--block-size 1,2,4 --rate 0.5,1 --prefix-caching`` -> {'block_size': [1, 2, 4],
     'rate': [0.5, 1.0], 'prefix_caching': [True]}: any `simcli run` option with one value or a
@@ -267,7 +271,7 @@ def parse_option_args(command: str, args: list[str]) -> dict[str, list]:
         flag = rest.pop(0)
         if not flag.startswith("--"):
             raise KvsimError(f"{command}: expected an option, got {flag!r}")
-        name = flag[2:].replace("-", "_")
+        name = ALIASES.get(flag, flag[2:].replace("-", "_"))
         if not rest or rest[0].startswith("--"):
             if _field_type(command, name) is not bool:
                 raise KvsimError(f"{command}: {flag} needs a value")

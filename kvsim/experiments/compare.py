@@ -59,7 +59,7 @@ def sharing_settings(config: SimConfig) -> list[str]:
     if config.prefix_len:
         count = f"{config.num_prefixes} shared prefixes" if config.num_prefixes > 1 else "shared prefix"
         parts.append(f"{count} of {config.prefix_len} tokens")
-    if config.prefix_caching_on:
+    if config.with_overrides(scheduler=config.scheduler or "v0").prefix_caching_on:  # as compared
         parts.append("prefix caching")
     return parts
 

@@ -181,3 +181,13 @@ def test_limits_are_stated_in_the_help_and_inclusive(name, limit, shown):
     SimConfig(**{name: limit}).validate()
     with pytest.raises(KvsimError, match=option_name(name)):
         SimConfig(**{name: limit + 1}).validate()
+
+
+def test_an_option_alias_works_in_the_list_commands_too():
+    """`--tp` is `--tensor-parallel` in sweep, compare and validate, as in run."""
+    from kvsim.cli import parse_option_args
+
+    assert parse_option_args("sweep", ["--tp", "2,4", "--rate", "1"]) == {
+        "tensor_parallel": [2, 4],
+        "rate": [1.0],
+    }
