@@ -374,37 +374,9 @@ class ModelRunner:
         self, token_ids: list[list[int]], block_tables: list[list[int]], num_cached: list[int] | None = None
     ) -> torch.Tensor:
         """Run each sequence's new tokens (after ``num_cached`` tokens already in its blocks);
-        returns float32 logits of each sequence's last token, ``[num_seqs, vocab]``."""
-        num_seqs = len(token_ids)
-        cached = np.asarray(num_cached or [0] * num_seqs, dtype=np.int64)
-        new = np.fromiter(map(len, token_ids), np.int64, num_seqs)
-        context = cached + new
-        total = int(new.sum())
-        rows = np.arange(num_seqs)
-        tables = self._table_array(block_tables, num_seqs)
-        positions = _ranges(cached, context)
-        # Padding rows: token 0 at position 0, slot -1 (no K/V written).
-        flat = np.zeros((3, padded_prefill_tokens(total)), np.int64)  # tokens, positions, slots
-        flat[2] = -1
-        flat[0, :total] = np.fromiter(itertools.chain.from_iterable(token_ids), np.int64, total)
-        flat[1, :total] = positions
-        flat[2, :total] = self._slots(tables, np.repeat(rows, new), positions)
-        host = [flat, _offsets(new)]
-        if cached.any():
-            whole = _ranges(np.zeros_like(context), context)
-            host += [_offsets(context), self._slots(tables, np.repeat(rows, context), whole)]
-        device = self._upload(*host)
-        layout = ops.PrefillLayout(new.tolist(), cached.tolist(), device[1].int())
-        if cached.any():
-            layout.context_offsets, layout.context_slots = device[2].int(), device[3]
-
-        def attend(i, q, k, v):
-            return ops.prefill_attention(
-                q, k, v, self.caches[2 * i], self.caches[2 * i + 1], layout, self.scale
-            )
-
-        hidden = self._prefill_pieces(total, device[0], attend)
-        return self._logits(hidden[layout.new_offsets[1:].long() - 1])
+        returns float32 logits of each sequence's last token, ``[num_seqs, vocab]``: a mixed
+        step without decodes."""
+        return self.mixed(token_ids, block_tables, num_cached or [0] * len(token_ids), [], [], [])
 
     def mixed(
         self,
@@ -429,33 +401,39 @@ class ModelRunner:
         rows = np.arange(num_chunks)
         tables = self._table_array(block_tables, num_chunks)
         positions = _ranges(cached, context)
-        decode_table_array = self._table_array(decode_tables, num_decodes)
-        decode_pos = np.asarray(decode_positions, dtype=np.int64)
+        # Padding rows: token 0 at position 0, slot -1 (no K/V written).
         flat = np.zeros((3, padded_prefill_tokens(total)), np.int64)  # tokens, positions, slots
         flat[2] = -1
         flat[0, :chunk_total] = np.fromiter(itertools.chain.from_iterable(token_ids), np.int64, chunk_total)
         flat[1, :chunk_total] = positions
         flat[2, :chunk_total] = self._slots(tables, np.repeat(rows, new), positions)
-        flat[0, chunk_total:total] = decode_ids
-        flat[1, chunk_total:total] = decode_pos
-        flat[2, chunk_total:total] = self._slots(decode_table_array, np.arange(num_decodes), decode_pos)
-        decode_lens = (decode_pos + 1).astype(np.int32)
-        host = [flat, _offsets(new), decode_table_array, decode_lens]
+        host = [flat, _offsets(new)]
         if cached.any():
             whole = _ranges(np.zeros_like(context), context)
             host += [_offsets(context), self._slots(tables, np.repeat(rows, context), whole)]
+        if num_decodes:
+            decode_table_array = self._table_array(decode_tables, num_decodes)
+            decode_pos = np.asarray(decode_positions, dtype=np.int64)
+            flat[0, chunk_total:total] = decode_ids
+            flat[1, chunk_total:total] = decode_pos
+            flat[2, chunk_total:total] = self._slots(decode_table_array, np.arange(num_decodes), decode_pos)
+            decode_lens = (decode_pos + 1).astype(np.int32)
+            host += [decode_table_array, decode_lens]
         device = self._upload(*host)
         layout = ops.PrefillLayout(new.tolist(), cached.tolist(), device[1].int())
         if cached.any():
-            layout.context_offsets, layout.context_slots = device[4].int(), device[5]
-        decode_tables_d, decode_lens_d = device[2].int(), device[3].int()
-        longest = int(decode_lens.max())
+            layout.context_offsets, layout.context_slots = device[2].int(), device[3]
+        if num_decodes:
+            decode_tables_d, decode_lens_d = device[-2].int(), device[-1].int()
+            longest = int(decode_lens.max())
 
         def attend(i, q, k, v):
             k_cache, v_cache = self.caches[2 * i], self.caches[2 * i + 1]
             chunks = ops.prefill_attention(
                 q[:chunk_total], k[:chunk_total], v[:chunk_total], k_cache, v_cache, layout, self.scale
             )
+            if not num_decodes:
+                return chunks
             decodes = ops.decode_attention(
                 q[chunk_total:], k_cache, v_cache, decode_tables_d, decode_lens_d, self.scale, longest
             )
@@ -463,8 +441,9 @@ class ModelRunner:
 
         hidden = self._prefill_pieces(total, device[0], attend)
         last = layout.new_offsets[1:].long() - 1
-        decode_rows = torch.arange(chunk_total, total, device=last.device)
-        return self._logits(hidden[torch.cat([last, decode_rows])])
+        if num_decodes:
+            last = torch.cat([last, torch.arange(chunk_total, total, device=last.device)])
+        return self._logits(hidden[last])
 
     def _prefill_pieces(self, total: int, flat: torch.Tensor, attend) -> torch.Tensor:
         """The prefill's rows through every layer, piece by piece with the attention of the
