@@ -18,24 +18,33 @@ from kvsim.policies.kv_manager import BlockTransfers, CacheUsage, PrivateCopyKVM
 from kvsim.policies.registry import PolicyContext, register
 from kvsim.policies.scheduler import Scheduler
 
-#: final_tokens (KV slots the sequence will fill by its end) -> slots to reserve.
-ReservationRule = Callable[[int], int]
+#: (prompt tokens, final tokens: KV slots the sequence will fill by its end) -> slots to
+#: reserve. The Orca rules reserve the prompt plus an estimate of the output, as the vLLM
+#: paper's artifact defines them; the slots beyond the true length are internal fragmentation.
+ReservationRule = Callable[[int, int], int]
 
 
-def reserve_exact(final_tokens: int) -> int:
+def reserve_exact(prompt_tokens: int, final_tokens: int) -> int:
     """Orca (Oracle): knows the output length and reserves exactly the slots it will fill
     (prompt + output - 1: the last generated token's KV is never written)."""
     return final_tokens
 
 
 def reserve_pow2(max_model_len: int) -> ReservationRule:
-    """Orca (Pow2): the need rounded up to a power of two (under 2x), capped at the context."""
-    return lambda final_tokens: max(final_tokens, min(1 << (final_tokens - 1).bit_length(), max_model_len))
+    """Orca (Pow2): the prompt plus the true output length rounded up to a power of two
+    (under 2x the output: 25 -> 32), capped at the context."""
+
+    def rule(prompt_tokens: int, final_tokens: int) -> int:
+        output = final_tokens - prompt_tokens + 1
+        estimate = prompt_tokens + (1 << (output - 1).bit_length()) - 1
+        return max(final_tokens, min(estimate, max_model_len))
+
+    return rule
 
 
 def reserve_max(max_model_len: int) -> ReservationRule:
     """Orca (Max) and FasterTransformer: the model's whole context, whatever the request."""
-    return lambda final_tokens: max(final_tokens, max_model_len)
+    return lambda prompt_tokens, final_tokens: max(final_tokens, max_model_len)
 
 
 class ContiguousKVManager(PrivateCopyKVManager):
@@ -80,22 +89,22 @@ class ContiguousKVManager(PrivateCopyKVManager):
         self._copied_blocks = 0
         return moves
 
-    def fits_alone(self, final_tokens: list[int]) -> bool:
+    def fits_alone(self, final_tokens: list[int], prompt_tokens: int) -> bool:
         """Place the reservations in an empty allocator of the same kind: with buddy rounding,
         ranges that add up to less than the cache can still fail to fit together."""
         empty = type(self.allocator)(self.num_blocks * self.block_size)
         for tokens in final_tokens:
-            size = self.reservation(tokens)
+            size = self.reservation(prompt_tokens, tokens)
             if not empty.can_allocate(size):
                 return False
             empty.allocate(size)
         return True
 
     def can_admit(self, num_tokens: int, final_tokens: int) -> bool:
-        return self.allocator.can_allocate(self.reservation(final_tokens))
+        return self.allocator.can_allocate(self.reservation(num_tokens, final_tokens))
 
     def admit(self, seq: int, num_tokens: int, final_tokens: int) -> None:
-        size = self.reservation(final_tokens)
+        size = self.reservation(num_tokens, final_tokens)
         if size < final_tokens:
             raise AssertionError(f"reservation of {size} slots for a sequence that fills {final_tokens}")
         self._ranges[seq] = (self.allocator.allocate(size), final_tokens)
@@ -150,7 +159,7 @@ def build_orca_max(ctx: PolicyContext) -> Scheduler:
 
 @register(
     "orca-pow2",
-    "Orca: contiguous reservation of prompt + output rounded up to a power of two",
+    "Orca: contiguous reservation of the prompt + the output length rounded up to a power of two",
     preempts=False,
 )
 def build_orca_pow2(ctx: PolicyContext) -> Scheduler:

@@ -58,9 +58,10 @@ class KVCacheManager(ABC):
         return self.block_size * self.num_blocks
 
     @abstractmethod
-    def fits_alone(self, final_tokens: list[int]) -> bool:
+    def fits_alone(self, final_tokens: list[int], prompt_tokens: int) -> bool:
         """Could sequences that end at these token counts, each in memory of its own, all run
-        at once with the cache otherwise empty? (A group runs together or not at all.)"""
+        at once with the cache otherwise empty? (A group runs together or not at all; its
+        prompt, of ``prompt_tokens``, sizes what a reservation policy holds for it.)"""
 
     @abstractmethod
     def can_admit(self, num_tokens: int, final_tokens: int) -> bool:

@@ -56,7 +56,7 @@ class PagedKVManager(SharingKVManager):
                 [self._held, np.zeros(max(seq + 1, 2 * len(self._held)) - len(self._held), np.int64)]
             )
 
-    def fits_alone(self, final_tokens: list[int]) -> bool:
+    def fits_alone(self, final_tokens: list[int], prompt_tokens: int) -> bool:
         needed = sum(blocks_for(tokens, self.block_size) for tokens in final_tokens)
         return needed <= self.num_blocks - self.watermark_blocks
 

@@ -196,7 +196,7 @@ class Scheduler:
         if request.width > self.max_num_seqs:
             return f"a group of {request.width} sequences exceeds max-num-seqs {self.max_num_seqs}"
         held = self._group_memory(request)
-        if not self.kv.fits_alone(held):
+        if not self.kv.fits_alone(held, request.prompt_len):
             return f"needs {sum(held)} token slots; the whole KV cache has {self.kv.num_slots}"
         return ""
 

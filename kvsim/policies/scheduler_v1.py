@@ -60,7 +60,7 @@ class V1Scheduler(Scheduler):
             return (
                 "--scheduler v1 runs one sequence per request (use --scheduler v0 for --n and --beam-width)"
             )
-        if not self.kv.fits_alone([request.max_tokens]):
+        if not self.kv.fits_alone([request.max_tokens], request.prompt_len):
             return f"needs {request.max_tokens} token slots; the whole KV cache has {self.kv.num_slots}"
         return ""
 

@@ -32,7 +32,7 @@ def context(num_blocks=64, block_size=16, max_model_len=256, **kw):
     "name, expected",
     [
         ("orca-oracle", 100 + 30 - 1),  # exactly the slots the request fills
-        ("orca-pow2", 256),  # 129 rounded up to a power of two
+        ("orca-pow2", 100 + 32 - 1),  # the prompt + the 30-token output rounded up to 32
         ("orca-max", 512),  # the whole context
     ],
 )
@@ -49,10 +49,14 @@ def test_each_orca_rule_reserves_its_size(name, expected):
 
 
 def test_reservation_rules():
-    assert reserve_exact(129) == 129
-    assert reserve_pow2(2048)(129) == 256 and reserve_pow2(2048)(1024) == 1024
-    assert reserve_pow2(2048)(2000) == 2048 and reserve_pow2(1500)(1100) == 1500
-    assert reserve_max(2048)(10) == 2048
+    """The vLLM paper's artifact: the prompt plus an estimate of the output (the true one, it
+    rounded up to a power of two, or up to the maximum length), capped at the maximum."""
+    assert reserve_exact(100, 129) == 129
+    assert reserve_pow2(2048)(10, 10 + 25 - 1) == 10 + 32 - 1  # 25 output tokens -> 32
+    assert reserve_pow2(2048)(100, 100 + 32 - 1) == 100 + 32 - 1  # a power of two already
+    assert reserve_pow2(2048)(2000, 2000 + 40 - 1) == 2048  # 2000 + 64 capped at the context
+    assert reserve_pow2(2048)(1, 1) == 1  # one output token, no KV written for it
+    assert reserve_max(2048)(5, 10) == 2048
 
 
 def test_a_request_waits_at_the_head_until_its_reservation_fits():

@@ -53,7 +53,7 @@ def test_decode_headroom_counts_steps_until_blocks_run_out():
 def test_admission_keeps_the_watermark_free():
     kv = PagedKVManager(num_blocks=100, block_size=1, watermark=0.1)
     assert kv.can_admit(90, 90) and not kv.can_admit(91, 91)
-    assert kv.fits_alone([90]) and not kv.fits_alone([91])
+    assert kv.fits_alone([90], 10) and not kv.fits_alone([91], 10)
 
 
 def test_usage_accounts_every_slot():
