@@ -199,6 +199,32 @@ def _waste_breakdown(steps: pd.DataFrame) -> dict:
     return {key: float(v / total) if total > 0 else float("nan") for key, v in zip(WASTE_KEYS, slot_seconds)}
 
 
+#: The steady-state window skips this much of the arrivals' start (the vLLM paper skips the
+#: first minute), or a tenth of the arrival span when that is shorter.
+WARM_UP_S = 60.0
+
+
+def steady_state(recorder: Recorder) -> dict:
+    """Throughput in the steady state: completions while requests still arrive, after the
+    warm-up, per second of that window. The whole-run figure also counts the drain after the
+    last arrival, so an idle system reads below the offered rate; this one does not."""
+    arrivals = recorder.arrival[~np.isnan(recorder.arrival)]
+    nan = {"steady_window_s": float("nan"), "steady_throughput_req_s": float("nan")}
+    if len(arrivals) < 2:
+        return {**nan, "steady_throughput_output_tok_s": float("nan")}
+    first, last = float(arrivals.min()), float(arrivals.max())
+    start = first + min(WARM_UP_S, (last - first) / 10)
+    window = last - start
+    if window <= 0:
+        return {**nan, "steady_throughput_output_tok_s": float("nan")}
+    inside = (recorder.status == STATUS_COMPLETED) & (recorder.finish >= start) & (recorder.finish <= last)
+    return {
+        "steady_window_s": window,
+        "steady_throughput_req_s": float(inside.sum()) / window,
+        "steady_throughput_output_tok_s": float(recorder.output_len[inside].sum()) / window,
+    }
+
+
 def summarize(recorder: Recorder, num_blocks: int, num_replicas: int = 1) -> dict:
     """The metrics of a run: throughput, latency distributions, batch size, KV usage.
     ``busy_fraction`` is a replica's share of the span spent running steps, averaged over
@@ -227,6 +253,7 @@ def summarize(recorder: Recorder, num_blocks: int, num_replicas: int = 1) -> dic
         "throughput_req_s": done.sum() / span if span > 0 else float("nan"),
         "throughput_output_tok_s": out_len.sum() / span if span > 0 else float("nan"),
         "throughput_total_tok_s": (out_len.sum() + in_len.sum()) / span if span > 0 else float("nan"),
+        **steady_state(recorder),
         **_percentiles(first - arrival, "ttft_s"),
         **_percentiles(tpot, "tpot_s"),
         **_percentiles(e2e, "e2e_latency_s"),

@@ -17,6 +17,7 @@ SWEEP_COLUMNS = (
     "rejected",
     "throughput_req_s",
     "throughput_output_tok_s",
+    "steady_throughput_req_s",
     "normalized_latency_s_per_token",
     *(
         f"{metric}_{stat}"

@@ -66,6 +66,12 @@ def print_run_summary(console: Console, result) -> None:
             "throughput",
             f"{s['throughput_req_s']:.3f} req/s, {s['throughput_output_tok_s']:,.0f} output tok/s",
         ),
+        (
+            "steady throughput",
+            "- (too short a run)"
+            if s["steady_window_s"] != s["steady_window_s"]  # NaN: no window
+            else f"{s['steady_throughput_req_s']:.3f} req/s over {s['steady_window_s']:,.0f} s of arrivals",
+        ),
         ("normalized latency", f"{s['normalized_latency_s_per_token'] * 1e3:.2f} ms/token"),
         ("mean batch size", f"{s['mean_batch_size']:.2f} requests"),
         ("KV cache usage", f"mean {s['mean_kv_usage']:.1%}, peak {s['peak_kv_usage']:.1%}"),

@@ -144,6 +144,10 @@ def expected_summary(requests, steps, counters, num_blocks) -> dict:
     # Throughput is over the span from the first arrival to the last completion.
     span = max(finish) - min(r[0] for r in requests)
     busy = sum(s["duration"] for s in steps)
+    arrivals = [r[0] for r in requests]
+    warm_end = min(arrivals) + min(60.0, (max(arrivals) - min(arrivals)) / 10)
+    window = max(arrivals) - warm_end
+    steady = [r for r in done if warm_end <= r[2] <= max(arrivals)]
     total_steps = sum(s["steps"] for s in steps)
     measured = [s for s in steps if not any(math.isnan(v) for v in s["slots"])]
     slot_seconds = [sum(s["slots"][i] * s["duration"] for s in measured) for i in range(len(WASTE_KEYS))]
@@ -158,6 +162,11 @@ def expected_summary(requests, steps, counters, num_blocks) -> dict:
         "throughput_req_s": len(done) / span,
         "throughput_output_tok_s": sum(output) / span,
         "throughput_total_tok_s": (sum(prompt) + sum(output)) / span,
+        # Steady state: completions from the warm-up's end (a tenth of the 3 s of arrivals,
+        # under a minute) to the last arrival, per second of that window.
+        "steady_window_s": window,
+        "steady_throughput_req_s": len(steady) / window,
+        "steady_throughput_output_tok_s": sum(r[4] for r in steady) / window,
         **distribution([f - a for a, f in zip(arrival, first)], "ttft_s"),
         # Time per output token after the first: the other output - 1 tokens share the decode time.
         **distribution([(e - f) / (o - 1) for f, e, o in zip(first, finish, output) if o > 1], "tpot_s"),
