@@ -139,6 +139,10 @@ class SequenceTable:
 class Scheduler:
     """FCFS continuous batching over any KV-cache policy, with preemption by recompute."""
 
+    #: Does a prompt longer than the step's token budget run in chunks (v1), or can it never
+    #: run (v0: a prompt is prefilled in one step)?
+    chunks_prompts = False
+
     def __init__(
         self,
         kv: KVCacheManager,
@@ -188,7 +192,7 @@ class Scheduler:
     # -- intake -------------------------------------------------------------------------
     def rejection_reason(self, request: Request) -> str:
         """Why this request can never run here ('' if it can)."""
-        if request.prompt_len > self.max_num_batched_tokens:
+        if not self.chunks_prompts and request.prompt_len > self.max_num_batched_tokens:
             return (
                 f"prompt of {request.prompt_len} tokens exceeds max-num-batched-tokens "
                 f"{self.max_num_batched_tokens}"
@@ -254,7 +258,10 @@ class Scheduler:
         if self.sharing is None and request.width > 1:
             return True
         may_hit = request.token_ids is not None and (self.prefix_caching or request.shared_prefix_len)
-        return self.kv.can_admit(1 if may_hit else request.prompt_len, request.max_tokens)
+        # Sure to be needed: the whole prompt, unless cached blocks may serve all but its last
+        # block, or the prompt runs in chunks of which the first may be one token.
+        sure = 1 if may_hit or self.chunks_prompts else request.prompt_len
+        return self.kv.can_admit(sure, request.max_tokens)
 
     @property
     def num_running_seqs(self) -> int:

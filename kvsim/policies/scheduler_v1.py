@@ -54,15 +54,14 @@ class V1Scheduler(Scheduler):
         self.prefill_end = np.zeros(1024, dtype=np.int64)
 
     # -- intake -------------------------------------------------------------------------
+    chunks_prompts = True  # the budget bounds a step's chunk, not a prompt
+
     def rejection_reason(self, request: Request) -> str:
-        """A prompt longer than the budget is chunked, so only the cache bounds a request."""
         if request.width > 1:
             return (
                 "--scheduler v1 runs one sequence per request (use --scheduler v0 for --n and --beam-width)"
             )
-        if not self.kv.fits_alone([request.max_tokens], request.prompt_len):
-            return f"needs {request.max_tokens} token slots; the whole KV cache has {self.kv.num_slots}"
-        return ""
+        return super().rejection_reason(request)
 
     def add_request(self, request: Request) -> None:
         super().add_request(request)
@@ -226,16 +225,6 @@ class V1Scheduler(Scheduler):
         self.computed[seq] = 0
         request.status = Status.WAITING
         self.waiting.appendleft(request)
-
-    # -- what an arrival can change ------------------------------------------------------
-    def could_admit(self, request: Request) -> bool:
-        """As v0, except that the budget, not the prompt, bounds a chunk: a request whose
-        first block does not fit cannot start."""
-        if len(self.waiting) > 1 or self.waiting[0] is not request:
-            return False
-        if self.num_running_seqs + 1 > self.max_num_seqs:
-            return False
-        return self.kv.can_admit(1, request.max_tokens)
 
     # -- the cache as the step runs -------------------------------------------------------
     def kv_usage(self, plan: StepPlan, written_only: bool = False) -> CacheUsage:
