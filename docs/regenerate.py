@@ -770,6 +770,20 @@ def _(r):
     return "\n".join(lines)
 
 
+@figure("parallel.opt175-room", TABLE1_RUNS[("opt-175b", "a100-80gb", 8)])
+def _(r):
+    """Why OPT-175B on 8 A100-80GB falls short of the paper's slots, from the run's own capacity."""
+    cap = r[TABLE1_RUNS[("opt-175b", "a100-80gb", 8)]].document["kv_capacity"]
+    gib = 2**30
+    room = (cap["usable_bytes"] - cap["weight_bytes"]) / gib
+    needed = TABLE1[("opt-175b", "a100-80gb", 8)] * cap["block_bytes"] / cap["block_size"] / gib
+    return (
+        f"{cap['usable_bytes'] / gib:.1f} GiB usable per GPU, less a {cap['weight_bytes'] / gib:.1f} GiB shard "
+        f"of the weights, leaves at most {room:.1f} GiB per GPU for the cache even with no activations; "
+        f"the paper's slots need {needed:.1f} GiB per GPU"
+    )
+
+
 @figure("parallel.tp4-vs-tp8", *TP_RUNS.values(), block=True)
 def _(r):
     lines = [

@@ -30,6 +30,7 @@ from kvsim.cost.profile import (
     engine_features,
     graph_for,
     host_features,
+    mixed_composition,
     mixed_features,
     model_fields,
     prefill_features,
@@ -240,12 +241,7 @@ def fit_profile(
             np.array([p["wall_s"] for p in raw["mixed"]]),
             weight_read_s,
             known=np.array(
-                [
-                    linear(sum(p["new_tokens"]) + len(p["decode_contexts"]))
-                    + float(prefill_features(*_prefill_args(p)) @ prefill)
-                    + context_s * sum(p["decode_contexts"])
-                    for p in raw["mixed"]
-                ]
+                [mixed_composition(linear, prefill, context_s, *_mixed_args(p)) for p in raw["mixed"]]
             ),
         )
     # The measured range is the fitted points': held-out ones test the fit, not widen it.

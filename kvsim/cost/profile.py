@@ -172,6 +172,20 @@ def block_features(num_blocks: float) -> np.ndarray:
     return np.array([1.0, float(num_blocks)])
 
 
+def mixed_composition(
+    table: "PrefillTokens", prefill_coef: np.ndarray, decode_context_s: float, new_tokens, context_lens
+) -> float:
+    """A mixed step priced by the other kinds' terms: every token through the dense layers
+    (``table`` at the step's total tokens), the chunks' prefill terms, and the decodes' (the
+    entries of one new token) context read at the decode rate. The cost model adds the
+    mixed term to it; calibration fits that term to what this leaves of a measured step."""
+    decode = new_tokens == 1
+    seconds = table(float(new_tokens.sum())) + decode_context_s * float(context_lens[decode].sum())
+    if not decode.all():
+        seconds += float(prefill_features(new_tokens[~decode], context_lens[~decode]) @ prefill_coef)
+    return seconds
+
+
 def mixed_features(num_decodes: int) -> np.ndarray:
     """A mixed step's own cost beyond its prefill and decode terms: once, and per decode."""
     return np.array([1.0, float(num_decodes)])

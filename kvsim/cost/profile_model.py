@@ -28,6 +28,7 @@ from kvsim.cost.profile import (
     engine_features,
     graph_for,
     host_features,
+    mixed_composition,
     mixed_features,
     prefill_features,
 )
@@ -108,8 +109,8 @@ class ProfileCostModel(CostModel):
         sequences, expanded as ``base + per_token x context + per_partition x min(context /
         batch, partition)``, returned as (base, per_token, per_partition, partition). Every
         term but the context's is fixed per batch size and asked for once per simulated
-        event, so it is computed once per size; ``test_profile_model`` holds the expansion to
-        ``decode_features``."""
+        event, so it is computed once per size; ``test_decode_run_is_its_features_priced_step_by_step``
+        (tests/calibration/test_cost_model.py) holds the expansion to ``decode_features``."""
         line = self._lines.get(batch_size)
         if line is None:
             rows, partition = graph_for(self.graph_sizes, self.partitions, batch_size)
@@ -117,9 +118,8 @@ class ProfileCostModel(CostModel):
             at_zero = float(
                 decode_features(batch_size, rows, partition, np.zeros(1))[0] @ self.coef["decode"]
             )
-            names = [term for term, _ in TERMS["decode"]]
-            coef = self.coef["decode"]
-            line = (at_zero + host, coef[names.index("context")], coef[names.index("partition")], partition)
+            per_partition = self.coef["decode"][[term for term, _ in TERMS["decode"]].index("partition")]
+            line = (at_zero + host, self._decode_context_s, per_partition, partition)
             self._lines[batch_size] = line
         return line
 
@@ -166,13 +166,15 @@ class ProfileCostModel(CostModel):
         step and per decode) is the profile's mixed term, measured on mixed steps where the
         profile has one."""
         decode = new_tokens == 1
-        chunk_new, chunk_context = new_tokens[~decode], context_lens[~decode]
-        tokens = float(new_tokens.sum())
-        self._check("prefill", tokens=tokens, seqs=len(chunk_new), context=float(chunk_context.sum()))
-        fitted = self.prefill_tokens(tokens)
-        if len(chunk_new):
-            fitted += float(prefill_features(chunk_new, chunk_context) @ self.coef["prefill"])
-        fitted += self._decode_context_s * float(context_lens[decode].sum())
+        self._check(
+            "prefill",
+            tokens=float(new_tokens.sum()),
+            seqs=int((~decode).sum()),
+            context=float(context_lens[~decode].sum()),
+        )
+        fitted = mixed_composition(
+            self.prefill_tokens, self.coef["prefill"], self._decode_context_s, new_tokens, context_lens
+        )
         num_decodes = int(decode.sum())
         if "mixed" in self.coef:
             self._check("mixed", decodes=num_decodes)
