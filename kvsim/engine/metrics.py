@@ -209,14 +209,12 @@ def steady_state(recorder: Recorder) -> dict:
     warm-up, per second of that window. The whole-run figure also counts the drain after the
     last arrival, so an idle system reads below the offered rate; this one does not."""
     arrivals = recorder.arrival[~np.isnan(recorder.arrival)]
-    nan = {"steady_window_s": float("nan"), "steady_throughput_req_s": float("nan")}
-    if len(arrivals) < 2:
-        return {**nan, "steady_throughput_output_tok_s": float("nan")}
-    first, last = float(arrivals.min()), float(arrivals.max())
+    first, last = (float(arrivals.min()), float(arrivals.max())) if len(arrivals) else (0.0, 0.0)
     start = first + min(WARM_UP_S, (last - first) / 10)
     window = last - start
-    if window <= 0:
-        return {**nan, "steady_throughput_output_tok_s": float("nan")}
+    if window <= 0:  # a single arrival, or all at once: no steady state to measure
+        keys = ("steady_window_s", "steady_throughput_req_s", "steady_throughput_output_tok_s")
+        return dict.fromkeys(keys, float("nan"))
     inside = (recorder.status == STATUS_COMPLETED) & (recorder.finish >= start) & (recorder.finish <= last)
     return {
         "steady_window_s": window,
