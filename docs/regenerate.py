@@ -38,6 +38,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import hashlib
+import io
 import json
 import os
 import re
@@ -94,6 +95,19 @@ class Compare:
     @property
     def command(self) -> str:
         return " ".join(("simcli compare", *self.args))
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """`simcli run ARGS --out DIR` with --plots or --timeline DIR/NAME: the files it writes."""
+
+    args: tuple[str, ...]
+    cheap: bool = False
+    needs_data: bool = False
+
+    @property
+    def command(self) -> str:
+        return " ".join(("simcli run", *self.args))
 
 
 @dataclass(frozen=True)
@@ -270,6 +284,28 @@ SCHEDULERS = Local(
 V1_CAMPAIGNS = ("opt-13b", "llama-2-7b")
 
 
+def _beam_fit() -> dict:
+    """The savings at the beam model's defaults in the fit's setting (kvsim/experiments/beam_fit.py)."""
+    from kvsim.experiments.beam_fit import PAPER_BEAM_SAVING, PAPER_SAMPLING_SAVING, savings
+
+    measured = {
+        kind: {row[option]: row["sharing_saving_per_step"] for row in savings({option: sorted(paper)})}
+        for kind, option, paper in (
+            ("beam", "beam_width", PAPER_BEAM_SAVING),
+            ("n", "n", PAPER_SAMPLING_SAVING),
+        )
+    }
+    return {**measured, "paper": {"beam": PAPER_BEAM_SAVING, "n": PAPER_SAMPLING_SAVING}}
+
+
+BEAM_FIT = Local(
+    "beam-fit",
+    _beam_fit,
+    "kvsim.experiments.beam_fit.savings(beam_width 2,4,6 | n 2,4,6) at the defaults "
+    "(OPT-13B, A100-40GB, Alpaca, v0, 300 requests at 5 req/s, seed 0)",
+)
+
+
 def _validation_v1() -> dict:
     """The v1 campaigns of record (docs/validation/v1/): their tables as table.py prints
     them, and the figures quoted from them."""
@@ -288,12 +324,49 @@ def _validation_v1() -> dict:
     }
 
 
+def _cross_machine() -> dict:
+    """The cross-machine campaign (docs/validation/cross-machine/): its tables as
+    cross_machine.py prints them, and the rows quoted."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "cross_machine", ROOT / "docs" / "validation" / "cross_machine.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    machines = module.machines()
+    return {
+        "drift_table": module.drift_table(),
+        "campaign_table": module.campaign_table(),
+        "machines": len(machines),
+        "drift": {(m.name, model): module.drift(m, model) for m in machines for model in module.MODELS},
+        "campaign": {
+            (m.name, model, row["profile"]): row
+            for m in machines
+            for model in module.MODELS
+            for row in module.campaign(m, model)
+        },
+    }
+
+
+CROSS_MACHINE = Local("cross-machine", _cross_machine, "python docs/validation/cross_machine.py", cheap=False)
+
+
 VALIDATION_V1 = Local(
     "validation-v1",
     _validation_v1,
     "python docs/validation/table.py docs/validation/v1/opt-13b docs/validation/v1/llama-2-7b",
 )
+
+
+def _api_example() -> dict:
+    """docs/api.md's example: its code, and what running it prints."""
+    path = ROOT / "docs" / "examples" / "api_example.py"
+    return {"code": path.read_text(), "printed": _call([sys.executable, str(path)])}
+
+
 PROFILES = Local("profiles", _profiles, "the shipped profiles (kvsim/cost/profiles/*.json)")
+API_EXAMPLE = Local("api-example", _api_example, "python docs/examples/api_example.py")
 TRANSFER = Local("transfer", _transfer, "python benchmarks/calibration/transfer_check.py --json FILE")
 BUILTINS = Local(
     "builtins", _builtin_lengths, "kvsim.workloads.build_trace(sharegpt|alpaca, num_requests=100000, seed=0)"
@@ -343,6 +416,10 @@ def _run(source, tmp: Path):
     if isinstance(source, Local):
         return source.fn()
     out = tmp / hashlib.sha256(source.command.encode()).hexdigest()[:16]
+    if isinstance(source, RunFiles):  # --timeline NAME is written in the output directory
+        args = [str(out / arg) if arg.endswith(".json") else arg for arg in source.args]
+        _call([sys.executable, "-m", "kvsim.cli", "run", *args, "--out", str(out)])
+        return {path.name: path.read_bytes() for path in sorted(out.iterdir())}
     if isinstance(source, Sim):
         text = _call([sys.executable, "-m", "kvsim.cli", "run", *source.args, "--out", str(out)])
         return SimResult(_printed_rows(text), json.loads((out / "summary.json").read_text()))
@@ -569,6 +646,29 @@ def _(r):
 inline("beam.saving", BEAM, lambda s: pct(s.m["sharing_memory_saving"]))
 
 
+@figure("sharing.beam-fit", BEAM_FIT, block=True)
+def _(r):
+    fit = r[BEAM_FIT]
+    lines = ["| sharing | kvsim | paper (Fig. 15) | kvsim − paper |", "| --- | ---: | ---: | ---: |"]
+    for kind, label in (("beam", "beam width {} (fitted)"), ("n", "parallel sampling n = {} (check)")):
+        for width, saving in fit[kind].items():
+            paper = fit["paper"][kind][width]
+            lines.append(
+                f"| {label.format(width)} | {pct(saving, 2)} | {pct(paper, 2)} | "
+                f"{100 * (saving - paper):+.2f} points |"
+            )
+    worst = {
+        kind: max(abs(saving - fit["paper"][kind][width]) for width, saving in fit[kind].items())
+        for kind in ("beam", "n")
+    }
+    lines += [
+        "",
+        f"The fitted widths are within {100 * worst['beam']:.1f} points of the paper's values; parallel "
+        f"sampling, with nothing fitted, is within {100 * worst['n']:.1f} points.",
+    ]
+    return "\n".join(lines)
+
+
 @figure("sharing.beam-oracle", BEAM_ORACLE, block=True)
 def _(r):
     return printed_block(r, (BEAM_ORACLE, ["throughput", "normalized latency", "sharing"]))
@@ -728,6 +828,62 @@ def _(r):
     results = r[VALIDATION_V1]["results"]["llama-2-7b"]
     vidur = results[results.trace.str.contains("sharegpt_8k")]
     return f"{100 * vidur.normalized_latency_s_per_token_rel_error.iloc[0]:+.1f}%"
+
+
+# The cross-machine campaign (docs/validation/README.md, README) ----------------------------------
+
+
+@figure("validation.cross-machine.drift", CROSS_MACHINE, block=True)
+def _(r):
+    return r[CROSS_MACHINE]["drift_table"]
+
+
+@figure("validation.cross-machine.campaign", CROSS_MACHINE, block=True)
+def _(r):
+    return r[CROSS_MACHINE]["campaign_table"]
+
+
+def _campaign_error(machine: str, model: str, profile: str, metric: str):
+    def render(r):
+        row = r[CROSS_MACHINE]["campaign"][machine, model, profile]
+        return f"{100 * row[f'{metric}_rel_error']:+.1f}%"
+
+    return render
+
+
+for _model in ("opt-13b", "llama-2-7b"):
+    for _profile, _key in (("shipped", "shipped"), ("adjusted by --check", "adjusted")):
+        for _metric, _short in (("normalized_latency_s_per_token", "norm"), ("e2e_latency_s_p90", "e2e-p90")):
+            figure(f"validation.cross-machine.{_model}.{_key}.{_short}", CROSS_MACHINE)(
+                _campaign_error("machine-2", _model, _profile, _metric)
+            )
+
+
+@figure("validation.cross-machine.opt-host", CROSS_MACHINE)
+def _(r):
+    drift = [r[CROSS_MACHINE]["drift"][m, "opt-13b"] for m in ("machine-1", "machine-2")]
+    return (
+        spread([d["host_ms"] for d in drift], "{:.2f}", " ms")
+        + f" against the profile's {drift[0]['host_profile_ms']:.2f} ms"
+    )
+
+
+@figure("validation.cross-machine.gpu-part", CROSS_MACHINE)
+def _(r):
+    drift = [100 * d["gpu"] for d in r[CROSS_MACHINE]["drift"].values()]
+    return f"{min(drift):+.1f}% to {max(drift):+.1f}%"
+
+
+@figure("validation.cross-machine.engine", CROSS_MACHINE)
+def _(r):
+    factors = [d["engine_factor"] for d in r[CROSS_MACHINE]["drift"].values() if d["engine_factor"]]
+    return spread(factors, "{:.2f}", "x")
+
+
+@figure("validation.cross-machine.opt-ttft", CROSS_MACHINE)
+def _(r):
+    rows = [row for key, row in r[CROSS_MACHINE]["campaign"].items() if key[1] == "opt-13b"]
+    return spread([100 * row["ttft_s_p90_rel_error"] for row in rows], "{:+.1f}")
 
 
 # Tensor parallelism (README, docs/parallelism.md) ----------------------------------------------------
@@ -1010,10 +1166,191 @@ for _name, _key in inline_compare:
         block=False,
     )
 
-# Generated files: docs/compare/ is `simcli compare --out docs/compare` of POLICIES.
+
+# Capacity planning (README) -----------------------------------------------------------------------
+PLAN_ARGS = "--model llama-2-13b --gpu a100-80gb,h100-sxm-80gb --target-rate 20 --slo ttft:p90:2s --slo tpot:mean:100ms"
+
+
+def _plan() -> dict:
+    """`simcli plan PLAN_ARGS --out DIR`: what it printed, and its files. Run here rather than
+    by ``_call``: the README shows its stderr too (the warnings about the profiles the answer
+    rests on), and its table at a width that fits the page."""
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-m", "kvsim.cli", "plan", *PLAN_ARGS.split(), "--out", tmp]
+        env = dict(os.environ, COLUMNS="110", NO_COLOR="1", TERM="dumb")
+        done = subprocess.run(argv, check=False, cwd=ROOT, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed with status {done.returncode}:\n{done.stderr}")
+        files = {path.name: path.read_bytes() for path in sorted(Path(tmp).iterdir())}
+    return {**files, "stdout": done.stdout.replace(tmp, "docs/plan"), "stderr": done.stderr}
+
+
+PLAN = Local("plan", _plan, f"simcli plan {PLAN_ARGS}", cheap=False)
+
+
+@figure("readme.plan", PLAN, block=True)
+def _(r):
+    """The command as typed, then everything it printed, warnings included."""
+    printed = "\n".join(line.rstrip() for line in (r[PLAN]["stdout"] + r[PLAN]["stderr"]).splitlines())
+    return textwrap.indent(f"$ simcli plan {PLAN_ARGS} --out docs/plan\n{printed}", "    ")
+
+
+def _plan_row(r, gpu: str) -> pd.Series:
+    table = pd.read_csv(io.BytesIO(r[PLAN]["plan.csv"]))
+    return table[table["gpu"] == gpu].iloc[0]
+
+
+@figure("plan.a100-replicas", PLAN)
+def _(r):
+    return f"{int(_plan_row(r, 'a100-80gb')['replicas'])}"
+
+
+@figure("plan.a100-capacity", PLAN)
+def _(r):
+    row = _plan_row(r, "a100-80gb")
+    return f"{row['capacity_seed_min_req_s']:.2f}-{row['capacity_seed_max_req_s']:.2f}"
+
+
+@figure("plan.cheapest", PLAN)
+def _(r):
+    best = pd.read_csv(io.BytesIO(r[PLAN]["plan.csv"])).iloc[0]
+    return f"{int(best['replicas'])} x {best['gpu']} at ${best['cost_per_hour']:.2f} per hour"
+
+
+# Python API (docs/api.md) ------------------------------------------------------------------------
+@figure("api.example", API_EXAMPLE, block=True)
+def _(r):
+    """The example as it is in docs/examples/api_example.py, then what it printed."""
+    example = r[API_EXAMPLE]
+    code, printed = example["code"].rstrip("\n"), example["printed"].rstrip("\n")
+    return f"```python\n{code}\n```\n\nprints\n\n```\n{printed}\n```"
+
+
+def _paper_page() -> dict:
+    """`simcli report paper --quick --out DIR`: the page and its figures, by name."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _call([sys.executable, "-m", "kvsim.cli", "report", "paper", "--quick", "--out", tmp])
+        return {path.name: path.read_bytes() for path in sorted(Path(tmp).iterdir())}
+
+
+PAPER = Local("paper", _paper_page, "simcli report paper --quick", cheap=False)
+PAPER_FILES = (
+    "README.md",
+    "fig2_kv_breakdown.png",
+    "fig12_opt-13b_sharegpt.png",
+    "fig12_opt-13b_alpaca.png",
+    "fig13_sharegpt.png",
+    "fig13_alpaca.png",
+    "fig14_n.png",
+    "fig14_beam_width.png",
+    "fig15_saving.png",
+    "fig16_prefix.png",
+    "fig17_chatbot.png",
+    "fig18b_block_size.png",
+    "fig19a_microbenchmark.png",
+    "fig19b_end_to_end.png",
+)
+
+# Shared GPU (docs/gpushare.md): Paella's load sweep and fairness sweep on the shipped H200 chains --
+GPUSHARE_JOBS = 500  # jobs per point (Paella ran 3,000; the doc says so)
+GPUSHARE_LOADS = "0.5,1,1.5,2,3"
+GPUSHARE_POLICIES = "cuda-multi-stream,paella-srpt"
+GPUSHARE_MIXES = ("paella-8", "extremes")
+GPUSHARE_THRESHOLDS = "1,2,4,8,16,inf"
+GPUSHARE_FAIRNESS_LOAD = 1.5
+#: A policy sustains a load while its p99 stays within this multiple of its p99 at the lowest load.
+GPUSHARE_P99_MULTIPLE = 2
+GPUSHARE_COMMANDS = {
+    **{
+        f"load-{mix}": f"simcli gpushare load --mix {mix} --policies {GPUSHARE_POLICIES} "
+        f"--load {GPUSHARE_LOADS} --num-jobs {GPUSHARE_JOBS} --jobs 2"
+        for mix in GPUSHARE_MIXES
+    },
+    "fairness-extremes": f"simcli gpushare fairness --mix extremes --thresholds {GPUSHARE_THRESHOLDS} "
+    f"--load {GPUSHARE_FAIRNESS_LOAD} --num-jobs {GPUSHARE_JOBS} --jobs 2",
+}
+
+
+def _gpushare() -> dict:
+    """Each command's files, renamed COMMAND-KEY_FILE (load-extremes_load.csv, ...)."""
+    files = {}
+    for key, command in GPUSHARE_COMMANDS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            _call([sys.executable, "-m", "kvsim.cli", *command.split()[1:], "--out", tmp])
+            files |= {f"{key}_{path.name}": path.read_bytes() for path in sorted(Path(tmp).iterdir())}
+    return files
+
+
+GPUSHARE = Local("gpushare", _gpushare, " ; ".join(GPUSHARE_COMMANDS.values()), cheap=False)
+GPUSHARE_FILES = (
+    "load-paella-8_load.png",
+    "load-extremes_load.png",
+    "fairness-extremes_fairness.png",
+)
+
+
+def _gpushare_csv(r, name: str):
+    import pandas as pd
+
+    return pd.read_csv(io.BytesIO(r[GPUSHARE][name]))
+
+
+@figure("gpushare.load", GPUSHARE, block=True)
+def _(r):
+    """Per mix and policy: p99 over all jobs at the lowest load, and the highest swept load whose p99
+    stays within GPUSHARE_P99_MULTIPLE times that."""
+    lines = [
+        f"| mix | policy | p99 at load {GPUSHARE_LOADS.split(',')[0]} | highest load with p99 within "
+        f"{GPUSHARE_P99_MULTIPLE}x of it | its throughput | p99 at load {GPUSHARE_LOADS.split(',')[-1]} |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for mix in GPUSHARE_MIXES:
+        table = _gpushare_csv(r, f"load-{mix}_load.csv")
+        for policy, rows in table[table.model == "all"].groupby("policy", sort=False):
+            rows = rows.sort_values("load")
+            base = rows.latency_p99_s.iloc[0]
+            within = rows[rows.latency_p99_s <= GPUSHARE_P99_MULTIPLE * base]
+            best = within.iloc[-1]
+            lines.append(
+                f"| {mix} | {policy} | {base * 1e3:.2f} ms | {best.load:g} | {best.throughput_jobs_s:.0f} jobs/s "
+                f"| {rows.latency_p99_s.iloc[-1] * 1e3:.2f} ms |"
+            )
+    return "\n".join(lines)
+
+
+@figure("gpushare.fairness", GPUSHARE, block=True)
+def _(r):
+    table = _gpushare_csv(r, "fairness-extremes_fairness.csv")
+    models = [m for m in table.model.unique() if m != "all"]
+    lines = [
+        "| fairness threshold | " + " | ".join(f"{m} mean latency" for m in models) + " | Jain's index |",
+        "| --- |" + " --- |" * (len(models) + 1),
+    ]
+    for threshold, rows in table.groupby("threshold", sort=False):
+        means = rows.set_index("model").latency_mean_s
+        cells = " | ".join(f"{means[m] * 1e3:.3f} ms" for m in models)
+        lines.append(f"| {threshold:g} | {cells} | {rows.jain_index.iloc[0]:.3f} |")
+    return "\n".join(lines)
+
+
+# Generated files: docs/paper/ is `simcli report paper --quick --out docs/paper` (the page and its
+# figures); docs/compare/ is `simcli compare --out docs/compare` of POLICIES; docs/run/ is the
+# default run's figures (`--plots`) and the timeline of a small run of two replicas.
+RUN_PLOTS = RunFiles(_args("--plots"))
+RUN_TIMELINE = RunFiles(_args("--num-requests 60 --num-replicas 2 --timeline timeline.json"))
 FILES = {
-    f"docs/compare/{name}": (POLICIES, name)
-    for name in ("compare.csv", "latency_vs_rate.png", "waste_breakdown.png", "batch_size.png")
+    **{
+        f"docs/compare/{name}": (POLICIES, name)
+        for name in ("compare.csv", "latency_vs_rate.png", "waste_breakdown.png", "batch_size.png")
+    },
+    **{
+        f"docs/run/{name}": (RUN_PLOTS, name)
+        for name in ("kv_and_queue.png", "latency_cdf.png", "request_scatter.png")
+    },
+    "docs/run/timeline.json": (RUN_TIMELINE, "timeline.json"),
+    **{f"docs/paper/{name}": (PAPER, name) for name in PAPER_FILES},
+    **{f"docs/plan/{name}": (PLAN, name) for name in ("plan.csv", "pareto.png")},
+    **{f"docs/gpushare/{name}": (GPUSHARE, name) for name in GPUSHARE_FILES},
 }
 
 
@@ -1033,7 +1370,12 @@ def measured(profiles: dict) -> list[tuple[str, dict]]:
 
     models, gpus = list(BUILTIN_CONFIGS), list(BUILTIN_GPUS)
     rows = [(name, doc) for name, doc in profiles.items() if doc["provenance"]["kind"] == "measured"]
-    return sorted(rows, key=lambda x: (models.index(x[1]["model"]["name"]), gpus.index(x[1]["gpu"]["name"])))
+    # a tensor-parallel shard's profile (MODEL-tpN) sorts after its whole model's
+    whole = lambda doc: re.sub(r"-tp\d+$", "", doc["model"]["name"])  # noqa: E731
+    return sorted(
+        rows,
+        key=lambda x: (models.index(whole(x[1])), x[1]["tensor_parallel"], gpus.index(x[1]["gpu"]["name"])),
+    )
 
 
 def mape_worst(entry: dict) -> str:
@@ -1129,7 +1471,7 @@ def _(r):
     if meet:
         allh = [d["fit_report"]["overall_heldout"] for m in meet for d in docs[m]]
         parts.append(
-            f"{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on both GPUs (all held-out "
+            f"{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on every GPU they were measured on (all held-out "
             f"points {spread([a['mape'] * 100 for a in allh], unit='% mean')}, "
             f"{spread([a['max_ape'] * 100 for a in allh], unit='% worst')})"
         )
@@ -1148,7 +1490,7 @@ def _(r):
 def _(r):
     meet, miss = goal_groups(r[PROFILES])
     text = (
-        f"**{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on both GPUs.**"
+        f"**{_and([MODEL_NAMES.get(m, m) for m in meet])} meet it on every GPU they were measured on.**"
         if meet
         else "**None meets it.**"
     )
@@ -1245,6 +1587,105 @@ def _(r):
 @figure("calibration.llama-3-8b-h100-copy", PROFILES)
 def _(r):
     return pct(r[PROFILES]["llama-3-8b@h100-sxm-80gb"]["fit_report"]["copy"]["fitted"]["mape"], 0)
+
+
+# Derived A100 profiles against Vidur's A100 operator timings (docs/calibration.md): the committed
+# comparison, since Vidur's data is not in the repository.
+A100_OPERATORS = Local(
+    "a100-operators",
+    lambda: pd.read_csv(ROOT / "benchmarks" / "results" / "a100_operators.csv"),
+    "python benchmarks/calibration/a100_operators.py VIDUR_CHECKOUT (benchmarks/results/a100_operators.csv)",
+)
+A100_OPERATOR_TOKENS = {
+    "decode": (1, 16, 64, 128, 256),
+    "prefill": (16, 128, 256, 512, 1024, 2048, 4096, 8192),
+}
+
+
+def signed_pct(x: float) -> str:
+    """``x`` as a whole signed percentage ("+0%", never "-0%"); blank where there is none."""
+    return "" if pd.isna(x) else f"{round(100 * x):+d}%"
+
+
+@figure("calibration.a100-operators", A100_OPERATORS, block=True)
+def _(r):
+    table = r[A100_OPERATORS]
+    models = list(dict.fromkeys(table["model"]))
+    # the rule's own error, for models Vidur measured on the source GPU as well
+    ruled = {m for m in models if table.loc[table["model"] == m, "rule_error"].notna().any()}
+    source = GPU_NAMES[table["source_gpu"].iloc[0]]
+    header = ["step", "tokens"]
+    for m in models:
+        header += [f"{m} kvsim / Vidur (ms)", "error"] + ([f"on the {source}", "rule"] if m in ruled else [])
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    by_point = table.set_index(["model", "step", "tokens"])
+    for step, counts in A100_OPERATOR_TOKENS.items():
+        for n in counts:
+            cells = []
+            for m in models:
+                x = by_point.loc[(m, step, n)] if (m, step, n) in by_point.index else None
+                width = 4 if m in ruled else 2
+                if x is None:
+                    cells += [""] * width
+                    continue
+                cells += [f"{x['kvsim_a100_ms']:.1f} / {x['vidur_a100_ms']:.1f}", signed_pct(x["a100_error"])]
+                cells += [signed_pct(x["source_error"]), signed_pct(x["rule_error"])] if m in ruled else []
+            if any(cells):
+                lines.append("| " + " | ".join([step, str(n), *cells]) + " |")
+    return "\n".join(lines)
+
+
+@figure("calibration.a100-operators.commit", A100_OPERATORS)
+def _(r):
+    return f"`{r[A100_OPERATORS]['vidur_commit'].iloc[0][:12]}`"
+
+
+@figure("calibration.a100-operators.mean", A100_OPERATORS)
+def _(r):
+    """Mean |error| of the derived A100 profile, by model and step, over all token counts."""
+    table = r[A100_OPERATORS]
+    parts = [
+        f"{model} {step} {pct(rows['a100_error'].abs().mean(), 0)} ({len(rows)} token counts "
+        f"{rows['tokens'].min()}-{rows['tokens'].max()})"
+        for (model, step), rows in table.groupby(["model", "step"], sort=False)
+    ]
+    return "; ".join(parts)
+
+
+@figure("calibration.a100-operators.rule", A100_OPERATORS)
+def _(r):
+    """Mean |rule error| and its range, by step, where Vidur measured the source GPU too."""
+    table = r[A100_OPERATORS].dropna(subset=["rule_error"])
+    return "; ".join(
+        f"{step} {pct(rows['rule_error'].abs().mean(), 0)} "
+        f"({signed_pct(rows['rule_error'].min())} to {signed_pct(rows['rule_error'].max())})"
+        for step, rows in table.groupby("step", sort=False)
+    )
+
+
+@figure("calibration.a100-operators.vidur-ratios", A100_OPERATORS, PROFILES)
+def _(r):
+    """Vidur's own A100 over H100 time at its fewest and most prefill tokens, beside the
+    bandwidth and FLOP ratios the transfer rule used for the derived profile."""
+    table = r[A100_OPERATORS].dropna(subset=["rule_error"])
+    prefill = table[table["step"] == "prefill"].sort_values("tokens")
+    fewest, most = prefill.iloc[0], prefill.iloc[-1]
+    ratios = r[PROFILES][f"{fewest['model']}@a100-80gb"]["provenance"]["ratios"]
+    measured = lambda x: x["vidur_a100_ms"] / x["vidur_source_ms"]
+    return (
+        f"×{measured(fewest):.2f} at {fewest['tokens']} token (the rule's HBM ratio: ×{ratios['memory']:.2f}) "
+        f"and ×{measured(most):.2f} at {most['tokens']} tokens (its FLOP ratio: ×{ratios['compute']:.2f})"
+    )
+
+
+@figure("calibration.a100-operators.largest-prefill", A100_OPERATORS)
+def _(r):
+    table = r[A100_OPERATORS].dropna(subset=["rule_error"])
+    x = table[table["step"] == "prefill"].sort_values("tokens").iloc[-1]
+    return (
+        f"{signed_pct(x['a100_error'])} on the A100 and {signed_pct(x['source_error'])} on the "
+        f"{GPU_NAMES[x['source_gpu']]} at {x['tokens']} tokens"
+    )
 
 
 # Workloads (README, docs/workloads.md) ------------------------------------------------------------
@@ -1439,7 +1880,8 @@ def main(argv: list[str] | None = None) -> int:
             for dep in fig.deps:
                 print(f"    {dep.command}")
         for path, (source, _) in FILES.items():
-            print(f"{path} [{'cheap' if source.cheap else 'slow'}]\n    {source.command} --out docs/compare")
+            kind = "cheap" if source.cheap else "slow"
+            print(f"{path} [{kind}]\n    {source.command} --out {Path(path).parent}")
         return 0
 
     skipped = []

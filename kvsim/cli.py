@@ -163,13 +163,14 @@ def listing_options(note: str, skip: tuple[str, ...] = ()) -> type[TyperCommand]
     return ListingOptions
 
 
-def check_out(out: Path, file: bool = False) -> None:
+def check_out(out: Path, file: bool = False, option: str = "--out") -> None:
     """Refuses an --out that could not be written, before any work and creating nothing: a
     directory where a file is wanted or the reverse, a parent that is a file, or one that is
-    not writable. ``file``: --out names a file (sweep's CSV), else a directory."""
+    not writable. ``file``: --out names a file (sweep's CSV), else a directory; ``option``:
+    the option named in the message."""
     kind = "file" if file else "directory"
     if out.exists() and out.is_dir() == file:
-        raise KvsimError(f"--out {out} is {'a directory' if file else 'a file'}; it must name a {kind}")
+        raise KvsimError(f"{option} {out} is {'a directory' if file else 'a file'}; it must name a {kind}")
     existing = next(p for p in (out, *out.absolute().parents) if p.exists())
     if existing != out and not existing.is_dir():
         raise KvsimError(f"cannot create output {kind} {out}: {existing} is not a directory")
@@ -188,14 +189,25 @@ def run(
     config: Optional[Path] = typer.Option(
         None, help="Start from a config.json written by an earlier run; options given here override it."
     ),
+    timeline: Optional[Path] = typer.Option(
+        None, help="Write the run as a Perfetto / chrome://tracing trace (JSON) to this file."
+    ),
+    plots: bool = typer.Option(
+        False, help="With --out: also write figures (KV cache and queue over time, latency CDFs, requests)."
+    ),
     **settings,
 ):
     """Simulate one configuration and print its summary."""
+    from kvsim.api import Result
     from kvsim.experiments.run import run as simulate_run
     from kvsim.reports.tables import print_run_summary
 
+    if plots and out is None:
+        raise KvsimError("--plots needs --out: the figures are written there")
     if out is not None:
         check_out(out)
+    if timeline is not None:
+        check_out(timeline, file=True, option="--timeline")
     base = SimConfig.from_file(config) if config is not None else SimConfig()
     sim_config = replace(base, **_explicit(ctx, settings)).validate()
     with _progress() as bar:
@@ -207,6 +219,12 @@ def run(
     if out is not None:
         written = result.write(out)
         console.print(f"wrote {written}/requests.csv, iterations.csv, summary.json, config.json")
+    if plots:
+        figures = Result.of(result).write_figures(out)
+        console.print(f"wrote {out}/" + ", ".join(f.name for f in figures))
+    if timeline is not None:
+        timeline.parent.mkdir(parents=True, exist_ok=True)
+        console.print(f"wrote {Result.of(result).write_timeline(timeline)} (open it in ui.perfetto.dev)")
     if result.summary["completed"] == 0:
         rejected = result.recorder.reject_reason[result.recorder.status == "rejected"]
         _error(
@@ -292,24 +310,48 @@ def _jobs():
 @app.command(cls=listing_options(LISTS), context_settings=EXTRA_ARGS)
 def sweep(
     ctx: typer.Context,
-    out: Path = typer.Option(Path("sweep.csv"), help="CSV file with one row per point."),
+    out: Path = typer.Option(
+        Path("sweep.csv"), help="CSV file with one row per point, each appended as its point finishes."
+    ),
     jobs: int = _jobs(),
+    resume: bool = typer.Option(
+        False, help="Keep the rows already in --out (an interrupted sweep's) and run only the other points."
+    ),
+    executor: str = typer.Option("local", help="Where the points run: local (processes) or ray."),
+    address: Optional[str] = typer.Option(
+        None, help="With --executor ray: the Ray cluster to join.", show_default="a local Ray of --jobs CPUs"
+    ),
 ):
     """Run every combination of option values: simcli sweep --block-size 8,16,32 --rate 1,2 [--model ...].
 
     Any `simcli run` option can be given, with one value or a comma-separated list.
     """
-    from kvsim.experiments.sweep import grid_points, run_sweep
+    from kvsim.experiments.ray_pool import require_ray
+    from kvsim.experiments.sweep import EXECUTORS, grid_points, run_sweep
 
     check_out(out, file=True)
+    if executor not in EXECUTORS:
+        raise KvsimError(f"sweep: --executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    if address is not None and executor != "ray":
+        raise KvsimError("sweep: --address is for --executor ray")
+    if executor == "ray":
+        require_ray()
     points = grid_points(parse_option_args("sweep", list(ctx.args)))
+    ran = []
     with _progress() as bar:
         task = bar.add_task("sweeping", total=len(points))
-        table = run_sweep(points, jobs, on_row=lambda row: bar.advance(task))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, index=False)
+        table = run_sweep(
+            points,
+            jobs,
+            on_row=lambda row: (ran.append(row), bar.advance(task)),
+            out=out,
+            resume=resume,
+            executor=executor,
+            address=address,
+        )
     console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    console.print(f"wrote {out}")
+    kept = f" ({len(points) - len(ran)} of {len(points)} points kept from the earlier run)" if resume else ""
+    console.print(f"wrote {out}{kept}")
 
 
 # -- compare ----------------------------------------------------------------------------------
@@ -358,6 +400,112 @@ def compare(
         table.to_csv(out / "compare.csv", index=False)
         figures = write_compare_figures(table, text, out)
         console.print(f"wrote {out / 'compare.csv'}, " + ", ".join(f.name for f in figures))
+
+
+# -- report -----------------------------------------------------------------------------------
+report_app = typer.Typer(no_args_is_help=True, help="Reports built from many runs.")
+app.add_typer(report_app, name="report")
+
+
+@report_app.command("paper")
+def report_paper(
+    quick: bool = typer.Option(False, help="Fewer rates and requests: the whole page in minutes."),
+    out: Path = typer.Option(Path("paper"), help="Folder for README.md and the figures (PNG)."),
+    jobs: int = _jobs(),
+    sections: Optional[str] = typer.Option(None, hidden=True, help="Only these sections, comma-separated."),
+    num_requests: Optional[int] = typer.Option(
+        None, hidden=True, help="Requests per point instead of the scale's."
+    ),
+):
+    """The vLLM paper's Table 1 and Figures 2, 12-17, 18b and 19 from kvsim's runs, as a Markdown page."""
+    import dataclasses
+
+    from kvsim.experiments.paper import SCALES, SECTIONS, paper_sections
+    from kvsim.reports.paper import write_paper_page
+
+    check_out(out)
+    only = tuple(s.strip() for s in _split("report paper", "--sections", sections)) if sections else SECTIONS
+    unknown = [key for key in only if key not in SECTIONS]
+    if unknown:
+        raise KvsimError(f"report paper: unknown section {unknown[0]!r} (known: {', '.join(SECTIONS)})")
+    scale = SCALES["quick" if quick else "full"]
+    if num_requests is not None:
+        if num_requests < 1:
+            raise KvsimError(f"report paper: --num-requests must be at least 1 (got {num_requests})")
+        scale = dataclasses.replace(scale, num_requests=num_requests)
+    with _progress() as bar:
+        task = bar.add_task("paper sections", total=len(only))
+        found = paper_sections(scale, jobs, only, on_step=lambda key: bar.advance(task))
+    command = "simcli report paper" + (" --quick" if quick else "")
+    page = write_paper_page(found, out, scale.name, command)
+    console.print(f"wrote {page} and {sum(len(s.figures) for s in found)} figures")
+
+
+# -- plan -------------------------------------------------------------------------------------
+PLAN_LISTS = "one value each; lists for --gpu, --tp, --block-size, --policy, --scheduler, --max-num-seqs, --max-num-batched-tokens, --router"
+
+
+@app.command(
+    cls=listing_options(PLAN_LISTS, skip=("rate", "seed", "num_replicas", "num_requests", "duration")),
+    context_settings=EXTRA_ARGS,
+)
+def plan(
+    ctx: typer.Context,
+    target_rate: float = typer.Option(..., help="Requests per second the cluster must serve."),
+    slo: list[str] = typer.Option(
+        [],
+        help="METRIC:STAT:LIMIT, repeatable: ttft, tpot or e2e; mean, p50, p90, p99 or max; e.g. 2s, 100ms.",
+    ),
+    goodput: Optional[float] = typer.Option(
+        None, help="Also require this share of requests to meet every SLO.", show_default="not required"
+    ),
+    seeds: int = typer.Option(3, help="Seeds per probe (0, 1, ...); the capacity is the worst seed's."),
+    requests_per_replica: int = typer.Option(3000, help="Requests per replica in every simulation."),
+    tolerance: float = typer.Option(0.05, help="Bisection stops when the capacity is known to this share."),
+    max_replicas: int = typer.Option(64, help="Most replicas to consider per configuration."),
+    prices: Optional[Path] = typer.Option(
+        None,
+        help="GPU price table (JSON, as the shipped one).",
+        show_default="kvsim/experiments/gpu_prices.json",
+    ),
+    out: Optional[Path] = typer.Option(None, help="Write plan.csv, points.csv and pareto.png here."),
+    jobs: int = _jobs(),
+):
+    """How many replicas of which hardware serve a traffic within SLOs, and at what cost:
+    simcli plan --model llama-2-13b --gpu a100-80gb,h100-sxm-80gb --target-rate 20 --slo ttft:p90:2s --slo tpot:mean:100ms
+
+    For each configuration: one replica's capacity by bisection on the rate (several seeds,
+    instability read from the queue's trend), the replicas for the target, checked by
+    simulating the whole cluster, and the cost from a GPU price table.
+    """
+    from kvsim.experiments.plan import make_spec, plan_capacity
+    from kvsim.reports.plan_report import print_plan, profile_warnings, write_pareto_figure
+
+    if out is not None:
+        check_out(out)
+    spec = make_spec(
+        parse_option_args("plan", list(ctx.args)),
+        target_rate,
+        slo,
+        goodput,
+        seeds,
+        requests_per_replica,
+        tolerance,
+        max_replicas,
+        prices,
+    )
+    with _progress() as bar:
+        task = bar.add_task("planning", total=None)
+        result = plan_capacity(spec, jobs, on_round=lambda what, n: bar.update(task, description=what))
+    print_plan(console, result)
+    for line in profile_warnings(result):
+        _show_warning(line, UserWarning, "", 0)
+    if out is not None:
+        result.write_tables(out)
+        figure = write_pareto_figure(result, out / "pareto.png")
+        console.print(f"wrote {out / 'plan.csv'}, points.csv, {figure.name}")
+    if result.cheapest is None:
+        raise typer.Exit(EXIT_NOTHING_SERVED)
 
 
 # -- catalogues --------------------------------------------------------------------------------
@@ -445,19 +593,39 @@ def calibrate(
         "--tp",
         help="Measure one rank's shard of the model split over this many GPUs.",
     ),
+    check: bool = typer.Option(
+        False,
+        "--check",
+        help="Instead of calibrating: time a few anchor steps (under a minute) against the profile a "
+        "run would use, report the drift, and write an adjusted profile (to --out) if it exceeds "
+        "--threshold.",
+    ),
+    profile: Optional[Path] = typer.Option(
+        None, help="With --check: the profile to check.", show_default="the shipped one for this GPU"
+    ),
+    threshold: float = typer.Option(
+        0.03, help="With --check: mean |drift| over the anchors above which an adjusted profile is written."
+    ),
 ):
     """Measure step costs on this machine's GPU, fit them, write a profile (needs CUDA)."""
     from kvsim.calibration.calibrate import calibrate as run_calibration
+    from kvsim.calibration.calibrate import check as run_check
 
     if out is not None:
         check_out(out, file=True)
+    log = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
+    if check:
+        run_check(model, profile, out, threshold, gpu, log=log, tensor_parallel=tensor_parallel)
+        return
+    if profile is not None:
+        raise KvsimError("--profile is for --check (calibrate measures a new profile)")
     run_calibration(
         model,
         out,
         block_size,
         quick,
         gpu,
-        log=lambda line: console.print(line, highlight=False, markup=False),
+        log=log,
         tensor_parallel=tensor_parallel,
     )
 
@@ -507,6 +675,11 @@ def validate(
         "--calibrate",
         help="Calibrate each model on this GPU first (profiles written to --out) and simulate with those profiles.",
     ),
+    reprice: Optional[Path] = typer.Option(
+        None,
+        help="No GPU: simulate a measured campaign's folder again (with --profile P if given) and compare "
+        "it with what was measured there.",
+    ),
 ):
     """Run traces through the real GPU executor and the simulator, and compare them.
 
@@ -527,8 +700,19 @@ def validate(
     )
     from kvsim.reports.validation_plots import latency_scatter, step_error_histogram
 
-    check_out(out)
     grid = parse_option_args("validate", list(ctx.args))
+    if reprice is not None:
+        from kvsim.experiments.validate import REPRICED, reprice_campaign
+
+        if set(grid) - {"profile"} or len(grid.get("profile", [None])) > 1:
+            raise KvsimError("validate --reprice takes one --profile and no other simulation option")
+        table = reprice_campaign(reprice, grid.get("profile", [None])[0])
+        errors = table[["point", "cost_model", *(f"{m}_rel_error" for m in REPRICED)]]
+        errors.columns = ["point", "cost model", *REPRICED.values()]
+        print("simulated vs measured (relative error)")
+        print(errors.to_string(index=False, float_format=lambda x: f"{100 * x:+.1f}%"))
+        return
+    check_out(out)
     if campaign:  # options given beside a campaign apply to all its points (e.g. --profile)
         if any(len(values) > 1 for values in grid.values()):
             raise KvsimError("validate: with --campaign, other options take one value")
@@ -558,6 +742,156 @@ def validate(
     )
     console.print(f"per-step cost-model error: {step_error_summary(steps)}")
     console.print(f"wrote {out}/validation.csv, requests.csv, steps.csv, latency_scatter.png, step_error.png")
+
+
+# -- several models on one GPU ----------------------------------------------------------------
+gpushare_app = typer.Typer(
+    no_args_is_help=True,
+    help="Several models on one GPU: kernel chains, dispatch policies (docs/gpushare.md).",
+)
+app.add_typer(gpushare_app, name="gpushare")
+
+
+def _gpushare_setup(hardware_queues, outstanding_limit, dispatch_overhead_us, ewma_alpha, **workload):
+    """The experiment's setup from the shared options (``workload``: GPU, mix, profiles, jobs)."""
+    from kvsim.experiments.gpushare import load_setup
+    from kvsim.gpushare.policies.base import DispatchSettings
+
+    settings = DispatchSettings(hardware_queues, outstanding_limit, dispatch_overhead_us * 1e-6, ewma_alpha)
+    return load_setup(**workload, settings=settings)
+
+
+def _gpushare_options(command):
+    """The options ``load`` and ``fairness`` share: GPU, mix, profiles, workload, policy knobs."""
+    shared = {
+        "gpu": typer.Option("h200-141gb", help="GPU (its SM limits and its measured profiles)."),
+        "mix": typer.Option("paella-8", help="Workload: paella-8 (Paella's 8 models) or extremes."),
+        "profiles": typer.Option(
+            None, help="Folder of measured MODEL@GPU.json kernel profiles.", show_default="the shipped ones"
+        ),
+        "num_jobs": typer.Option(3000, help="Jobs per point."),
+        "sigma": typer.Option(1.5, help="Sigma of the log-normal inter-arrival gaps."),
+        "seed": typer.Option(0, help="Seed of the arrivals and of each job's model."),
+        "hardware_queues": typer.Option(8, help="Hardware queues (CUDA_DEVICE_MAX_CONNECTIONS)."),
+        "outstanding_limit": typer.Option(0, help="Paella: issued kernels allowed to wait for SM room."),
+        "dispatch_overhead_us": typer.Option(0.0, help="Paella: the dispatcher's time per kernel (us)."),
+        "ewma_alpha": typer.Option(0.25, help="Paella SRPT: weight of the newest kernel length."),
+        "jobs": _jobs(),
+    }
+    own = [p for p in inspect.signature(command).parameters.values() if p.kind != p.VAR_KEYWORD]
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+        for (name, option), annotation in zip(
+            shared.items(), (str, str, Optional[Path], int, float, int, int, int, float, float, int)
+        )
+    ]
+    command.__signature__ = inspect.Signature(own + added)
+    return command
+
+
+def _floats(command: str, flag: str, text: str) -> list[float]:
+    from kvsim.experiments.gpushare import check_positive
+
+    values = []
+    for item in _split(command, flag, text):
+        try:
+            values.append(float(item))
+        except ValueError:
+            raise KvsimError(f"{command}: {flag} value {item!r} is not a number") from None
+    check_positive(flag, values)
+    return values
+
+
+@gpushare_app.command("load")
+@_gpushare_options
+def gpushare_load(
+    policies: str = typer.Option("all", help="Comma-separated dispatch policies, or all."),
+    load: str = typer.Option(
+        "0.25,0.5,0.75,1,1.25,1.5,2", help="Offered loads (x the rate one-job-at-a-time serving handles)."
+    ),
+    out: Path = typer.Option(Path("gpushare-load"), help="Folder for load.csv and load.png."),
+    **options,
+):
+    """p99 latency per model and overall against achieved throughput, for every policy."""
+    from kvsim.experiments.gpushare import load_sweep
+    from kvsim.gpushare.policies.registry import parse_policies
+    from kvsim.reports.gpushare_plots import plot_load_sweep
+
+    check_out(out)
+    names = parse_policies(policies)
+    loads = _floats("gpushare load", "--load", load)
+    jobs = options.pop("jobs")
+    setup = _gpushare_setup(**options)
+    with _progress() as bar:
+        task = bar.add_task("simulating", total=len(names) * len(loads))
+        table = load_sweep(setup, names, loads, jobs, on_point=lambda: bar.advance(task))
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "load.csv", index=False)
+    plot_load_sweep(table, setup.caption(), out / "load.png")
+    shown = table[table.model == "all"][
+        ["policy", "load", "offered_jobs_s", "throughput_jobs_s", "latency_p99_s"]
+    ]
+    console.print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    console.print(f"wrote {out / 'load.csv'}, {out / 'load.png'}")
+
+
+@gpushare_app.command("fairness")
+@_gpushare_options
+def gpushare_fairness(
+    thresholds: str = typer.Option(
+        "1,2,4,8,16,32,inf", help="Fairness thresholds of Paella SRPT (inf: none)."
+    ),
+    load: float = typer.Option(1.0, help="Offered load (x the rate one-job-at-a-time serving handles)."),
+    out: Path = typer.Option(Path("gpushare-fairness"), help="Folder for fairness.csv and fairness.png."),
+    **options,
+):
+    """Mean latency per model against the fairness threshold, with Jain's index over slowdowns."""
+    from kvsim.experiments.gpushare import fairness_sweep
+    from kvsim.reports.gpushare_plots import plot_fairness
+
+    check_out(out)
+    values = _floats("gpushare fairness", "--thresholds", thresholds)
+    _floats("gpushare fairness", "--load", str(load))
+    jobs = options.pop("jobs")
+    setup = _gpushare_setup(**options)
+    with _progress() as bar:
+        task = bar.add_task("simulating", total=len(values))
+        table = fairness_sweep(setup, values, load, jobs, on_point=lambda: bar.advance(task))
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "fairness.csv", index=False)
+    plot_fairness(table, setup.caption() + f", load {load:g}", out / "fairness.png")
+    shown = table[table.model != "all"][["threshold", "model", "latency_mean_s", "slowdown", "jain_index"]]
+    console.print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    console.print(f"wrote {out / 'fairness.csv'}, {out / 'fairness.png'}")
+
+
+@gpushare_app.command("profile")
+def gpushare_profile(
+    out: Path = typer.Option(..., help="Folder for the MODEL@GPU.json profiles."),
+    models: str = typer.Option(
+        "paella", help="Comma-separated torchvision models, or paella (Paella's eight)."
+    ),
+    dtype: str = typer.Option("float32", help="float32 or float16."),
+    repeats: int = typer.Option(5, help="Profiled forward passes per model (the median is kept)."),
+    warmup: int = typer.Option(10, help="Untimed forward passes first."),
+    gpu: Optional[str] = typer.Option(
+        None, help="GPU spec the profiles are for.", show_default="the one detected"
+    ),
+):
+    """Measure each model's kernel chain at batch 1 with torch.profiler (needs CUDA and torchvision)."""
+    from kvsim.calibration.kernel_chains import PAELLA_MODELS, profile_models
+
+    check_out(out)
+    names = PAELLA_MODELS if models == "paella" else tuple(_split("gpushare profile", "--models", models))
+    profile_models(
+        out,
+        names,
+        dtype,
+        repeats,
+        warmup,
+        gpu,
+        log=lambda line: console.print(line, highlight=False, markup=False),
+    )
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:

@@ -95,8 +95,8 @@ class SimConfig:
         False, "Each sample draws its own output length (off: all generate the trace's)."
     )
     beam_width: int = setting(1, "Beam search with this many beams.")
-    beam_stay: float = setting(0.5, "Beam model: chance a new beam continues the beam of its own rank.")
-    beam_skew: float = setting(1.0, "Beam model: otherwise parent rank r drawn with weight (r+1)^-skew.")
+    beam_stay: float = setting(0.95, "Beam model: chance a new beam continues the beam of its own rank.")
+    beam_skew: float = setting(0.0, "Beam model: otherwise parent rank r drawn with weight (r+1)^-skew.")
     prefix_len: int = setting(0, "Shared system prompt of this many tokens prepended to every request.")
     num_prefixes: int = setting(1, "How many different shared prefixes.")
     prefix_popularity: float = setting(1.0, "Zipf exponent of the prefixes' popularity (0: uniform).")

@@ -75,6 +75,36 @@ BUILTIN_GPUS: dict[str, GPUSpec] = {
 }
 
 
+@dataclass(frozen=True)
+class SMLimits:
+    """What one streaming multiprocessor holds at once, and how many there are: the limits a
+    thread block's footprint is divided into to get how many of its blocks share an SM (the
+    CUDA occupancy rules; see kvsim.gpushare.kernels). ``reserved_smem_per_block``: the shared
+    memory the CUDA runtime keeps for itself in every block (1 KiB since compute capability 8.0)."""
+
+    num_sms: int
+    max_threads: int
+    registers: int
+    shared_memory_bytes: int
+    max_blocks: int
+    reserved_smem_per_block: int
+    source: str
+
+
+#: Per-SM limits of the built-in GPUs, by GPUSpec name (CUDA C Programming Guide, table of
+#: technical specifications per compute capability; SM counts from the datasheets).
+SM_LIMITS: dict[str, SMLimits] = {
+    **{
+        name: SMLimits(108, 2048, 65536, 164 * 1024, 32, 1024, "A100 (compute capability 8.0)")
+        for name in ("a100-40gb", "a100-80gb")
+    },
+    **{
+        name: SMLimits(132, 2048, 65536, 228 * 1024, 32, 1024, "H100/H200 SXM (compute capability 9.0)")
+        for name in ("h100-sxm-80gb", "h200-141gb")
+    },
+}
+
+
 # The figures the cost models divide by or scale with: each must be a positive finite number.
 # NVLink may be 0 (a PCIe card has none); no cost model reads it yet.
 RATES = ("memory_bytes", "fp16_flops", "hbm_bandwidth", "pcie_bandwidth")

@@ -35,13 +35,13 @@ def builtin_gpu_for(device_name: str, memory_bytes: int) -> GPUSpec:
     )
 
 
-def require_cuda() -> None:
+def require_cuda(command: str = "calibrate") -> None:
     if importlib.util.find_spec("torch") is None:
-        raise KvsimError("calibrate needs PyTorch with CUDA (pip install 'kvsim[gpu]') and a GPU")
+        raise KvsimError(f"{command} needs PyTorch with CUDA (pip install 'kvsim[gpu]') and a GPU")
     import torch
 
     if not torch.cuda.is_available():
-        raise KvsimError("calibrate needs a CUDA GPU, and torch finds none on this machine")
+        raise KvsimError(f"{command} needs a CUDA GPU, and torch finds none on this machine")
 
 
 def calibrate(
@@ -88,3 +88,42 @@ def calibrate(
         log(line)
     log(f"calibration took {doc['calibration']['total_seconds']:.0f} s; wrote {path}")
     return doc, path
+
+
+def check(
+    model: str,
+    profile: Path | None,
+    out: Path | None,
+    threshold: float,
+    gpu: str | None = None,
+    log: Callable[[str], None] = print,
+    tensor_parallel: int = 1,
+) -> tuple[dict, Path | None]:
+    """``simcli calibrate --check``: time the anchor steps of ``model`` on this GPU against
+    ``profile`` (default: the shipped one a run on this GPU would use); write an adjusted
+    profile where they drifted (``kvsim.calibration.check``)."""
+    from kvsim.cost.profile import check_model, load_profile, shipped_profile
+
+    if not 0 < threshold < 1:
+        raise KvsimError(f"--threshold must be a fraction between 0 and 1 (got {threshold})")
+    spec = load_model(model).shard(tensor_parallel)
+    if profile is not None:
+        doc = load_profile(profile)  # a bad file is refused before the GPU is touched
+    require_cuda()
+    import torch
+
+    from kvsim.calibration.check import run_check
+
+    props = torch.cuda.get_device_properties(0)
+    gpu_spec = load_gpu(gpu) if gpu else builtin_gpu_for(props.name, props.total_memory)
+    if profile is None:
+        profile = shipped_profile(spec.name, gpu_spec.name)
+        if profile is None:
+            raise KvsimError(
+                f"no shipped profile for {spec.name} on {gpu_spec.name} to check: "
+                "measure one with simcli calibrate"
+            )
+        doc = load_profile(profile)
+    check_model(doc, spec, str(profile))
+    log(f"checking {doc['name']} ({doc['created'][:10]}) on {props.name}: {Path(profile).name}")
+    return run_check(spec, doc, out, threshold, log)

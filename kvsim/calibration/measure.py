@@ -30,7 +30,9 @@ context the GPU can hold; caches are filled with random values, never timed on z
 
 from __future__ import annotations
 
+import importlib.metadata
 import math
+import os
 import platform
 import statistics
 import subprocess
@@ -91,32 +93,123 @@ class Grid:
         )
 
 
-def environment() -> dict:
-    """Where the numbers come from: GPU, driver, CUDA and torch versions."""
-    props = torch.cuda.get_device_properties(0)
+# What nvidia-smi reports that could make one machine of a GPU kind differ from another.
+_SMI_FIELDS = (
+    "driver_version",
+    "clocks.max.sm",
+    "clocks.max.mem",
+    "clocks.applications.graphics",
+    "power.limit",
+    "power.max_limit",
+    "pcie.link.gen.current",
+    "pcie.link.width.current",
+    "vbios_version",
+)
+# Sampled while steps run: clocks under load, and whether the GPU throttled.
+_LOAD_FIELDS = ("clocks.sm", "clocks.mem", "power.draw", "temperature.gpu", "clocks_throttle_reasons.active")
+
+
+def _smi(fields: tuple[str, ...]) -> dict[str, str]:
+    """GPU 0's ``fields`` as nvidia-smi reports them ({} where it cannot be run)."""
     try:
-        driver = (
-            subprocess.run(
-                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True,
-                text=True,
-                timeout=30,
-            )
-            .stdout.strip()
-            .splitlines()[0]
-        )
+        line = subprocess.run(
+            ["nvidia-smi", "-i", "0", f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout.splitlines()[0]
     except (OSError, IndexError, subprocess.SubprocessError):
-        driver = "unknown"
+        return {}
+    return dict(zip(fields, (v.strip() for v in line.split(","))))
+
+
+def _host_cpu() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor()
+
+
+def _package_version(*names: str) -> str | None:
+    """The first of ``names`` installed (cuBLAS ships as a wheel beside torch), or None."""
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return None
+
+
+def environment() -> dict:
+    """Where the numbers come from: GPU, driver, clocks and power limit, CUDA, cuBLAS and torch
+    versions, host CPU: what can differ between two machines of one GPU kind."""
+    props = torch.cuda.get_device_properties(0)
+    smi = _smi(_SMI_FIELDS)
     return {
         "device_name": props.name,
         "device_memory_bytes": props.total_memory,
         "multiprocessors": props.multi_processor_count,
-        "driver": driver,
+        "driver": smi.pop("driver_version", "unknown"),
+        "nvidia_smi": smi,
         "cuda": torch.version.cuda,
+        "cublas": _package_version("nvidia-cublas", "nvidia-cublas-cu12"),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "host": platform.node(),
+        "host_cpu": _host_cpu(),
+        "host_cpus": os.cpu_count(),
     }
+
+
+class LoadSampler:
+    """Samples GPU 0's clocks, power and throttle reasons every ``period_ms`` while a block of
+    measurements runs (``with LoadSampler() as s: ...``; then ``s.summary()``): a profile taken
+    at lower clocks than the machine that uses it is the first suspect for drift."""
+
+    def __init__(self, period_ms: int = 200):
+        self.period_ms, self.lines, self._process = period_ms, [], None
+
+    def __enter__(self) -> "LoadSampler":
+        try:
+            self._process = subprocess.Popen(
+                [
+                    "nvidia-smi",
+                    "-i",
+                    "0",
+                    f"--query-gpu={','.join(_LOAD_FIELDS)}",
+                    "--format=csv,noheader,nounits",
+                    f"-lms={self.period_ms}",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+        except OSError:
+            self._process = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            out, _ = self._process.communicate(timeout=30)
+            self.lines = [line for line in out.splitlines() if line.strip()]
+
+    def summary(self) -> dict:
+        """Median of each numeric field over the samples, and every throttle reason seen."""
+        rows = [[v.strip() for v in line.split(",")] for line in self.lines]
+        rows = [r for r in rows if len(r) == len(_LOAD_FIELDS)]
+        summary: dict = {"samples": len(rows)}
+        for i, name in enumerate(_LOAD_FIELDS[:-1]):
+            values = []
+            for r in rows:
+                try:
+                    values.append(float(r[i]))
+                except ValueError:
+                    pass
+            summary[name] = statistics.median(values) if values else None
+        summary["throttle_reasons"] = sorted({r[-1] for r in rows})
+        return summary
 
 
 def _median_gpu_seconds(fn: Callable[[], None], repeats: int) -> float:
@@ -214,7 +307,10 @@ class Calibrator:
             raise RuntimeError(f"{s.name} leaves no room for a KV cache on this GPU")
         return int(budget // block_bytes)
 
-    def setup(self) -> None:
+    def setup(self, decode_graphs: list[int] | None = None, prefill_graphs: list[int] | None = None) -> None:
+        """Load the runner, fill its caches, capture its graphs: every size the executor
+        captures (the default), or only ``decode_graphs`` / ``prefill_graphs`` (a check that
+        times a few steps need not wait for the rest)."""
         t0 = time.perf_counter()
         self.ceilings = ceilings()
         num_blocks = self._kv_blocks()
@@ -229,8 +325,14 @@ class Calibrator:
             cache.normal_(0.0, 1.0)
         self.blocks = _Blocks(num_blocks, self.block_size)
         self.capacity_tokens = num_blocks * self.block_size
-        self.graph_sizes = [b for b in GRAPH_BATCH_SIZES if b <= max(self.grid.decode_batches)]
-        self.prefill_graph_tokens = [t for t in PREFILL_GRAPH_TOKENS if t <= self.max_batched_tokens]
+        self.graph_sizes = decode_graphs or [
+            b for b in GRAPH_BATCH_SIZES if b <= max(self.grid.decode_batches)
+        ]
+        self.prefill_graph_tokens = (
+            prefill_graphs
+            if prefill_graphs is not None
+            else [t for t in PREFILL_GRAPH_TOKENS if t <= self.max_batched_tokens]
+        )
         self.runner.capture(self.graph_sizes, self.prefill_graph_tokens)
         torch.cuda.synchronize()
         self.setup_seconds = time.perf_counter() - t0

@@ -44,9 +44,10 @@ def scaling_ratios(source: dict, target: GPUSpec) -> dict[str, float]:
     }
 
 
-def derive_profile(source: dict, target: GPUSpec, created: str | None = None) -> dict:
-    """``source`` (a measured profile document) transferred to ``target``."""
-    ratios = scaling_ratios(source["gpu"], target)
+def scaled_terms(source: dict, ratios: dict[str, float]) -> tuple[dict, dict]:
+    """``source``'s coefficients and prefill token table with each scaling class's terms
+    multiplied by ``ratios[class]``: the token table's weight read as memory, the rest of its
+    first entry as fixed, what each later entry adds as compute."""
     coefficients = {
         kind: {term: source["coefficients"][kind][term] * ratios[cls] for term, cls in terms}
         for kind, terms in TERMS.items()
@@ -54,12 +55,19 @@ def derive_profile(source: dict, target: GPUSpec, created: str | None = None) ->
     }
     table = source["prefill_tokens"]
     first, weights = table["seconds"][0], table["weights_s"]
-    base = weights * ratios["memory"] + (first - weights)
+    base = weights * ratios["memory"] + (first - weights) * ratios["fixed"]
     prefill_tokens = {
         "tokens": table["tokens"],
         "weights_s": weights * ratios["memory"],
         "seconds": [base + (s - first) * ratios["compute"] for s in table["seconds"]],
     }
+    return coefficients, prefill_tokens
+
+
+def derive_profile(source: dict, target: GPUSpec, created: str | None = None) -> dict:
+    """``source`` (a measured profile document) transferred to ``target``."""
+    ratios = scaling_ratios(source["gpu"], target)
+    coefficients, prefill_tokens = scaled_terms(source, ratios)
     keep = (
         "format",
         "version",

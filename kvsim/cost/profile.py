@@ -71,7 +71,7 @@ GRID_AXES = {
     "swap": ("blocks",),
     "mixed": ("decodes",),
 }
-PROVENANCE_KINDS = ("measured", "derived")
+PROVENANCE_KINDS = ("measured", "derived", "adjusted")
 # The model fields a step's cost depends on; a profile fits a run whose model agrees on all.
 SHAPE_FIELDS = (
     "family",
@@ -192,7 +192,9 @@ def mixed_features(num_decodes: int) -> np.ndarray:
 
 
 class Provenance(TypedDict):
-    kind: str  # one of PROVENANCE_KINDS: measured here, or derived from another GPU's
+    # one of PROVENANCE_KINDS: measured here, derived from another GPU's, or another machine's
+    # adjusted to this one by `simcli calibrate --check`
+    kind: str
     by: str  # the command that wrote it
 
 

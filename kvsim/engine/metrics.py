@@ -189,6 +189,13 @@ def _percentiles(values: np.ndarray, prefix: str) -> dict:
     }
 
 
+def time_per_output_token(first_token: np.ndarray, finish: np.ndarray, output_len: np.ndarray) -> np.ndarray:
+    """Seconds per output token after the first, of the completed requests given that have more
+    than one (a single-token request has no time between tokens)."""
+    multi = output_len > 1
+    return (finish[multi] - first_token[multi]) / (output_len[multi] - 1)
+
+
 def _waste_breakdown(steps: pd.DataFrame) -> dict:
     """Time-averaged share of the cache per use; the shares sum to 1 by construction, since
     every step's categories account for every slot."""
@@ -223,17 +230,48 @@ def steady_state(recorder: Recorder) -> dict:
     }
 
 
+def served_summary(
+    arrival: np.ndarray,
+    first_token: np.ndarray,
+    finish: np.ndarray,
+    prompt_len: np.ndarray,
+    output_len: np.ndarray,
+    first_arrival: float,
+) -> dict:
+    """Throughput over the span from ``first_arrival`` to the last finish, and the latency
+    distributions, of the completed requests given (as arrays): the part of a run's summary
+    that its requests' timelines alone determine (``validate`` re-prices a measured campaign
+    from them)."""
+    e2e = finish - arrival
+    span = float(finish.max() - first_arrival) if len(finish) else 0.0
+    rate = lambda amount: amount / span if span > 0 else float("nan")  # noqa: E731
+    return {
+        "duration_s": span,
+        "throughput_req_s": rate(len(finish)),
+        "throughput_output_tok_s": rate(output_len.sum()),
+        "throughput_total_tok_s": rate(output_len.sum() + prompt_len.sum()),
+        **_percentiles(first_token - arrival, "ttft_s"),
+        **_percentiles(time_per_output_token(first_token, finish, output_len), "tpot_s"),
+        **_percentiles(e2e, "e2e_latency_s"),
+        "normalized_latency_s_per_token": float((e2e / output_len).mean()) if len(finish) else float("nan"),
+    }
+
+
 def summarize(recorder: Recorder, num_blocks: int, num_replicas: int = 1) -> dict:
     """The metrics of a run: throughput, latency distributions, batch size, KV usage.
     ``busy_fraction`` is a replica's share of the span spent running steps, averaged over
     the ``num_replicas`` replicas (idle ones count as idle)."""
     done = recorder.status == STATUS_COMPLETED
-    arrival, first, finish = recorder.arrival[done], recorder.first_token[done], recorder.finish[done]
-    out_len, in_len = recorder.output_len[done], recorder.prompt_len[done]
-    e2e = finish - arrival
-    multi = out_len > 1
-    tpot = (finish[multi] - first[multi]) / (out_len[multi] - 1)
-    span = float(finish.max() - recorder.arrival[~np.isnan(recorder.arrival)].min()) if done.any() else 0.0
+    first_arrival = float(np.nanmin(recorder.arrival)) if len(recorder.arrival) else 0.0
+    served = served_summary(
+        recorder.arrival[done],
+        recorder.first_token[done],
+        recorder.finish[done],
+        recorder.prompt_len[done],
+        recorder.output_len[done],
+        first_arrival,
+    )
+    span = served["duration_s"]
 
     steps = recorder.steps_frame()
     num_steps = int(steps["steps"].sum()) if len(steps) else 0
@@ -247,15 +285,8 @@ def summarize(recorder: Recorder, num_blocks: int, num_replicas: int = 1) -> dic
     return {
         "completed": int(done.sum()),
         "rejected": int((recorder.status == STATUS_REJECTED).sum()),
-        "duration_s": span,
-        "throughput_req_s": done.sum() / span if span > 0 else float("nan"),
-        "throughput_output_tok_s": out_len.sum() / span if span > 0 else float("nan"),
-        "throughput_total_tok_s": (out_len.sum() + in_len.sum()) / span if span > 0 else float("nan"),
+        **served,
         **steady_state(recorder),
-        **_percentiles(first - arrival, "ttft_s"),
-        **_percentiles(tpot, "tpot_s"),
-        **_percentiles(e2e, "e2e_latency_s"),
-        "normalized_latency_s_per_token": float((e2e / out_len).mean()) if done.any() else float("nan"),
         "mean_batch_size": mean_batch,
         "num_steps": num_steps,
         "num_step_events": len(steps),
@@ -276,15 +307,20 @@ def sharing_summary(recorder: Recorder, steps: pd.DataFrame) -> dict:
 
     ``sharing_memory_saving`` = 1 - (time-averaged blocks used) / (time-averaged blocks the
     live sequences would hold if nothing were shared): a ratio of time averages, so busy
-    periods weigh in proportion to their length.
+    periods weigh in proportion to their length. ``sharing_saving_per_step`` is the vLLM
+    paper's Fig. 15 measure instead: 1 - 1 / (mean over engine steps holding blocks of
+    logical / physical blocks), every step weighing the same.
     """
     c = recorder.counters
     busy = steps["duration"] if len(steps) else None
     logical = float((steps["kv_blocks_logical"] * busy).sum()) if busy is not None else 0.0
     used = float((steps["kv_blocks_used"] * busy).sum()) if busy is not None else 0.0
     lookups = c.prefix_lookup_blocks
+    holding = steps[steps["kv_blocks_used"] > 0] if len(steps) else steps
+    ratio = (holding["kv_blocks_logical"] / holding["kv_blocks_used"] * holding["steps"]).sum()
     return {
         "sharing_memory_saving": 1 - used / logical if logical > 0 else 0.0,
+        "sharing_saving_per_step": 1 - float(holding["steps"].sum() / ratio) if len(holding) else 0.0,
         "block_copies": c.block_copies,
         "forks": c.forks,
         "prefix_hit_rate": c.prefix_hit_blocks / lookups if lookups else float("nan"),

@@ -18,6 +18,7 @@ import pandas as pd
 
 from kvsim.config import SimConfig
 from kvsim.cost import select_cost_model
+from kvsim.cost.cost_model import CostModel
 from kvsim.errors import KvsimError
 from kvsim.experiments.run import prepare_trace, run
 from kvsim.hardware import load_gpu
@@ -101,10 +102,11 @@ def compare_policies(
     return pd.DataFrame(rows)
 
 
-def caption(base: SimConfig, num_requests: int) -> str:
-    """What was simulated, for figure captions: model, GPU, trace and the settings that matter."""
+def caption(base: SimConfig, num_requests: int, cost: CostModel | None = None) -> str:
+    """What was simulated, for figure captions: model, GPU, trace and the settings that matter.
+    ``cost``: the cost model the run used, if at hand (else the one ``base`` selects)."""
     model, gpu = load_model(base.model, base.dtype), load_gpu(base.gpu)
-    cost = select_cost_model(base, model, gpu)
+    cost = cost or select_cost_model(base, model, gpu)
     gpus = f"{base.num_replicas}x " if base.num_replicas > 1 else ""
     settings = sharing_settings(base)
     if base.preemption == "swap":

@@ -117,8 +117,16 @@ def context_check(model: ModelSpec) -> Callable[[Request], str]:
     return check
 
 
+#: Builds the cost model of a run from its settings, model and GPU (``select_cost_model`` by
+#: default; ``kvsim.simulate`` passes one's own).
+CostModelFactory = Callable[[SimConfig, ModelSpec, GPUSpec], CostModel]
+
+
 def run(
-    config: SimConfig, progress: Callable[[int, int], None] | None = None, trace: Trace | None = None
+    config: SimConfig,
+    progress: Callable[[int, int], None] | None = None,
+    trace: Trace | None = None,
+    cost_model_for: CostModelFactory = select_cost_model,
 ) -> RunResult:
     """Simulate ``config``; pass ``trace`` to reuse one workload across policies.
     ``progress(arrived, total)`` is called as requests arrive."""
@@ -141,7 +149,7 @@ def run(
         batched_tokens,
         config.max_num_seqs,
     )
-    cost_model = select_cost_model(config, model, gpu)
+    cost_model = cost_model_for(config, model, gpu)
     if trace is None:
         trace = prepare_trace(config, model)
     width = max(config.n, config.beam_width)

@@ -1,15 +1,20 @@
-"""Sweeps: every combination of option values, one simulation per point, in worker processes."""
+"""Sweeps: every combination of option values, one simulation per point, in local worker
+processes or on Ray; each row streams to the CSV as its point finishes, and a resumed sweep
+runs only the points not yet there."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 
 import pandas as pd
 
 from kvsim.config import SimConfig
 from kvsim.errors import KvsimError
+from kvsim.experiments.ray_pool import run_on_ray
+from kvsim.experiments.sweep_file import SweepFile
 
 # The summary metrics a sweep keeps per point.
 SWEEP_COLUMNS = (
@@ -26,6 +31,8 @@ SWEEP_COLUMNS = (
     ),
     "mean_batch_size",
     "mean_kv_usage",
+    "sharing_memory_saving",
+    "sharing_saving_per_step",
     "busy_fraction",
     "comm_fraction",
     "preemptions",
@@ -55,13 +62,58 @@ def sweep_point(settings: dict) -> dict:
     return row
 
 
-def run_sweep(
-    points: list[dict], jobs: int, on_row: Callable[[dict], None] = lambda row: None
-) -> pd.DataFrame:
-    """Every point in ``jobs`` worker processes; rows in the points' order."""
-    rows = []
+#: Where the points run: local worker processes, or the tasks of a Ray cluster (ray_pool).
+EXECUTORS = ("local", "ray")
+
+
+def finished_points(
+    points: list[dict],
+    jobs: int,
+    point: Callable[[dict], dict],
+    executor: str = "local",
+    address: str | None = None,
+) -> Iterator[tuple[int, dict]]:
+    """(index, ``point(points[index])``) for every point, in the order they finish."""
+    if not points:  # a resumed sweep with nothing left: no workers to start
+        return
+    if executor == "ray":
+        yield from run_on_ray(point, points, jobs, address)
+        return
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        for row in pool.map(sweep_point, points):
-            rows.append(row)
+        futures = {pool.submit(point, settings): index for index, settings in enumerate(points)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
+
+
+def run_sweep(
+    points: list[dict],
+    jobs: int,
+    on_row: Callable[[dict], None] = lambda row: None,
+    point: Callable[[dict], dict] = sweep_point,
+    out: Path | None = None,
+    resume: bool = False,
+    executor: str = "local",
+    address: str | None = None,
+) -> pd.DataFrame:
+    """Every point in ``jobs`` workers (``executor``), ``on_row`` called as each finishes; rows
+    in the points' order. ``point`` turns a point into its row (a module-level function, so
+    that workers can import it): the sweep's own, or another experiment's (the planner judges
+    each run against its SLOs).
+
+    With ``out`` (the sweep's own rows), each row is appended to that CSV as its point
+    finishes (``SweepFile``), ``resume`` keeps the rows already there and runs only the
+    other points, and the table returned is the finished file's."""
+    if out is None:
+        rows: list[dict] = [{}] * len(points)
+        for index, row in finished_points(points, jobs, point, executor, address):
+            rows[index] = row
             on_row(row)
-    return pd.DataFrame(rows)
+        return pd.DataFrame(rows)
+    settings = list(points[0])
+    sweep_file = SweepFile(out, [*settings, "num_blocks", *SWEEP_COLUMNS, "error"], settings, resume)
+    todo = sweep_file.start(points)
+    for _, row in finished_points([points[i] for i in todo], jobs, point, executor, address):
+        sweep_file.append(row)
+        on_row(row)
+    sweep_file.finish(points)
+    return pd.read_csv(out)

@@ -282,3 +282,58 @@ def with_fresh_profiles(configs: list[SimConfig], out: Path, log=print) -> list[
                 log=log,
             )
     return [replace(c, profile=str(profiles[(c.model, c.block_size)])) for c in configs]
+
+
+REPRICED = {  # metric -> heading
+    "throughput_req_s": "throughput",
+    "normalized_latency_s_per_token": "normalized latency",
+    "ttft_s_p90": "TTFT p90",
+    "tpot_s_mean": "TPOT mean",
+    "e2e_latency_s_p90": "e2e p90",
+}
+
+
+def reprice_campaign(folder: Path, profile: str | None) -> pd.DataFrame:
+    """A measured campaign (``simcli validate --out FOLDER``) against the simulator priced by
+    ``profile`` (None: the profile each point would use by default), without a GPU: each
+    point's configuration (environment.json) simulated again, its requests checked to be the
+    measured ones, and both sides' metrics computed alike from the request timelines. One row
+    per point: each metric measured, simulated and the relative error."""
+    from kvsim.engine.metrics import served_summary
+    from kvsim.experiments.run import run
+
+    try:
+        configs = json.loads((folder / "environment.json").read_text())["configs"]
+        requests = pd.read_csv(folder / "requests.csv")
+    except (OSError, KeyError, json.JSONDecodeError) as err:
+        raise KvsimError(f"{folder} is not a validation campaign's folder: {err}") from None
+    rows = []
+    for config in (SimConfig(**{**c, "profile": profile or c["profile"]}).validate() for c in configs):
+        measured = requests[requests.point == point_label(config)].sort_values("request_id")
+        simulated = run(config)
+        frame = simulated.recorder.requests_frame().sort_values("request_id")
+        if not np.array_equal(
+            frame.prompt_len.to_numpy(), measured.prompt_len.to_numpy()
+        ) or not np.array_equal(frame.output_len.to_numpy(), measured.output_len.to_numpy()):
+            raise KvsimError(f"{point_label(config)}: the simulated requests are not the measured ones")
+        done = measured.status.to_numpy() == "completed"
+        first_arrival = float(measured.arrival.min())
+
+        def served(first_token, finish) -> dict:
+            return served_summary(
+                measured.arrival.to_numpy()[done],
+                first_token[done],
+                finish[done],
+                measured.prompt_len.to_numpy()[done],
+                measured.output_len.to_numpy()[done],
+                first_arrival,
+            )
+
+        real = served(measured.first_token_measured.to_numpy(), measured.finish_measured.to_numpy())
+        sim = served(frame.first_token.to_numpy(), frame.finish.to_numpy())
+        row = {"point": point_label(config), "cost_model": simulated.cost_model.name}
+        for metric in REPRICED:
+            row[f"{metric}_measured"], row[f"{metric}_simulated"] = real[metric], sim[metric]
+            row[f"{metric}_rel_error"] = sim[metric] / real[metric] - 1.0
+        rows.append(row)
+    return pd.DataFrame(rows)

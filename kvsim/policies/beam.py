@@ -7,15 +7,18 @@ frees its blocks). kvsim does not run a model, so it draws the parents:
 
 * with probability ``stay``, new beam j continues current beam j (the beams' ranks are
   stable and nothing is forked or dropped);
-* otherwise its parent is drawn over the current ranks r = 0 (best) .. K-1 with
-  probability proportional to ``(r + 1) ** -skew`` (``skew = 0``: uniform; large: the best
-  beam fathers everyone).
+* otherwise it continues another beam: its parent is drawn over the other current ranks
+  r = 0 (best) .. K-1, r != j, with probability proportional to ``(r + 1) ** -skew``
+  (``skew = 0``: uniform; large: the best beam fathers everyone). Leaving its lineage
+  always means taking another's, so ``stay`` is the chance a beam keeps its own lineage at
+  every width (were its own rank among the draws, wider beams would leave theirs more
+  often, and they share more than the vLLM paper's Fig. 15 measured).
 
 Assumptions: decisions are independent across beams and steps, and ranks are the only
 state. To fit it to a model, log the parent index of every new beam for a few hundred
 prompts (e.g. from vLLM's or HF's beam search outputs): ``stay`` is the fraction of new
-beams whose parent index equals their own index (minus the chance share the drawn parents
-would give), and ``skew`` is the maximum-likelihood exponent of the remaining parent ranks.
+beams whose parent index equals their own index, and ``skew`` is the maximum-likelihood
+exponent of the other parents' ranks.
 Draws come from a generator seeded by (seed, request id), so a request forks the same way
 under every policy and every rate.
 """
@@ -31,8 +34,9 @@ from kvsim.errors import KvsimError
 
 @dataclass(frozen=True)
 class BeamModel:
-    stay: float = 0.5
-    skew: float = 1.0
+    # Fitted to the vLLM paper's Fig. 15 (benchmarks/calibration/fit_beam.py, docs/sharing.md).
+    stay: float = 0.95
+    skew: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -46,6 +50,12 @@ class BeamModel:
 
     def parents(self, rng: np.random.Generator, width: int) -> np.ndarray:
         """Parent rank of each of ``width`` new beams."""
-        weights = (np.arange(width) + 1.0) ** -self.skew
-        drawn = rng.choice(width, size=width, p=weights / weights.sum())
-        return np.where(rng.random(width) < self.stay, np.arange(width), drawn)
+        ranks = np.arange(width)
+        if width == 1:
+            return ranks
+        weights = np.tile((ranks + 1.0) ** -self.skew, (width, 1))
+        weights[ranks, ranks] = 0.0  # row j: the parents beam j may switch to
+        bounds = np.cumsum(weights, axis=1)
+        draws = rng.random(width) * bounds[:, -1]
+        drawn = np.minimum((draws[:, None] >= bounds).sum(axis=1), width - 1)
+        return np.where(rng.random(width) < self.stay, ranks, drawn)

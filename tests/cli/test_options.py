@@ -3,6 +3,7 @@ shows each one's help and default, and an option given explicitly beats --config
 
 import json
 import re
+from concurrent.futures import Future
 from dataclasses import fields, replace
 
 import pytest
@@ -115,9 +116,11 @@ def test_sweep_takes_every_field(monkeypatch, tmp_path):
         def __exit__(self, *exc):
             return False
 
-        def map(self, function, items):
-            points.extend(items)
-            return [{}]
+        def submit(self, function, point):
+            points.append(point)
+            done = Future()
+            done.set_result(dict(point))
+            return done
 
     monkeypatch.setattr("kvsim.experiments.sweep.ProcessPoolExecutor", Pool)
     result = runner.invoke(app, ["sweep", "--out", str(tmp_path / "sweep.csv"), *list_args(OTHER)])

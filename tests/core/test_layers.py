@@ -13,9 +13,10 @@ LAYERS = (
     ("policies",),
     ("cost",),  # prices a policy's StepPlan
     ("engine",),
-    ("sim", "gpu"),
+    ("sim", "gpu", "gpushare"),  # gpushare: several models on one GPU (its own SimPy GPU)
     ("calibration",),
     ("experiments", "reports"),
+    ("api",),  # kvsim.simulate: a run, its tables, timeline and figures, from Python
     ("cli",),
 )
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}

@@ -155,6 +155,11 @@ def expected_summary(requests, steps, counters, num_blocks) -> dict:
     def time_mean(column):
         return sum(s[column] * s["duration"] for s in steps) / busy
 
+    holding = [s for s in steps if s["kv_blocks_used"] > 0]
+    step_ratio = sum(s["kv_blocks_logical"] / s["kv_blocks_used"] * s["steps"] for s in holding) / sum(
+        s["steps"] for s in holding
+    )
+
     return {
         "completed": len(done),
         "rejected": len(requests) - len(done),
@@ -184,6 +189,8 @@ def expected_summary(requests, steps, counters, num_blocks) -> dict:
         "preemptions": sum(preemptions),
         "recomputed_tokens": sum(recomputed),
         "sharing_memory_saving": 1 - time_mean("kv_blocks_used") / time_mean("kv_blocks_logical"),
+        # the paper's Fig. 15: every step weighs the same, the ratio is averaged, not its parts
+        "sharing_saving_per_step": 1 - 1 / step_ratio,
         "block_copies": counters["block_copies"],
         "forks": counters["forks"],
         "prefix_hit_rate": counters["prefix_hit_blocks"] / counters["prefix_lookup_blocks"],

@@ -23,16 +23,12 @@ def test_validate_refuses_without_a_gpu(monkeypatch):
     assert "no CUDA GPU" in result.output and "Traceback" not in result.output
 
 
-def test_validate_point_reports_the_errors_of_a_known_slowdown(tmp_path, fake_gpu):
-    """The fake GPU takes 1.25x the cost model's price for every step, and every request
-    arrives at t = 0 (no rate: an offline batch), so the executor runs the simulated schedule
-    with every time stretched 1.25x (test_executor_schedule.py checks that). The measured side
-    must be that run, not a simulation: its latencies 1.25x the simulated ones and its
-    throughputs 1/1.25 of them. The simulator's relative error, (sim - real) / real, is then
-    1/1.25 - 1 = -20% for every latency, 1.25 - 1 = +25% for every throughput and 0 for the
-    batch size; each step's (predicted - measured) / measured is -20%."""
+@pytest.fixture
+def slowed_point(tmp_path, fake_gpu):
+    """A tiny model's point validated on a fake GPU 1.25x slower than the cost model's price:
+    (config, the simulated run, validate_point's row, requests and steps)."""
     from kvsim.experiments.run import run
-    from kvsim.experiments.validate import COMPARED, step_error_summary, validate_point
+    from kvsim.experiments.validate import validate_point
 
     model = {
         "model_type": "opt",
@@ -55,8 +51,20 @@ def test_validate_point_reports_the_errors_of_a_known_slowdown(tmp_path, fake_gp
     ).validate()
     simulated = run(config)
     gpu = fake_gpu(ScaledCost(simulated.cost_model, SLOWDOWN), model["vocab_size"])
-    row, requests, steps = validate_point(config, SimpleNamespace(get=lambda *geometry: gpu))
+    return config, simulated, *validate_point(config, SimpleNamespace(get=lambda *geometry: gpu))
 
+
+def test_validate_point_reports_the_errors_of_a_known_slowdown(slowed_point):
+    """The fake GPU takes 1.25x the cost model's price for every step, and every request
+    arrives at t = 0 (no rate: an offline batch), so the executor runs the simulated schedule
+    with every time stretched 1.25x (test_executor_schedule.py checks that). The measured side
+    must be that run, not a simulation: its latencies 1.25x the simulated ones and its
+    throughputs 1/1.25 of them. The simulator's relative error, (sim - real) / real, is then
+    1/1.25 - 1 = -20% for every latency, 1.25 - 1 = +25% for every throughput and 0 for the
+    batch size; each step's (predicted - measured) / measured is -20%."""
+    from kvsim.experiments.validate import COMPARED, step_error_summary
+
+    config, simulated, row, requests, steps = slowed_point
     latencies = [m for m in COMPARED if m.startswith(("ttft", "tpot", "e2e", "normalized"))]
     throughputs = [m for m in COMPARED if m.startswith("throughput")]
     counts = ["mean_batch_size", "preemptions"]
@@ -89,6 +97,26 @@ def test_validate_point_reports_the_errors_of_a_known_slowdown(tmp_path, fake_gp
         assert kind["mean"] == approx(1 / SLOWDOWN - 1)
         assert kind["mean_abs"] == approx(1 - 1 / SLOWDOWN)
         assert kind["p90_abs"] == approx(1 - 1 / SLOWDOWN)
+
+
+def test_reprice_recomputes_the_campaign_from_its_folder(slowed_point, tmp_path):
+    """A campaign's folder, re-priced without a GPU by the profile it was validated with,
+    gives validate's own errors back; priced by another, it says so."""
+    from kvsim.experiments.validate import REPRICED, reprice_campaign
+
+    config, _, row, requests, _ = slowed_point
+    folder = tmp_path / "campaign"
+    folder.mkdir()
+    requests.to_csv(folder / "requests.csv", index=False)
+    (folder / "environment.json").write_text(json.dumps({"configs": [config.to_dict()]}))
+    table = reprice_campaign(folder, None)
+    assert len(table) == 1
+    for metric in REPRICED:
+        assert table[f"{metric}_rel_error"][0] == pytest.approx(row[f"{metric}_rel_error"], rel=1e-9)
+    shorter = requests[requests.request_id != requests.request_id.max()]
+    shorter.to_csv(folder / "requests.csv", index=False)
+    result = CliRunner().invoke(app, ["validate", "--reprice", str(folder)])
+    assert result.exit_code == 2 and "not the measured ones" in result.output
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,8 @@
 """Beam search's parent draw (``BeamModel``) and how the scheduler forks and drops beams by it.
 
 The draw is checked against the distribution its docstring defines, written out here:
-new beam j keeps parent j with probability ``stay``, otherwise draws rank r with
-probability proportional to ``(r + 1) ** -skew``. With a fixed seed the frequencies are
+new beam j keeps parent j with probability ``stay``, otherwise draws another rank r != j
+with probability proportional to ``(r + 1) ** -skew``. With a fixed seed the frequencies are
 deterministic; the tolerance is 5 binomial standard deviations of each frequency.
 """
 
@@ -22,9 +22,8 @@ DRAWS = 4000  # parent draws of WIDTH beams each
 
 def expected_parents(stay: float, skew: float, width: int) -> np.ndarray:
     """P[j, r]: probability that new beam j's parent is current rank r, by the definition."""
-    rank_weights = np.array([(r + 1) ** -skew for r in range(width)])
-    drawn = rank_weights / rank_weights.sum()
-    return stay * np.eye(width) + (1 - stay) * np.tile(drawn, (width, 1))
+    drawn = np.array([[0.0 if r == j else (r + 1) ** -skew for r in range(width)] for j in range(width)])
+    return stay * np.eye(width) + (1 - stay) * drawn / drawn.sum(axis=1, keepdims=True)
 
 
 def observed_parents(model: BeamModel, width: int) -> np.ndarray:
@@ -49,6 +48,16 @@ def test_every_rank_fathers_beams_and_better_ranks_more_often():
     observed = observed_parents(BeamModel(stay=0.0, skew=1.0, seed=5), WIDTH).mean(axis=0)
     assert (observed > 0).all()
     assert (np.diff(observed) < 0).all()
+
+
+def test_a_beam_that_leaves_its_lineage_takes_another_beams():
+    """Without ``stay`` no beam keeps its own parent, at every width (the fit relies on it)."""
+    model = BeamModel(stay=0.0, skew=0.5)
+    rng = model.rng(0)
+    for width in (2, 3, 6):
+        for _ in range(50):
+            parents = model.parents(rng, width)
+            assert (parents != np.arange(width)).all() and ((0 <= parents) & (parents < width)).all()
 
 
 def test_stay_one_keeps_every_beam_on_its_own_parent():

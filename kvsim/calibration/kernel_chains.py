@@ -1,0 +1,195 @@
+"""``simcli gpushare profile``: each model's chain of kernels, measured on the GPU found.
+
+For every model (torchvision's, Paella's eight by default; batch 1, a 1x3x224x224 input,
+random weights, eval mode, no autograd), a few untimed forward passes warm cuDNN and the
+allocator up, then ``repeats`` passes run under torch.profiler with CUDA activity. The
+profiler's Chrome trace holds, for every kernel, its duration and the launch footprint CUPTI
+reports: grid, block, registers per thread and shared memory per block (static + dynamic).
+The trace is split into the repeats (each pass launches the same kernels in the same order;
+a pass that does not is refused), and each kernel keeps the median of its durations. Also
+kept, for comparison with the simulation's jobs alone: each kernel's start relative to the
+pass's first kernel (median), and the pass's span from first kernel start to last kernel end
+(median): in eager PyTorch at batch 1 the host's launches, not the kernels, may set the pace.
+
+The output is one file per model, ``MODEL@GPU.json`` (kvsim.gpushare.kernels describes the
+format), with the GPU, driver, CUDA, torch and torchvision versions and the date. Imports no
+simulator code (the GPU machine need not have simpy), and torch only once a GPU is known.
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib.util
+import json
+import statistics
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from kvsim.calibration.calibrate import builtin_gpu_for, require_cuda
+from kvsim.errors import KvsimError
+from kvsim.gpushare.kernels import PROFILE_FORMAT, profile_path
+from kvsim.hardware import load_gpu
+
+PAELLA_MODELS = (
+    "mobilenet_v2",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "squeezenet1_1",
+)
+#: Builders that would otherwise add training-only heads or a slow scipy weight init.
+_BUILD_OPTIONS = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
+DTYPES = ("float32", "float16")
+INPUT_SHAPE = (1, 3, 224, 224)
+#: What CUPTI's kernel records carry in the trace's ``args`` and a chain needs.
+FOOTPRINT_ARGS = {"grid", "block", "registers per thread", "shared memory"}
+
+
+def trace_kernels(trace: dict) -> list[dict]:
+    """The kernel events of a Chrome trace (torch.profiler's export), in start order."""
+    events = trace.get("traceEvents", [])
+    return sorted(
+        (e for e in events if e.get("ph") == "X" and e.get("cat", "").lower() == "kernel"),
+        key=lambda e: e["ts"],
+    )
+
+
+def kernels_of_trace(kernels: list[dict], repeats: int, where: str) -> list[dict]:
+    """The kernel chain of ``kernels`` (trace_kernels) from ``repeats`` identical passes: per
+    kernel, its name, median duration (us), grid, block, registers per thread, shared memory
+    per block, and median start relative to the pass's first kernel (us). Refused when the
+    passes do not launch the same kernels with the same footprints."""
+    if not kernels or len(kernels) % repeats:
+        raise KvsimError(f"{where}: {len(kernels)} kernels in the trace do not split into {repeats} passes")
+    bare = next((e for e in kernels if not FOOTPRINT_ARGS <= set(e.get("args", {}))), None)
+    if bare is not None:
+        raise KvsimError(f"{where}: the trace gives no launch footprint for kernel {bare.get('name')!r}")
+    per_pass = len(kernels) // repeats
+    passes = [kernels[i * per_pass : (i + 1) * per_pass] for i in range(repeats)]
+    chain = []
+    for index, first in enumerate(passes[0]):
+        same = [p[index] for p in passes]
+        footprint = lambda e: (
+            e["name"],
+            e["args"]["grid"],
+            e["args"]["block"],
+            e["args"]["registers per thread"],
+        )
+        if any(footprint(e) != footprint(first) for e in same):
+            raise KvsimError(f"{where}: kernel {index} differs between passes ({first['name']})")
+        chain.append(
+            {
+                "name": first["name"],
+                "duration_us": statistics.median(e["dur"] for e in same),
+                "grid": list(first["args"]["grid"]),
+                "block": list(first["args"]["block"]),
+                "registers_per_thread": int(first["args"]["registers per thread"]),
+                "shared_memory_bytes": int(first["args"]["shared memory"]),
+                "start_offset_us": statistics.median(e["ts"] - p[0]["ts"] for e, p in zip(same, passes)),
+            }
+        )
+    return chain
+
+
+def pass_spans_us(kernels: list[dict], repeats: int) -> float:
+    """Median span of a pass of ``kernels`` (trace_kernels): first kernel start to last kernel end (us)."""
+    per_pass = len(kernels) // repeats
+    spans = []
+    for i in range(repeats):
+        chunk = kernels[i * per_pass : (i + 1) * per_pass]
+        spans.append(max(e["ts"] + e["dur"] for e in chunk) - chunk[0]["ts"])
+    return statistics.median(spans)
+
+
+def profile_models(
+    out: Path,
+    models: tuple[str, ...] = PAELLA_MODELS,
+    dtype: str = "float32",
+    repeats: int = 5,
+    warmup: int = 10,
+    gpu: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Measures each model's chain on GPU 0 and writes ``out/MODEL@GPU.json``; returns the paths."""
+    if dtype not in DTYPES:
+        raise KvsimError(f"--dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
+    if repeats < 1 or warmup < 0:
+        raise KvsimError(f"--repeats must be at least 1 and --warmup at least 0 (got {repeats}, {warmup})")
+    require_cuda("gpushare profile")
+    if importlib.util.find_spec("torchvision") is None:
+        raise KvsimError("gpushare profile needs torchvision (its models are the profiled ones)")
+    import torch
+    import torchvision
+
+    from kvsim.calibration.measure import environment
+
+    unknown = [m for m in models if not hasattr(torchvision.models, m)]
+    if unknown:
+        raise KvsimError(f"torchvision has no model {', '.join(unknown)}")
+    props = torch.cuda.get_device_properties(0)
+    gpu_name = load_gpu(gpu).name if gpu else builtin_gpu_for(props.name, props.total_memory).name
+    device = {
+        **environment(),
+        "name": gpu_name,
+        "torchvision": torchvision.__version__,
+        "max_threads_per_sm": getattr(props, "max_threads_per_multi_processor", None),
+        "registers_per_sm": getattr(props, "regs_per_multiprocessor", None),
+        "shared_memory_per_sm": getattr(props, "shared_memory_per_multiprocessor", None),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for model in models:
+        torch.manual_seed(0)
+        network = getattr(torchvision.models, model)(weights=None, **_BUILD_OPTIONS.get(model, {}))
+        network = network.eval().to("cuda", getattr(torch, dtype))
+        batch = torch.randn(INPUT_SHAPE, device="cuda", dtype=getattr(torch, dtype))
+        with torch.inference_mode():
+            for _ in range(warmup):
+                network(batch)
+            torch.cuda.synchronize()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+                for _ in range(repeats):
+                    network(batch)
+                    torch.cuda.synchronize()
+        with tempfile.TemporaryDirectory() as tmp:
+            trace_file = Path(tmp) / "trace.json"
+            profiler.export_chrome_trace(str(trace_file))
+            trace = json.loads(trace_file.read_text())
+        kernels = trace_kernels(trace)
+        chain = kernels_of_trace(kernels, repeats, model)
+        doc = {
+            "format": PROFILE_FORMAT,
+            "model": model,
+            "gpu": device,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "how": {
+                "batch": INPUT_SHAPE[0],
+                "input_shape": list(INPUT_SHAPE),
+                "dtype": dtype,
+                "weights": "random (torch.manual_seed(0))",
+                "mode": "eval, torch.inference_mode(), eager",
+                "warmup_passes": warmup,
+                "profiled_passes": repeats,
+                "duration": "median over the profiled passes (torch.profiler / CUPTI kernel activity)",
+            },
+            "pass_span_us": pass_spans_us(kernels, repeats),
+            "kernels": chain,
+        }
+        path = profile_path(out, model, gpu_name)
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        total = sum(k["duration_us"] for k in chain)
+        log(
+            f"{model}: {len(chain)} kernels, {total:.0f} us of kernels, pass span "
+            f"{doc['pass_span_us']:.0f} us -> {path}"
+        )
+        written.append(path)
+        del network, batch
+        torch.cuda.empty_cache()
+    return written

@@ -1,0 +1,1 @@
+"""Dispatch policies: who decides when each kernel reaches the GPU (registry.POLICIES)."""
