@@ -23,8 +23,6 @@ from kvsim.experiments.compare import caption
 from kvsim.experiments.run import CostModelFactory, RunResult, run
 from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
-from kvsim.reports.run_plots import write_run_figures
-from kvsim.reports.timeline import write_timeline
 
 
 @dataclass(frozen=True)
@@ -58,11 +56,16 @@ class Result:
 
     def write_timeline(self, path: str | Path) -> Path:
         """The run as a Perfetto / chrome://tracing trace (kvsim.reports.timeline)."""
+        from kvsim.reports.timeline import write_timeline  # imported on use, as matplotlib below
+
         about = {"kvsim_version": __version__, "run": self.caption, "config": self.config.to_dict()}
         return write_timeline(self.requests, self.steps, self.config.num_replicas, Path(path), about)
 
     def write_figures(self, out_dir: str | Path) -> list[Path]:
         """KV usage and queue over time, latency CDFs and the per-request scatter, as PNGs."""
+        # Imported on use: matplotlib takes longer to import than a small run takes to simulate.
+        from kvsim.reports.run_plots import write_run_figures
+
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         return write_run_figures(self.requests, self.steps, self.run.capacity.num_blocks, self.caption, out)

@@ -21,6 +21,7 @@ from kvsim.cost import select_cost_model
 from kvsim.cost.cost_model import CostModel
 from kvsim.errors import KvsimError
 from kvsim.experiments.run import prepare_trace, run
+from kvsim.experiments.sweep import WarnOnce, in_workers
 from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 from kvsim.policies.registry import get_policy
@@ -94,8 +95,12 @@ def compare_policies(
     ]
     rows = []
     with ExitStack() as stack:  # one job runs in this process: no pickling, no start-up
-        mapper = stack.enter_context(ProcessPoolExecutor(max_workers=jobs)).map if jobs > 1 else map
-        for row in mapper(_run_point, points):
+        if jobs > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(max_workers=jobs))
+            finished = WarnOnce().all(pool.map(in_workers(_run_point), points))
+        else:
+            finished = map(_run_point, points)
+        for row in finished:
             rows.append(row)
             if on_point is not None:
                 on_point()

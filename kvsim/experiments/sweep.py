@@ -4,8 +4,10 @@ runs only the points not yet there."""
 
 from __future__ import annotations
 
+import functools
 import itertools
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -66,6 +68,40 @@ def sweep_point(settings: dict) -> dict:
 EXECUTORS = ("local", "ray")
 
 
+def recording_warnings(work: Callable, item) -> tuple[object, list[tuple[type[Warning], str]]]:
+    """``work(item)`` in a worker, and the warnings it raised as (category, text): returned
+    instead of printed, so that the parent prints each distinct one once (``WarnOnce``), not
+    once per point (a profile's extrapolation warning would repeat in every worker)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = work(item)
+    return result, [(w.category, str(w.message)) for w in caught]
+
+
+def in_workers(work: Callable) -> Callable:
+    """``work`` wrapped for a worker (``recording_warnings``); picklable if ``work`` is."""
+    return functools.partial(recording_warnings, work)
+
+
+class WarnOnce:
+    """Issues, in this process, the warnings workers recorded, each distinct one once."""
+
+    def __init__(self) -> None:
+        self.seen: set[tuple[type[Warning], str]] = set()
+
+    def __call__(self, recorded: tuple[object, list[tuple[type[Warning], str]]]):
+        """The worker's result, after issuing its warnings not seen before."""
+        result, caught = recorded
+        for category, text in caught:
+            if (category, text) not in self.seen:
+                self.seen.add((category, text))
+                warnings.warn(text, category, stacklevel=2)
+        return result
+
+    def all(self, recorded: Iterable) -> Iterator:
+        return (self(item) for item in recorded)
+
+
 def finished_points(
     points: list[dict],
     jobs: int,
@@ -76,13 +112,15 @@ def finished_points(
     """(index, ``point(points[index])``) for every point, in the order they finish."""
     if not points:  # a resumed sweep with nothing left: no workers to start
         return
+    warn_once = WarnOnce()
     if executor == "ray":
-        yield from run_on_ray(point, points, jobs, address)
+        for index, recorded in run_on_ray(in_workers(point), points, jobs, address):
+            yield index, warn_once(recorded)
         return
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = {pool.submit(point, settings): index for index, settings in enumerate(points)}
+        futures = {pool.submit(in_workers(point), settings): index for index, settings in enumerate(points)}
         for future in as_completed(futures):
-            yield futures[future], future.result()
+            yield futures[future], warn_once(future.result())
 
 
 def run_sweep(

@@ -126,6 +126,12 @@ class V1Scheduler(Scheduler):
         new, context, whether all of the batch decodes), or Nones if the room is not there."""
         seqs = self._batch_seqs()
         done, known = self.computed[seqs], self.seq_table.num_tokens[seqs]
+        if len(seqs) <= budget and (done >= self.prefill_end[seqs]).all():
+            # Every prompt computed and a token of budget each (a decode run's steps): each
+            # decodes its one known, uncomputed token, with no budget arithmetic to do.
+            if not self.kv.try_append(seqs, known):
+                return None, None, None, False
+            return list(self.running), known - done, known, True
         want = np.minimum(known - done, threshold)
         before = np.cumsum(want) - want  # budget taken by the requests ahead
         served = int(np.searchsorted(before, budget))  # those that find some budget left
