@@ -52,6 +52,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -72,42 +73,39 @@ def markdown_files() -> list[Path]:
 
 
 @dataclass(frozen=True)
-class Sim:
+class Simcli:
+    """`simcli VERB ARGS`; its subclass says what is read of it (see ``_run``)."""
+
+    verb: ClassVar[str]
+    args: tuple[str, ...] = ()
+    cheap: bool = False
+    needs_data: bool = False
+
+    @property
+    def command(self) -> str:
+        return " ".join((f"simcli {self.verb}", *self.args))
+
+
+@dataclass(frozen=True)
+class Sim(Simcli):
     """`simcli run ARGS`: what it prints (its summary table) and its summary.json."""
 
-    args: tuple[str, ...] = ()
+    verb = "run"
     cheap: bool = True
-    needs_data: bool = False
-
-    @property
-    def command(self) -> str:
-        return " ".join(("simcli run", *self.args))
 
 
 @dataclass(frozen=True)
-class Compare:
+class Compare(Simcli):
     """`simcli compare ARGS --out DIR`: compare.csv and the figures it writes."""
 
-    args: tuple[str, ...]
-    cheap: bool = False
-    needs_data: bool = False
-
-    @property
-    def command(self) -> str:
-        return " ".join(("simcli compare", *self.args))
+    verb = "compare"
 
 
 @dataclass(frozen=True)
-class RunFiles:
+class RunFiles(Simcli):
     """`simcli run ARGS --out DIR` with --plots or --timeline DIR/NAME: the files it writes."""
 
-    args: tuple[str, ...]
-    cheap: bool = False
-    needs_data: bool = False
-
-    @property
-    def command(self) -> str:
-        return " ".join(("simcli run", *self.args))
+    verb = "run"
 
 
 @dataclass(frozen=True)
@@ -823,6 +821,35 @@ def _(r):
     return pct(errors.abs().max())
 
 
+# The campaign goal below saturation: (column, most relative error, what it is called).
+V1_GOAL = (
+    ("throughput_req_s_rel_error", 0.05, "throughput"),
+    ("normalized_latency_s_per_token_rel_error", 0.05, "mean normalized latency"),
+    ("ttft_s_p90_rel_error", 0.10, "TTFT p90"),
+    ("tpot_s_p90_rel_error", 0.10, "TPOT p90"),
+)
+
+
+@figure("validation.v1.verdict", VALIDATION_V1)
+def _(r):
+    """Which models meet the goal at every point below saturation, and where the others miss."""
+    verdicts = []
+    for model, results in r[VALIDATION_V1]["results"].items():
+        below = results.iloc[:BELOW_SATURATION]
+        misses = [
+            f"{name} at {rate:g} req/s ({100 * error:+.1f}%)"
+            for column, limit, name in V1_GOAL
+            for rate, error in zip(below.rate, below[column])
+            if abs(error) > limit
+        ]
+        verdicts.append(
+            f"{model} meets it at all {len(below)}"
+            if not misses
+            else f"{model} misses it in {', '.join(misses)}"
+        )
+    return "; ".join(verdicts)
+
+
 @figure("validation.v1.llama-vidur-norm", VALIDATION_V1)
 def _(r):
     results = r[VALIDATION_V1]["results"]["llama-2-7b"]
@@ -1331,6 +1358,94 @@ def _(r):
         cells = " | ".join(f"{means[m] * 1e3:.3f} ms" for m in models)
         lines.append(f"| {threshold:g} | {cells} | {rows.jain_index.iloc[0]:.3f} |")
     return "\n".join(lines)
+
+
+def _ms(seconds: float, digits: int = 2) -> str:
+    return f"{seconds * 1e3:.{digits}f} ms"
+
+
+@figure("gpushare.load.reading", GPUSHARE, block=True)
+def _(r):
+    """Reading (a): per mix, which of the two policies sustains more load by the table's measure,
+    then, at the highest load, whose p99 per model and whose mean over all jobs is lower, since
+    the p99 over all jobs is the tail of the models that make the longest jobs."""
+    hardware, software = GPUSHARE_POLICIES.split(",")
+    top = float(GPUSHARE_LOADS.split(",")[-1])
+    parts = []
+    for mix in GPUSHARE_MIXES:
+        table = _gpushare_csv(r, f"load-{mix}_load.csv")
+        sustained = {}
+        for policy, rows in table[table.model == "all"].groupby("policy", sort=False):
+            rows = rows.sort_values("load")
+            sustained[policy] = rows[
+                rows.latency_p99_s <= GPUSHARE_P99_MULTIPLE * rows.latency_p99_s.iloc[0]
+            ].load.iloc[-1]
+        verdict = (
+            "more load than"
+            if sustained[software] > sustained[hardware]
+            else "less load than"
+            if sustained[software] < sustained[hardware]
+            else "the same load as"
+        )
+        at_top = table[table.load == top].set_index(["model", "policy"])
+        p99 = at_top.latency_p99_s.unstack("policy")
+        models = p99.drop(index="all")
+        lower = models[models[software] < models[hardware]]
+        higher = models[models[software] >= models[hardware]]
+        mean = at_top.latency_mean_s.unstack("policy").loc["all"]
+        text = (
+            f"On {mix}, `{software}` sustains {verdict} `{hardware}` by this measure "
+            f"({sustained[software]:g} against {sustained[hardware]:g}). At load {top:g} it lowers the p99 of "
+            f"{len(lower)} of its {len(models)} models"
+        )
+        if len(lower):
+            best = (lower[software] / lower[hardware]).idxmin()
+            text += f" ({best}: {_ms(lower.loc[best, hardware])} to {_ms(lower.loc[best, software])})"
+        if len(higher):
+            text += " and raises " + _and(
+                [
+                    f"{m}'s ({_ms(higher.loc[m, hardware])} to {_ms(higher.loc[m, software])})"
+                    for m in higher.index
+                ]
+            )
+        text += f"; the mean over all jobs goes from {_ms(mean[hardware])} to {_ms(mean[software])}."
+        parts.append(text)
+    return (
+        "**Reading (a).** "
+        + " ".join(parts)
+        + " SRPT serves the jobs with the most work left last: where the p99 over all jobs falls among"
+        " those (the longest models make more than 1% of the jobs), it is the measure on which SRPT looks"
+        " worst."
+    )
+
+
+@figure("gpushare.fairness.reading", GPUSHARE, block=True)
+def _(r):
+    """Reading (b): each model's mean latency and Jain's index from pure SRPT to the lowest swept
+    threshold, and whether the threshold evens the slowdowns out or helps the model already ahead."""
+    table = _gpushare_csv(r, "fairness-extremes_fairness.csv")
+    per = table[table.model != "all"]
+    thresholds = sorted(per.threshold.unique())
+    loose, tight = thresholds[-1], thresholds[0]
+    mean = per.pivot(index="model", columns="threshold", values="latency_mean_s")
+    slowdown = per.pivot(index="model", columns="threshold", values="slowdown")
+    jain = table.drop_duplicates("threshold").set_index("threshold").jain_index
+    helped = (mean[tight] / mean[loose]).idxmin()
+    moves = [
+        f"{m}'s{' mean latency' if m == helped else ''} from {_ms(mean.loc[m, loose], 3)} to "
+        f"{_ms(mean.loc[m, tight], 3)}"
+        for m in [helped, *mean.index.drop(helped)]
+    ]
+    text = (
+        f"**Reading (b).** At load {GPUSHARE_FAIRNESS_LOAD:g}, tightening the threshold from {loose:g} to "
+        f"{tight:g} moves {_and(moves)}: it favours {helped}. Jain's index goes from {jain[loose]:.3f} to "
+        f"{jain[tight]:.3f}"
+    )
+    if slowdown[loose].idxmin() == helped:
+        text += f", away from equal slowdowns: {helped}'s was already the lower one."
+    else:
+        text += ", toward equal slowdowns."
+    return text
 
 
 # Generated files: docs/paper/ is `simcli report paper --quick --out docs/paper` (the page and its

@@ -274,6 +274,14 @@ def _split(command: str, flag: str, text: str) -> list[str]:
     return items
 
 
+def _number(command: str, flag: str, text: str) -> float:
+    """One number of a list option that is not a run option (``_parse_value`` parses those)."""
+    try:
+        return float(text)
+    except ValueError:
+        raise KvsimError(f"{command}: {flag} value {text!r} is not a number") from None
+
+
 #: Other names of SimConfig options (``setting(aliases=...)``) -> the field they set.
 ALIASES = {alias: f.name for f in fields(SimConfig) for alias in f.metadata["aliases"]}
 
@@ -307,6 +315,30 @@ def _jobs():
     return typer.Option(2, min=1, help="Parallel worker processes.")
 
 
+def _executor():
+    return typer.Option("local", help="Where the points run: local (processes) or ray.")
+
+
+def _address():
+    return typer.Option(
+        None, help="With --executor ray: the Ray cluster to join.", show_default="a local Ray of --jobs CPUs"
+    )
+
+
+def check_executor(command: str, executor: str, address: str | None) -> None:
+    """Refuses an unknown --executor, an --address without Ray, and Ray when it is not
+    installed, before any work."""
+    from kvsim.experiments.ray_pool import require_ray
+    from kvsim.experiments.sweep import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise KvsimError(f"{command}: --executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
+    if address is not None and executor != "ray":
+        raise KvsimError(f"{command}: --address is for --executor ray")
+    if executor == "ray":
+        require_ray()
+
+
 @app.command(cls=listing_options(LISTS), context_settings=EXTRA_ARGS)
 def sweep(
     ctx: typer.Context,
@@ -317,25 +349,17 @@ def sweep(
     resume: bool = typer.Option(
         False, help="Keep the rows already in --out (an interrupted sweep's) and run only the other points."
     ),
-    executor: str = typer.Option("local", help="Where the points run: local (processes) or ray."),
-    address: Optional[str] = typer.Option(
-        None, help="With --executor ray: the Ray cluster to join.", show_default="a local Ray of --jobs CPUs"
-    ),
+    executor: str = _executor(),
+    address: Optional[str] = _address(),
 ):
     """Run every combination of option values: simcli sweep --block-size 8,16,32 --rate 1,2 [--model ...].
 
     Any `simcli run` option can be given, with one value or a comma-separated list.
     """
-    from kvsim.experiments.ray_pool import require_ray
-    from kvsim.experiments.sweep import EXECUTORS, grid_points, run_sweep
+    from kvsim.experiments.sweep import grid_points, run_sweep
 
     check_out(out, file=True)
-    if executor not in EXECUTORS:
-        raise KvsimError(f"sweep: --executor must be one of {', '.join(EXECUTORS)} (got {executor!r})")
-    if address is not None and executor != "ray":
-        raise KvsimError("sweep: --address is for --executor ray")
-    if executor == "ray":
-        require_ray()
+    check_executor("sweep", executor, address)
     points = grid_points(parse_option_args("sweep", list(ctx.args)))
     ran = []
     with _progress() as bar:
@@ -451,7 +475,9 @@ PLAN_LISTS = "one value each; lists for --gpu, --tp, --block-size, --policy, --s
 )
 def plan(
     ctx: typer.Context,
-    target_rate: float = typer.Option(..., help="Requests per second the cluster must serve."),
+    target_rate: str = typer.Option(
+        ..., help="Requests per second the cluster must serve; a comma-separated list plans for each."
+    ),
     slo: list[str] = typer.Option(
         [],
         help="METRIC:STAT:LIMIT, repeatable: ttft, tpot or e2e; mean, p50, p90, p99 or max; e.g. 2s, 100ms.",
@@ -470,22 +496,27 @@ def plan(
     ),
     out: Optional[Path] = typer.Option(None, help="Write plan.csv, points.csv and pareto.png here."),
     jobs: int = _jobs(),
+    executor: str = _executor(),
+    address: Optional[str] = _address(),
 ):
     """How many replicas of which hardware serve a traffic within SLOs, and at what cost:
     simcli plan --model llama-2-13b --gpu a100-80gb,h100-sxm-80gb --target-rate 20 --slo ttft:p90:2s --slo tpot:mean:100ms
 
     For each configuration: one replica's capacity by bisection on the rate (several seeds,
     instability read from the queue's trend), the replicas for the target, checked by
-    simulating the whole cluster, and the cost from a GPU price table.
+    simulating the whole cluster, and the cost from a GPU price table. With several target
+    rates the capacity is searched once and each target gets its replicas, check and cost;
+    the exit status is 1 when some target has no configuration that meets the SLOs.
     """
     from kvsim.experiments.plan import make_spec, plan_capacity
     from kvsim.reports.plan_report import print_plan, profile_warnings, write_pareto_figure
 
     if out is not None:
         check_out(out)
+    check_executor("plan", executor, address)
     spec = make_spec(
         parse_option_args("plan", list(ctx.args)),
-        target_rate,
+        [_number("plan", "--target-rate", text) for text in _split("plan", "--target-rate", target_rate)],
         slo,
         goodput,
         seeds,
@@ -496,7 +527,13 @@ def plan(
     )
     with _progress() as bar:
         task = bar.add_task("planning", total=None)
-        result = plan_capacity(spec, jobs, on_round=lambda what, n: bar.update(task, description=what))
+        result = plan_capacity(
+            spec,
+            jobs,
+            on_round=lambda what, n: bar.update(task, description=what),
+            executor=executor,
+            address=address,
+        )
     print_plan(console, result)
     for line in profile_warnings(result):
         _show_warning(line, UserWarning, "", 0)
@@ -504,7 +541,7 @@ def plan(
         result.write_tables(out)
         figure = write_pareto_figure(result, out / "pareto.png")
         console.print(f"wrote {out / 'plan.csv'}, points.csv, {figure.name}")
-    if result.cheapest is None:
+    if any(result.cheapest(target) is None for target in spec.target_rates):
         raise typer.Exit(EXIT_NOTHING_SERVED)
 
 
@@ -600,41 +637,59 @@ def calibrate(
         "run would use, report the drift, and write an adjusted profile (to --out) if it exceeds "
         "--threshold.",
     ),
+    block_sizes_only: bool = typer.Option(
+        False,
+        "--block-sizes-only",
+        help="Instead of calibrating: measure only the decode attention kernel at block sizes 1 to 256 "
+        "(seconds) and write --profile with that table added (to --out).",
+    ),
     profile: Optional[Path] = typer.Option(
-        None, help="With --check: the profile to check.", show_default="the shipped one for this GPU"
+        None,
+        help="With --check or --block-sizes-only: the profile to work on.",
+        show_default="the shipped one for this GPU",
     ),
     threshold: float = typer.Option(
         0.03, help="With --check: mean |drift| over the anchors above which an adjusted profile is written."
     ),
+    eager: bool = typer.Option(
+        False,
+        help="Measure the runner with CUDA graphs off, every kernel launched by the host (as vLLM's 2023 "
+        "engine ran): writes MODEL-eager@GPU.json. With --check or --block-sizes-only: the shipped eager "
+        "profile by default.",
+    ),
 ):
     """Measure step costs on this machine's GPU, fit them, write a profile (needs CUDA)."""
+    from kvsim.calibration.calibrate import add_block_sizes
     from kvsim.calibration.calibrate import calibrate as run_calibration
     from kvsim.calibration.calibrate import check as run_check
 
     if out is not None:
         check_out(out, file=True)
+    if check and block_sizes_only:
+        raise KvsimError("--check and --block-sizes-only are two different commands: give one")
     log = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
+    given = dict(gpu=gpu, log=log, tensor_parallel=tensor_parallel, eager=eager)
     if check:
-        run_check(model, profile, out, threshold, gpu, log=log, tensor_parallel=tensor_parallel)
+        run_check(model, profile, out, threshold, **given)
+        return
+    if block_sizes_only:
+        add_block_sizes(model, profile, out, **given)
         return
     if profile is not None:
-        raise KvsimError("--profile is for --check (calibrate measures a new profile)")
-    run_calibration(
-        model,
-        out,
-        block_size,
-        quick,
-        gpu,
-        log=log,
-        tensor_parallel=tensor_parallel,
-    )
+        raise KvsimError("--profile is for --check and --block-sizes-only (calibrate measures a new profile)")
+    run_calibration(model, out, block_size, quick, **given)
 
 
 @app.command()
 def profiles():
     """Shipped step-cost profiles: measured on a GPU, or derived from a measured one."""
-    from kvsim.cost.profile import load_profile, shipped_profiles
+    from kvsim.cost.profile import is_eager, load_profile, measured_block_sizes, shipped_profiles
     from kvsim.reports.tables import print_catalogue
+
+    def block_text(doc: dict) -> str:
+        """The fitted block size, and the range of those the decode kernel was measured at."""
+        sizes = measured_block_sizes(doc)
+        return str(doc["block_size"]) + (f" (decode {sizes[0]}-{sizes[-1]})" if len(sizes) > 1 else "")
 
     rows = []
     for path in shipped_profiles():
@@ -646,11 +701,11 @@ def profiles():
         origin = "measured" if prov["kind"] == "measured" else f"derived ({prov['from'].split('@')[-1]})"
         rows.append(
             [
-                doc["model"]["name"],
+                doc["model"]["name"] + (" (eager)" if is_eager(doc) else ""),
                 doc["gpu"]["name"],
                 origin,
                 doc["created"][:10],
-                str(doc["block_size"]),
+                block_text(doc),
                 fit,
             ]
         )
@@ -773,7 +828,9 @@ def _gpushare_options(command):
         "sigma": typer.Option(1.5, help="Sigma of the log-normal inter-arrival gaps."),
         "seed": typer.Option(0, help="Seed of the arrivals and of each job's model."),
         "hardware_queues": typer.Option(8, help="Hardware queues (CUDA_DEVICE_MAX_CONNECTIONS)."),
-        "outstanding_limit": typer.Option(0, help="Paella: issued kernels allowed to wait for SM room."),
+        "outstanding_limit": typer.Option(
+            2, help="Paella: issued kernels allowed to wait for SM room (Paella's default)."
+        ),
         "dispatch_overhead_us": typer.Option(0.0, help="Paella: the dispatcher's time per kernel (us)."),
         "ewma_alpha": typer.Option(0.25, help="Paella SRPT: weight of the newest kernel length."),
         "jobs": _jobs(),
@@ -792,12 +849,7 @@ def _gpushare_options(command):
 def _floats(command: str, flag: str, text: str) -> list[float]:
     from kvsim.experiments.gpushare import check_positive
 
-    values = []
-    for item in _split(command, flag, text):
-        try:
-            values.append(float(item))
-        except ValueError:
-            raise KvsimError(f"{command}: {flag} value {item!r} is not a number") from None
+    values = [_number(command, flag, item) for item in _split(command, flag, text)]
     check_positive(flag, values)
     return values
 

@@ -74,6 +74,12 @@ class SimConfig:
     profile: str | None = setting(
         None, "Step-cost profile file.", "the shipped profile of this model and GPU, else the roofline"
     )
+    eager: bool = setting(
+        False,
+        "Price steps as the runner measured with CUDA graphs off (every kernel launched by the "
+        "host, as vLLM's 2023 engine ran): the shipped MODEL-eager@GPU profile, or --profile an "
+        "eager one.",
+    )
     # Workload
     trace: str = setting("sharegpt", "Built-in workload (sharegpt, alpaca, chatbot) or a trace file.")
     # The default: OPT-13B on an A100-40GB loaded but below saturation (the README's default run)

@@ -40,6 +40,7 @@ from kvsim.cost.profile import (
     engine_features,
     graph_for,
     host_features,
+    is_eager,
     prefill_features,
     save_profile,
 )
@@ -133,10 +134,13 @@ def mean_abs_drift(rows: list[dict]) -> float:
     return float(np.mean([abs(r["drift"]) for r in rows]))
 
 
-def measure_anchors(spec, block_size: int, log: Callable[[str], None]) -> tuple[list[dict], list[dict], dict]:
-    """Time the anchors with the runner (only their graphs captured) and serve a short burst
-    with the real executor (the engine's own work per step); return the anchors, the burst's
-    steps, and the machine's ceilings, environment and clocks under load."""
+def measure_anchors(
+    spec, block_size: int, log: Callable[[str], None], graphs: bool = True
+) -> tuple[list[dict], list[dict], dict]:
+    """Time the anchors with the runner (only their graphs captured; none with ``graphs``
+    off, as an eager profile measured it) and serve a short burst with the real executor
+    (the engine's own work per step); return the anchors, the burst's steps, and the
+    machine's ceilings, environment and clocks under load."""
     from kvsim.calibration.measure import Calibrator, Grid, LoadSampler, environment
     from kvsim.gpu.runner import padded_prefill_tokens
 
@@ -148,7 +152,7 @@ def measure_anchors(spec, block_size: int, log: Callable[[str], None]) -> tuple[
         repeats=10,
         prefill_repeats=5,
     )
-    calibrator = Calibrator(spec, block_size, grid, log=log)
+    calibrator = Calibrator(spec, block_size, grid, log=log, graphs=graphs)
     graphable = {padded_prefill_tokens(s * n) for s, n in prefill}
     calibrator.setup(
         decode_graphs=sorted({b for b, _ in decode}),
@@ -275,7 +279,7 @@ def run_check(
 ) -> tuple[dict, Path | None]:
     """Measure the anchors, report (printed, and as JSON beside the adjusted profile's path),
     and write the adjusted profile when it is needed."""
-    anchors, engine, machine = measure_anchors(spec, doc["block_size"], log)
+    anchors, engine, machine = measure_anchors(spec, doc["block_size"], log, graphs=not is_eager(doc))
     report, adjusted = check_profile(doc, anchors, engine, machine, threshold)
     for line in format_check(report):
         log(line)

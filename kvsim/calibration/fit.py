@@ -167,6 +167,18 @@ def token_table(points: list[dict], weight_read_s: float) -> dict:
     }
 
 
+def block_size_factors(seconds: dict[int, list[float]], reference: int) -> dict[int, float]:
+    """The ``decode_block_size`` factors from the decode kernel's times per block size (one
+    per measured shape): the mean over the shapes of a block size's time over the time at
+    ``reference``, the profile's own block size (exactly 1 there). Each shape weighs alike,
+    whatever its length."""
+    base = seconds[reference]
+    return {
+        size: 1.0 if size == reference else sum(t / b for t, b in zip(times, base)) / len(base)
+        for size, times in seconds.items()
+    }
+
+
 def fit_profile(
     raw: dict,
     spec: ModelSpec,
@@ -177,8 +189,11 @@ def fit_profile(
 ) -> dict:
     """The profile document for ``raw`` (what :class:`~kvsim.calibration.measure.Calibrator`
     returns), measured on ``gpu`` with KV blocks of ``block_size`` tokens; ``spec`` is one
-    rank's shard of a model split over ``tensor_parallel`` GPUs (``ModelSpec.shard``)."""
+    rank's shard of a model split over ``tensor_parallel`` GPUs (``ModelSpec.shard``); ``raw``
+    says whether the runner replayed CUDA graphs (``graphs``; an eager profile is named
+    ``MODEL-eager@GPU``) and may carry the decode kernel's block-size table."""
     sizes, partitions = list(raw["graph_batch_sizes"]), list(raw["attention_partition"])
+    graphs = raw.get("graphs", True)
     weight_read_s = spec.weight_bytes / raw["ceilings"]["copy_bandwidth"]
     dec = [p for p in raw["decode"] if not p["heldout"]]
     pre = [p for p in raw["prefill"] if not p["heldout"]]
@@ -267,7 +282,7 @@ def fit_profile(
     doc = {
         "format": FORMAT,
         "version": VERSION,
-        "name": profile_name(spec.name, gpu.name),
+        "name": profile_name(spec.name, gpu.name, eager=not graphs),
         "model": model_fields(spec),
         "gpu": asdict(gpu),
         "dtype": spec.dtype,
@@ -275,7 +290,8 @@ def fit_profile(
         "block_size": block_size,
         "attention_partition": partitions,
         "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "provenance": {"kind": "measured", "by": "simcli calibrate"},
+        "provenance": {"kind": "measured", "by": "simcli calibrate" + ("" if graphs else " --eager")},
+        "graphs": graphs,
         "environment": raw["environment"],
         "ceilings": raw["ceilings"],
         "calibration": {
@@ -301,6 +317,8 @@ def fit_profile(
             if k in raw
         },
     }
+    if "decode_block_size" in raw:
+        doc["decode_block_size"] = raw["decode_block_size"]
     doc["fit_report"] = fit_report(doc, raw, spec)
     return doc
 
@@ -333,7 +351,8 @@ def format_report(doc: dict) -> list[str]:
 
 def refit(doc: dict, spec: ModelSpec, gpu: GPUSpec) -> dict:
     """``doc`` fitted again from the raw measurements it carries (after a change to the cost
-    model's terms: no GPU needed). Its creation date and calibration times are kept."""
+    model's terms: no GPU needed). Its creation date, calibration times and block-size table
+    are kept."""
     raw = {
         **doc["measurements"],
         **doc["calibration"],
@@ -342,7 +361,10 @@ def refit(doc: dict, spec: ModelSpec, gpu: GPUSpec) -> dict:
         "graph_batch_sizes": doc["graph_batch_sizes"],
         "prefill_padding": doc["prefill_padding"],
         "attention_partition": doc["attention_partition"],
+        "graphs": doc.get("graphs", True),
     }
+    if "decode_block_size" in doc:  # measured apart from the grid: kept as it is
+        raw["decode_block_size"] = doc["decode_block_size"]
     new = fit_profile(raw, spec, gpu, doc["block_size"], created=doc["created"])
     new["calibration"] = doc["calibration"]
     return new

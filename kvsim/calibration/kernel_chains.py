@@ -29,18 +29,9 @@ from pathlib import Path
 from kvsim.calibration.calibrate import builtin_gpu_for, require_cuda
 from kvsim.errors import KvsimError
 from kvsim.gpushare.kernels import PROFILE_FORMAT, profile_path
+from kvsim.gpushare.workloads import PAELLA_MODELS
 from kvsim.hardware import load_gpu
 
-PAELLA_MODELS = (
-    "mobilenet_v2",
-    "densenet121",
-    "googlenet",
-    "inception_v3",
-    "resnet18",
-    "resnet34",
-    "resnet50",
-    "squeezenet1_1",
-)
 #: Builders that would otherwise add training-only heads or a slow scipy weight init.
 _BUILD_OPTIONS = {
     "googlenet": {"aux_logits": False, "init_weights": False},

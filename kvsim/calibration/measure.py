@@ -7,7 +7,11 @@ dicts that :mod:`kvsim.calibration.fit` turns into a profile. What is timed, and
 * **decode** (batch x context, uniform and mixed per-sequence contexts): the runner's CUDA
   graph replay, timed with CUDA events (GPU time); and the whole synchronous step --
   input preparation, replay, greedy sampling -- by the host clock (wall time). Their
-  difference is the runner's per-step host overhead.
+  difference is the runner's per-step host overhead. With graphs off (``graphs=False``, the
+  eager runner), the GPU time is the eager forward pass's, from its first launch to its last
+  kernel's end: the host's launches are in it wherever they set the pace.
+* **decode attention by block size**: the kernel alone at every block size a run may use
+  (:mod:`kvsim.calibration.block_size`), before the runner takes the GPU's memory.
 * **prefill** (sequences x prompt length, with and without a cached prefix, short and
   long): the whole step by the host clock, as the executor runs it (piecewise graphs up to
   ~1k tokens, eager above, attention eager throughout): where the host or the GPU sets the
@@ -287,8 +291,12 @@ class Calibrator:
         memory_fraction: float = 0.9,
         log: Callable[[str], None] = print,
         seed: int = 0,
+        graphs: bool = True,
     ):
+        """``graphs``: capture the runner's CUDA graphs as the executor does; off, every step
+        runs eagerly, each kernel launched by the host (vLLM's engine before CUDA graphs)."""
         self.spec, self.block_size, self.grid, self.log = spec, block_size, grid, log
+        self.graphs = graphs
         self.max_batched_tokens = max_batched_tokens or max(DEFAULT_MAX_BATCHED_TOKENS, spec.max_model_len)
         self.rng = np.random.default_rng(seed)
         self.seed = seed
@@ -309,8 +317,8 @@ class Calibrator:
 
     def setup(self, decode_graphs: list[int] | None = None, prefill_graphs: list[int] | None = None) -> None:
         """Load the runner, fill its caches, capture its graphs: every size the executor
-        captures (the default), or only ``decode_graphs`` / ``prefill_graphs`` (a check that
-        times a few steps need not wait for the rest)."""
+        captures (the default; none with graphs off), or only ``decode_graphs`` /
+        ``prefill_graphs`` (a check that times a few steps need not wait for the rest)."""
         t0 = time.perf_counter()
         self.ceilings = ceilings()
         num_blocks = self._kv_blocks()
@@ -325,9 +333,13 @@ class Calibrator:
             cache.normal_(0.0, 1.0)
         self.blocks = _Blocks(num_blocks, self.block_size)
         self.capacity_tokens = num_blocks * self.block_size
-        self.graph_sizes = decode_graphs or [
-            b for b in GRAPH_BATCH_SIZES if b <= max(self.grid.decode_batches)
-        ]
+        if not self.graphs:
+            decode_graphs, prefill_graphs = [], []
+        self.graph_sizes = (
+            decode_graphs
+            if decode_graphs is not None
+            else [b for b in GRAPH_BATCH_SIZES if b <= max(self.grid.decode_batches)]
+        )
         self.prefill_graph_tokens = (
             prefill_graphs
             if prefill_graphs is not None
@@ -336,10 +348,14 @@ class Calibrator:
         self.runner.capture(self.graph_sizes, self.prefill_graph_tokens)
         torch.cuda.synchronize()
         self.setup_seconds = time.perf_counter() - t0
+        captured = (
+            f"{len(self.graph_sizes)} decode graphs, {len(self.prefill_graph_tokens)} prefill graph sizes"
+            if self.graphs
+            else "no CUDA graphs (eager)"
+        )
         self.log(
             f"setup {self.setup_seconds:.1f} s: {num_blocks} blocks of {self.block_size} "
-            f"({self.capacity_tokens} tokens), {len(self.graph_sizes)} decode graphs, "
-            f"{len(self.prefill_graph_tokens)} prefill graph sizes, "
+            f"({self.capacity_tokens} tokens), {captured}, "
             f"copy {self.ceilings['copy_bandwidth'] / 1e12:.2f} TB/s, "
             f"matmul {self.ceilings['matmul_flops'] / 1e12:.0f} TFLOP/s"
         )
@@ -357,8 +373,7 @@ class Calibrator:
         r = self.runner
         step = lambda: r.decode(tokens, positions, tables).argmax(-1).tolist()
         wall = _median_wall_seconds(step, self.grid.repeats)
-        graph = r.graphs[r.graph_sizes[np.searchsorted(r.graph_sizes, len(contexts))]][0]
-        gpu = _median_gpu_seconds(graph.replay, self.grid.repeats)
+        gpu = _median_gpu_seconds(r.last_decode, self.grid.repeats)  # the forward pass of step's inputs
         return {
             "batch": len(contexts),
             "total_context": int(sum(contexts)),
@@ -533,7 +548,12 @@ class Calibrator:
 
     def run(self) -> dict:
         """Set up, measure everything, return the raw measurements with their context."""
+        from kvsim.calibration.block_size import measure_block_sizes
+
         t0 = time.perf_counter()
+        # First, while the GPU's memory is free: the runner's KV cache takes what is left.
+        by = "simcli calibrate" + ("" if self.graphs else " --eager")
+        block_sizes = measure_block_sizes(self.spec, self.block_size, self.graphs, log=self.log, by=by)
         self.setup()
         decode = self.decode_grid()
         self.log(f"decode: {len(decode)} points, {time.perf_counter() - t0:.0f} s")
@@ -549,16 +569,20 @@ class Calibrator:
             f"prefill: {len(prefill)} points and {len(table)} token counts, mixed: {len(mixed)} "
             f"points, {seconds:.0f} s in all"
         )
-        # Tokens per split-K partition of the attention kernel in each captured graph.
-        partitions = [
-            partition_size(b * self.spec.num_heads, self.spec.max_model_len, 0) for b in self.graph_sizes
-        ]
+        # The rows each decode batch runs as: its graph's (padded to the next captured size);
+        # eager, every batch its own. And the attention kernel's split-K partition (tokens) at
+        # each, for the model's whole context (eager, the kernel sizes it for the step's
+        # longest context: the profile keeps the whole context's, its largest).
+        sizes = self.graph_sizes if self.graphs else list(range(1, max(self.grid.decode_batches) + 1))
+        partitions = [partition_size(b * self.spec.num_heads, self.spec.max_model_len, 0) for b in sizes]
         return {
             "environment": environment(),
             "ceilings": self.ceilings,
             "attention_partition": partitions,
             "kv_capacity_tokens": self.capacity_tokens,
-            "graph_batch_sizes": self.graph_sizes,
+            "graphs": self.graphs,
+            "graph_batch_sizes": sizes,
+            "decode_block_size": block_sizes,
             "prefill_padding": {**PREFILL_PADDING, "graphs": self.prefill_graph_tokens},
             "max_batched_tokens": self.max_batched_tokens,
             "repeats": self.grid.repeats,

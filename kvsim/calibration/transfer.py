@@ -8,10 +8,13 @@ The rule (docs/calibration.md): a coefficient of class
 the prefill token table's first entry splits into the weight read (memory) and the rest
 (fixed), and what each later entry adds to it is compute,
 all from the datasheets (``kvsim.hardware``): the measured GPU's efficiency at each
-rate is assumed to carry over. The result says it is derived, from what, and by which
-ratios; it carries no measurements of its own.
+rate is assumed to carry over. The decode kernel's block-size table (``decode_block_size``)
+is kept as it is: its factors are ratios of one kernel's times on one GPU, assumed to hold on
+another. An eager profile stays eager (``MODEL-eager@GPU``). The result says it is derived,
+from what, and by which ratios; it carries no measurements of its own.
 
-``python -m kvsim.calibration.transfer SRC.json GPU [--out FILE]`` writes one;
+``python -m kvsim.calibration.transfer SRC.json GPU [--out FILE] [--block-sizes-from P.json]``
+writes one (the last: the table of another profile of the model, where SRC has none);
 :func:`transfer_error` measures the rule where both ends were measured.
 """
 
@@ -23,7 +26,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from kvsim.calibration.fit import prediction_errors
-from kvsim.cost.profile import TERMS, load_profile, profile_name, save_profile
+from kvsim.cost.profile import TERMS, check_model, is_eager, load_profile, profile_name, save_profile
+from kvsim.errors import KvsimError
 from kvsim.hardware import GPUSpec, load_gpu
 from kvsim.models import ModelSpec
 
@@ -64,8 +68,19 @@ def scaled_terms(source: dict, ratios: dict[str, float]) -> tuple[dict, dict]:
     return coefficients, prefill_tokens
 
 
-def derive_profile(source: dict, target: GPUSpec, created: str | None = None) -> dict:
-    """``source`` (a measured profile document) transferred to ``target``."""
+def derive_profile(
+    source: dict, target: GPUSpec, created: str | None = None, block_sizes: dict | None = None
+) -> dict:
+    """``source`` (a measured profile document) transferred to ``target``; ``block_sizes``: a
+    profile of the same model whose decode block-size table to carry instead of the source's
+    (the source measured none)."""
+    if block_sizes is not None:
+        check_model(block_sizes, ModelSpec(**source["model"]), block_sizes["name"])
+        if block_sizes["block_size"] != source["block_size"] or "decode_block_size" not in block_sizes:
+            raise KvsimError(
+                f"--block-sizes-from {block_sizes['name']}: it holds no decode_block_size table "
+                f"relative to block size {source['block_size']}"
+            )
     ratios = scaling_ratios(source["gpu"], target)
     coefficients, prefill_tokens = scaled_terms(source, ratios)
     keep = (
@@ -80,11 +95,15 @@ def derive_profile(source: dict, target: GPUSpec, created: str | None = None) ->
         "prefill_padding",
         "attention_partition",
         "term_classes",
+        "graphs",
+        "decode_block_size",
     )
     doc = {k: source[k] for k in keep if k in source}
+    if block_sizes is not None:
+        doc["decode_block_size"] = {**block_sizes["decode_block_size"], "profile": block_sizes["name"]}
     doc.update(
         {
-            "name": profile_name(source["model"]["name"], target.name),
+            "name": profile_name(source["model"]["name"], target.name, is_eager(source)),
             "gpu": asdict(target),
             "created": created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "provenance": {
@@ -122,9 +141,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("source", type=Path, help="measured profile")
     parser.add_argument("gpu", help="target GPU: built-in name or spec file")
     parser.add_argument("--out", type=Path, help="derived profile (default: MODEL@GPU.json)")
+    parser.add_argument(
+        "--block-sizes-from",
+        type=Path,
+        help="a profile of the same model whose decode block-size table the derived one carries "
+        "(default: the source's, if it has one)",
+    )
     args = parser.parse_args(argv)
-    doc = derive_profile(load_profile(args.source), load_gpu(args.gpu))
-    print(save_profile(doc, args.out or Path(f"{doc['name']}.json")))
+    try:
+        block_sizes = load_profile(args.block_sizes_from) if args.block_sizes_from else None
+        doc = derive_profile(load_profile(args.source), load_gpu(args.gpu), block_sizes=block_sizes)
+        print(save_profile(doc, args.out or Path(f"{doc['name']}.json")))
+    except KvsimError as err:  # a bad file or GPU: one line, as simcli says it
+        parser.exit(2, f"error: {err}\n")
 
 
 if __name__ == "__main__":

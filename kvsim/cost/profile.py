@@ -72,6 +72,14 @@ GRID_AXES = {
     "mixed": ("decodes",),
 }
 PROVENANCE_KINDS = ("measured", "derived", "adjusted")
+#: The decode terms that read the KV cache through the block table: a block size's factor
+#: (``decode_block_factor``) scales them.
+BLOCK_TABLE_TERMS = ("context", "partition")
+#: The block sizes whose decode attention cost calibration measures (``decode_block_size``):
+#: every power of two a run may use.
+BLOCK_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: Appended to the model's name in an eager profile's name (``MODEL-eager@GPU``).
+EAGER = "-eager"
 # The model fields a step's cost depends on; a profile fits a run whose model agrees on all.
 SHAPE_FIELDS = (
     "family",
@@ -235,8 +243,30 @@ class ProfileDoc(TypedDict):
 REQUIRED = tuple(ProfileDoc.__annotations__)
 
 
-def profile_name(model: str, gpu: str) -> str:
-    return f"{model}@{gpu}"
+def profile_name(model: str, gpu: str, eager: bool = False) -> str:
+    """``MODEL@GPU``; ``MODEL-eager@GPU`` for the runner measured without CUDA graphs."""
+    return f"{model}{EAGER if eager else ''}@{gpu}"
+
+
+def is_eager(doc: dict) -> bool:
+    """Whether the profile measured the runner with CUDA graphs off (``"graphs": false``);
+    profiles from before the field replayed graphs."""
+    return doc.get("graphs", True) is False
+
+
+def decode_block_factor(doc: dict, block_size: int) -> float | None:
+    """Decode attention's cost at ``block_size`` over its cost at the profile's own block
+    size: 1 there, the measured factor where the profile's ``decode_block_size`` table has
+    one, else None (not measured)."""
+    if block_size == doc["block_size"]:
+        return 1.0
+    return doc.get("decode_block_size", {}).get("factors", {}).get(str(block_size))
+
+
+def measured_block_sizes(doc: dict) -> list[int]:
+    """The block sizes whose decode cost the profile knows: its own, and its table's."""
+    table = doc.get("decode_block_size", {}).get("factors", {})
+    return sorted({doc["block_size"], *map(int, table)})
 
 
 def _fail(where: str, why: str) -> KvsimError:
@@ -358,12 +388,45 @@ def validate(doc: object, where: str) -> ProfileDoc:
     for field in ("block_size", "tensor_parallel"):
         if not _count(doc[field]):
             raise _fail(where, f"{field} must be a positive integer (got {doc[field]!r})")
+    if "graphs" in doc and not isinstance(doc["graphs"], bool):
+        raise _fail(where, f"graphs must be true or false (got {doc['graphs']!r})")
+    if "decode_block_size" in doc:
+        _check_block_table(doc["decode_block_size"], doc["block_size"], where)
     parts = doc["attention_partition"]
     if not (
         isinstance(parts, list) and len(parts) == len(doc["graph_batch_sizes"]) and all(map(_count, parts))
     ):
         raise _fail(where, "attention_partition must give a positive size per graph batch size")
     return doc
+
+
+def _block_key(key: object) -> bool:
+    """A block size as a JSON key: a whole number from 1 to 256, written plainly."""
+    return (
+        isinstance(key, str) and key.isdigit() and str(int(key)) == key and 1 <= int(key) <= BLOCK_SIZES[-1]
+    )
+
+
+def _check_block_table(table: object, block_size: int, where: str) -> None:
+    """The ``decode_block_size`` section: its factors scale the decode terms that read the KV
+    cache, so each must be a positive number, for a block size a run may use, and 1 at the
+    profile's own block size (the one its coefficients were fitted at)."""
+    factors = table.get("factors") if isinstance(table, dict) else None
+    if not (
+        isinstance(factors, dict)
+        and factors
+        and all(_block_key(k) and is_number(v) and v > 0 for k, v in factors.items())
+    ):
+        raise _fail(
+            where,
+            f"decode_block_size.factors must map block sizes (1 to {BLOCK_SIZES[-1]}) to positive numbers",
+        )
+    if factors.get(str(block_size)) != 1:
+        raise _fail(
+            where,
+            f"decode_block_size.factors must be 1 at the profile's block size {block_size} "
+            f"(got {factors.get(str(block_size))!r})",
+        )
 
 
 def load_profile(path: str | Path) -> ProfileDoc:
@@ -402,6 +465,6 @@ def shipped_profiles() -> list[Path]:
     return sorted(SHIPPED_DIR.glob("*.json"))
 
 
-def shipped_profile(model: str, gpu: str) -> Path | None:
-    path = SHIPPED_DIR / f"{profile_name(model, gpu)}.json"
+def shipped_profile(model: str, gpu: str, eager: bool = False) -> Path | None:
+    path = SHIPPED_DIR / f"{profile_name(model, gpu, eager)}.json"
     return path if path.is_file() else None

@@ -19,11 +19,13 @@ import numpy as np
 
 from kvsim.cost.cost_model import CostModel
 from kvsim.cost.profile import (
+    BLOCK_TABLE_TERMS,
     GRID_AXES,
     TERMS,
     PrefillTokens,
     ProfileDoc,
     block_features,
+    decode_block_factor,
     decode_features,
     engine_features,
     graph_for,
@@ -66,6 +68,14 @@ class ProfileCostModel(CostModel):
             for kind, terms in TERMS.items()
             if kind in doc["coefficients"]  # optional kinds (OPTIONAL_KINDS) may be absent
         }
+        # Decode attention reads the KV cache through the block table: its terms take the
+        # factor measured at the run's block size, here once, so every cached decode line and
+        # a mixed step's decodes carry it (as measured at the profile's own block size where
+        # no factor was: select_cost_model warns).
+        factor = decode_block_factor(doc, block_size) or 1.0
+        self.coef["decode"] = self.coef["decode"] * [
+            factor if term in BLOCK_TABLE_TERMS else 1.0 for term, _ in TERMS["decode"]
+        ]
         self.engine = engine
         self.prefill_tokens = PrefillTokens(doc["prefill_tokens"], doc["prefill_padding"])
         self.floor = RooflineCostModel(model, gpu_of(doc), block_size, PHYSICAL_FLOOR)

@@ -50,9 +50,12 @@ class Step:
     #: them), nor while nothing could be admitted (``Scheduler.admissions_open``).
     arrival_can_cut: bool
     usage: CacheUsage | None = None  # the cache by use as the step runs (``observe_cache``)
-    # Set by ``end_step``: the steps taken, the cache by use over them, the requests finished.
+    # Set by ``end_step``: the steps taken, the cache by use over them, the blocks held (in
+    # use, and as the block tables count them) during the last of them, the requests finished.
     steps: int = 0
     slots: tuple[float, ...] = ()
+    blocks_used: int = 0
+    blocks_logical: int = 0
     finished: list[Request] = field(default_factory=list)
 
 
@@ -107,6 +110,11 @@ class EngineCore:
         scheduler, plan = self.scheduler, step.plan
         scheduler.advance(plan, steps)
         step.steps, step.slots = steps, self._mean_slots(step, steps)
+        # Read before the finished sequences free their blocks: what the step itself held.
+        step.blocks_used, step.blocks_logical = (
+            scheduler.kv.num_used_blocks(),
+            scheduler.kv.num_logical_blocks(),
+        )
         step.finished = scheduler.retire(plan)
         return step.finished
 
@@ -121,8 +129,8 @@ class EngineCore:
             end,
             step.steps,
             kv_slots=step.slots,
-            kv_blocks_used=scheduler.kv.num_used_blocks(),
-            kv_blocks_logical=scheduler.kv.num_logical_blocks(),
+            kv_blocks_used=step.blocks_used,
+            kv_blocks_logical=step.blocks_logical,
             num_waiting=len(scheduler.waiting),
             comm_s=comm_s,
         )

@@ -7,8 +7,9 @@ paper's setting through the existing machinery (``compare_policies`` for systems
 ``kvsim.reports.paper``) and a paragraph: what the paper reports (its numbers, quoted as the
 paper's), what kvsim shows, and where they differ.
 
-Settings shared by every section: A100-40GB profiles (A100-80GB for OPT-175B), block size 16,
-the v0 scheduler (the paper's engine), Poisson arrivals, seed 0. ``QUICK`` runs fewer rates
+Settings shared by every section: A100-40GB profiles (A100-80GB for OPT-175B), the eager
+runner's where one is shipped (``base_config``), block size 16, the v0 scheduler (the paper's
+engine), Poisson arrivals, seed 0. ``QUICK`` runs fewer rates
 and requests than ``FULL``; the paragraphs say how many.
 """
 
@@ -16,13 +17,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from kvsim.config import SimConfig
 from kvsim.cost import select_cost_model
+from kvsim.cost.profile import decode_block_factor, load_profile, shipped_profile
 from kvsim.experiments.beam_fit import PAPER_BEAM_SAVING, PAPER_SAMPLING_SAVING
 from kvsim.experiments.compare import compare_policies
 from kvsim.experiments.run import run
@@ -31,6 +34,8 @@ from kvsim.hardware import load_gpu
 from kvsim.models import load_model
 
 SYSTEMS = ("paged", "orca-oracle", "orca-pow2", "orca-max", "ft")
+# Figs. 14 and 16 draw vLLM against the strongest baseline only, at several settings each.
+PAIR = ["paged", "orca-oracle"]
 NAMES = {
     "paged": "vLLM (paged)",
     "orca-oracle": "Orca (Oracle)",
@@ -113,15 +118,48 @@ class Section:
     table: str = ""  # Markdown, when the section has one
 
 
+def eager_profile(config: SimConfig) -> Path | None:
+    """The shipped eager profile of ``config``'s model (one rank's shard) and GPU, if any."""
+    shard = load_model(config.model).shard(config.tensor_parallel).name
+    return shipped_profile(shard, load_gpu(config.gpu).name, eager=True)
+
+
 def base_config(**settings) -> SimConfig:
-    return SimConfig(**{**BASE, **settings}).validate()
+    """The paper's settings with ``settings``, priced by the eager profile of the model and GPU
+    where one is shipped: the paper's engine launched every kernel from the host."""
+    config = SimConfig(**{**BASE, **settings})
+    return replace(config, eager=eager_profile(config) is not None).validate()
+
+
+def sweep_settings(**settings) -> dict:
+    """``base_config(**settings)``'s paper settings as sweep options (one value each)."""
+    config = base_config(**settings)
+    return {key: [getattr(config, key)] for key in (*BASE, "eager")}
 
 
 def describe(config: SimConfig, num_requests: int) -> str:
     tp = f" x{config.tensor_parallel}" if config.tensor_parallel > 1 else ""
+    runner = "eager profile" if config.eager else "CUDA-graph profile"
     return (
         f"{config.model} on {config.gpu}{tp} · trace {config.trace} · {num_requests} requests per point, "
-        f"Poisson · block {config.block_size} · scheduler v0 · seed {config.seed}"
+        f"Poisson · block {config.block_size} · scheduler v0 · seed {config.seed} · {runner}"
+    )
+
+
+def runner_text(config: SimConfig) -> str:
+    """Which of kvsim's measured runners prices ``config``'s steps, and what that means for
+    absolute rates, in a sentence for a section's paragraph."""
+    if config.eager:
+        return (
+            f"Step costs come from kvsim's eager profile {eager_profile(config).stem}: its runner "
+            "measured with CUDA graphs off, every kernel launched by the host, as the paper's 2023 "
+            "engine ran (derived to the A100 like the other A100 profiles)."
+        )
+    return (
+        f"Step costs come from kvsim's {config.model} profile on {config.gpu}, derived from its own "
+        "runner, which replays CUDA graphs; the paper's 2023 engine launched its kernels eagerly, so "
+        "absolute rates are not the paper's (no eager profile is shipped for it: `simcli calibrate "
+        "--eager` measures one)."
     )
 
 
@@ -150,6 +188,19 @@ SUSTAIN_TEXT = (
 
 def pct(x: float) -> str:
     return f"{100 * x:.1f}%"
+
+
+def latency_lines(table: pd.DataFrame, label: str) -> dict[str, tuple[list, list]]:
+    """Each of ``PAIR`` in a comparison as a line of normalized latency against rate, named
+    "<system>, <label>": one setting's lines in a figure that draws several."""
+    lines = {}
+    for policy in PAIR:
+        rows = table[table.policy == policy].sort_values("rate")
+        lines[f"{NAMES[policy]}, {label}"] = (
+            rows.rate.tolist(),
+            rows.normalized_latency_s_per_token.tolist(),
+        )
+    return lines
 
 
 # -- Table 1 ------------------------------------------------------------------------------------
@@ -242,11 +293,8 @@ def fig12(scale: Scale, jobs: int) -> tuple[Section, dict]:
         "higher than FasterTransformer; on Alpaca the advantage is smaller (the paper's claims). "
         "kvsim: " + "; ".join(findings) + f". {SUSTAIN_TEXT} Normalized latency here "
         "averages every request, including the first minute (kvsim's summary does not skip a "
-        "warm-up in it). Step costs come from kvsim's A100 profiles, derived from its own runner, "
-        "which replays CUDA graphs; the paper's 2023 engine launched its kernels eagerly, so "
-        "absolute rates are not the paper's (profiles of an eager runner are issue 18's fix 4, "
-        "not yet measured). OPT-66B and OPT-175B run only in the full report; their tensor-"
-        "parallel replicas have no measured profile and are priced by the roofline."
+        f"warm-up in it). {runner_text(base_config())} OPT-66B and OPT-175B run only in the full "
+        "report; their tensor-parallel replicas have no measured profile and are priced by the roofline."
     )
     return Section("fig12", "Fig. 12: normalized latency against request rate", paragraph, figures), tables
 
@@ -288,13 +336,8 @@ def fig14_15(scale: Scale, jobs: int) -> list[Section]:
         series = {}
         for width in scale.widths:
             config = base_config(trace="alpaca", num_requests=scale.num_requests, **{option: width})
-            table = compare_policies(config, ["paged", "orca-oracle"], list(scale.sharing_rates), jobs)
-            for policy in ("paged", "orca-oracle"):
-                rows = table[table.policy == policy].sort_values("rate")
-                series[f"{NAMES[policy]}, {option.replace('_', ' ')} {width}"] = (
-                    rows.rate.tolist(),
-                    rows.normalized_latency_s_per_token.tolist(),
-                )
+            table = compare_policies(config, PAIR, list(scale.sharing_rates), jobs)
+            series |= latency_lines(table, f"{option.replace('_', ' ')} {width}")
             paged = table[table.policy == "paged"]
             saving[(option, width)] = float(paged.sharing_saving_per_step.mean())
             findings.append(f"{kind} {width}: {ratio_text(table, 'paged', 'orca-oracle')}")
@@ -375,13 +418,8 @@ def fig16(scale: Scale, jobs: int) -> Section:
         config = base_config(
             model="llama-2-13b", trace="alpaca", num_requests=scale.num_requests, prefix_len=length
         )
-        table = compare_policies(config, ["paged", "orca-oracle"], list(scale.prefix_rates), jobs)
-        for policy in ("paged", "orca-oracle"):
-            rows = table[table.policy == policy].sort_values("rate")
-            series[f"{NAMES[policy]}, {label} ({length} tokens)"] = (
-                rows.rate.tolist(),
-                rows.normalized_latency_s_per_token.tolist(),
-            )
+        table = compare_policies(config, PAIR, list(scale.prefix_rates), jobs)
+        series |= latency_lines(table, f"{label} ({length} tokens)")
         findings.append(f"{label} prefix: vLLM sustains {ratio_text(table, 'paged', 'orca-oracle')}")
     caption = describe(base_config(model="llama-2-13b", trace="alpaca"), scale.num_requests)
     paragraph = (
@@ -443,12 +481,41 @@ SWAP_RATE = 2.5  # ShareGPT, high enough that paged preempts
 MICRO_TOKENS = 1024  # the microbenchmark's tokens moved or recomputed
 
 
+def kernel_side_text(config: SimConfig, block_sizes: tuple[int, ...]) -> str:
+    """What a block-size sweep of ``config`` shows of the decode kernel's side: the profile
+    that prices it knows decode attention's cost at the block sizes it measured (its own and
+    its ``decode_block_size`` table's); at any other it prices it as at its own."""
+    gpu = load_gpu(config.gpu).name
+    path = eager_profile(config) if config.eager else shipped_profile(config.model, gpu)
+    if path is None:
+        return "Not faithful on the kernel side: the roofline that prices it takes no block size."
+    doc = load_profile(path)
+    factors = {size: decode_block_factor(doc, size) for size in block_sizes}
+    missing = [str(size) for size, factor in factors.items() if factor is None]
+    if missing:
+        return (
+            f"Not faithful on the kernel side at block size {', '.join(missing)}: the profile "
+            f"{path.stem} did not measure decode attention there, so those runs price it as at "
+            f"block size {doc['block_size']} (each warns), and show fragmentation and swap/copy "
+            "sizes only."
+        )
+    first, last = min(block_sizes), max(block_sizes)
+    table = doc.get("decode_block_size", {})
+    where = f" on {table['device']}" if "device" in table else ""
+    return (
+        f"The kernel side is measured: the profile {path.stem} prices decode attention at each "
+        f"block size by kvsim's kernel timed at that block size{where}, x{factors[first]:.2f} its "
+        f"block-{doc['block_size']} cost at block size {first} and x{factors[last]:.2f} at {last}; "
+        "the rest of the step does not depend on the block size."
+    )
+
+
 def fig18b(scale: Scale, jobs: int) -> Section:
     series, findings = {}, []
     for trace, rate in BLOCK_RATES.items():
         points = grid_points(
             {
-                **{key: [value] for key, value in BASE.items()},
+                **sweep_settings(),
                 "trace": [trace],
                 "rate": [rate],
                 "num_requests": [scale.num_requests],
@@ -464,11 +531,7 @@ def fig18b(scale: Scale, jobs: int) -> Section:
         "The paper's Fig. 18b: block sizes 16 to 128 serve ShareGPT best, and on Alpaca larger "
         "blocks (beyond 16-32) degrade, because short sequences waste most of a large block; "
         "small blocks underuse the GPU's parallelism in the attention kernel (the paper's "
-        "claims). kvsim: " + "; ".join(findings) + ". Not faithful on the kernel side: kvsim's "
-        "profiles were measured at block size 16 and their decode cost takes no block size, so "
-        "this sweep shows fragmentation and swap/copy sizes only (issue 18, fix 3, needs the "
-        "device to measure the decode cost per block size); each run warns that it reuses the "
-        "block-16 profile."
+        "claims). kvsim: " + "; ".join(findings) + ". " + kernel_side_text(base_config(), scale.block_sizes)
     )
     return Section(
         "fig18b",
@@ -478,7 +541,8 @@ def fig18b(scale: Scale, jobs: int) -> Section:
             Figure(
                 "fig18b_block_size.png",
                 "lines",
-                f"OPT-13B on a100-40gb · {scale.num_requests} requests per point · Poisson · scheduler v0",
+                f"OPT-13B on a100-40gb · {scale.num_requests} requests per point · Poisson · scheduler v0"
+                + (" · eager profile" if base_config().eager else ""),
                 {
                     "title": "Fig. 18b: normalized latency against block size",
                     "xlabel": "block size (tokens, log scale)",
@@ -502,7 +566,7 @@ def fig19(scale: Scale, jobs: int) -> Section:
         recompute.append(1e3 * cost.prefill_time(np.array([MICRO_TOKENS]), np.array([MICRO_TOKENS])))
     points = grid_points(
         {
-            **{key: [value] for key, value in BASE.items()},
+            **sweep_settings(),
             "trace": ["sharegpt"],
             "rate": [SWAP_RATE],
             "num_requests": [scale.num_requests],

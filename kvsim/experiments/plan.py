@@ -11,14 +11,16 @@ options), the planner
    trend, not from how long the run was: the slope of each request's queueing delay (arrival
    to first scheduled) regressed on its arrival time. A stable queue's delay does not grow;
    an overloaded one's grows by (1 - served / offered) seconds per second;
-2. takes ``ceil(target / capacity)`` replicas (the capacity of the worst seed), then checks
-   that count by simulating the whole cluster at the target rate over the same seeds, adding
-   replicas while the check fails and removing them while one fewer still passes, so the
-   answer is the smallest count the cluster simulation accepts;
+2. for each target rate, takes ``ceil(target / capacity)`` replicas (the capacity of the
+   worst seed), then checks that count by simulating the whole cluster at the target rate
+   over the same seeds, adding replicas while the check fails and removing them while one
+   fewer still passes, so the answer is the smallest count the cluster simulation accepts;
 3. prices the replicas' GPU-hours from a price table, per hour and per million output tokens.
 
-Probes run as points of the sweep executor (``run_sweep``), one round of every configuration
-and seed at a time. The bisection and the replica search are plain functions of a judge
+A range of target rates shares step 1: a replica's capacity does not depend on the target, so
+the bisection runs once, from the largest target down. Probes run as points of the sweep
+executor (``run_sweep``: local processes or Ray), one round of every configuration, seed and
+target at a time. The bisection and the replica search are plain functions of a judge
 (``bisect_capacity``, ``smallest_passing``), so they are tested on synthetic thresholds.
 """
 
@@ -30,7 +32,7 @@ import json
 import math
 import re
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -40,6 +42,7 @@ import pandas as pd
 from kvsim.config import SimConfig, option_name
 from kvsim.engine.metrics import STATUS_COMPLETED, STATUS_REJECTED, time_per_output_token
 from kvsim.errors import KvsimError
+from kvsim.experiments.ray_pool import ray_session
 from kvsim.experiments.sweep import grid_points, run_sweep
 from kvsim.hardware import load_gpu
 
@@ -158,11 +161,12 @@ def load_prices(path: str | Path | None = None) -> PriceTable:
 @dataclass(frozen=True)
 class PlanSpec:
     """What the user asks: the traffic and fixed options (``base``), the configurations to
-    compare (each a dict of ``SEARCH_AXES`` values), the target, the SLOs, and how hard to look."""
+    compare (each a dict of ``SEARCH_AXES`` values), the target rates (ascending; each gets
+    its own answer), the SLOs, and how hard to look."""
 
     base: dict
     configs: tuple[dict, ...]
-    target_rate: float
+    target_rates: tuple[float, ...]
     slos: tuple[Slo, ...]
     min_goodput: float | None = None
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -185,7 +189,7 @@ class PlanSpec:
 
 def make_spec(
     grid: dict[str, list],
-    target_rate: float,
+    target_rates: Sequence[float],
     slo_texts: list[str],
     min_goodput: float | None = None,
     seeds: int = 3,
@@ -195,8 +199,9 @@ def make_spec(
     prices: str | Path | None = None,
 ) -> PlanSpec:
     """The plan of ``grid`` (option -> values, as ``simcli plan`` parses them), every input
-    checked before any simulation: lists only on search axes, no planner-owned option, a
-    valid configuration at the target rate for every combination, a price for every GPU."""
+    checked before any simulation: lists only on search axes, no planner-owned option, target
+    rates positive and distinct, a valid configuration at the largest target for every
+    combination, a price for every GPU."""
     for name, values in grid.items():
         if name in PLANNER_OWNED:
             raise KvsimError(f"plan: {option_name(name)} is set by the planner (use --target-rate, --seeds)")
@@ -211,7 +216,12 @@ def make_spec(
     slos = tuple(Slo.parse(text) for text in slo_texts)
     if len({(s.metric, s.stat) for s in slos}) != len(slos):
         raise KvsimError("plan: an --slo is given twice")
-    _check_positive("--target-rate", target_rate)
+    if not target_rates:
+        raise KvsimError("plan: give at least one --target-rate")
+    for rate in target_rates:
+        _check_positive("--target-rate", rate)
+    if len(set(target_rates)) != len(target_rates):
+        raise KvsimError(f"plan: --target-rate {', '.join(map(str, target_rates))} names a rate twice")
     if min_goodput is not None and not (_finite(min_goodput) and 0 < min_goodput <= 1):
         raise KvsimError(f"plan: --goodput must be a share in (0, 1] (got {min_goodput})")
     if not (_finite(tolerance) and 0 < tolerance < 1):
@@ -229,7 +239,7 @@ def make_spec(
     spec = PlanSpec(
         base,
         tuple(grid_points(axes)),
-        float(target_rate),
+        tuple(sorted(map(float, target_rates))),
         slos,
         min_goodput,
         tuple(range(seeds)),
@@ -239,14 +249,14 @@ def make_spec(
         table,
     )
     for hardware in spec.configs:
-        # The largest run the plan may make: the whole cluster at the target rate.
-        spec.config(hardware, rate=target_rate, num_replicas=max_replicas).validate()
+        # The largest run the plan may make: the whole cluster at the largest target.
+        spec.config(hardware, rate=spec.target_rates[-1], num_replicas=max_replicas).validate()
         gpu = load_gpu(spec.config(hardware).gpu).name
         if gpu not in table.prices:
             raise KvsimError(
                 f"plan: no price for GPU {gpu} in {table.path} (it prices {', '.join(table.prices)})"
             )
-    problems = tuple(run_problem(spec.config(h, rate=target_rate)) for h in spec.configs)
+    problems = tuple(run_problem(spec.config(h, rate=spec.target_rates[-1])) for h in spec.configs)
     if all(problems):
         raise KvsimError(f"plan: no configuration can run: {problems[0]}")
     return replace(spec, problems=problems)
@@ -487,12 +497,13 @@ def smallest_passing(
 # -- the plan -------------------------------------------------------------------------------------
 @dataclass
 class ConfigPlan:
-    """One configuration's answer."""
+    """One configuration's answer at one target rate."""
 
     hardware: dict
     gpu: str
     tensor_parallel: int
     capacities: list[float]  # per seed, req/s one replica carries (0: none of the rates tried)
+    target_rate: float
     replicas: int | None  # the smallest count the cluster check accepted; None: none up to the limit
     check: list[dict]  # the cluster check's rows at ``replicas`` (one per seed)
     fewer_check: list[dict]  # the rows at one replica fewer (empty when replicas is 1)
@@ -542,44 +553,51 @@ class ConfigPlan:
 @dataclass
 class PlanResult:
     spec: PlanSpec
-    configs: list[ConfigPlan]
+    configs: list[ConfigPlan]  # every configuration at every target rate
     points: pd.DataFrame  # every simulation the plan ran, with its verdict and purpose
     #: distinct warnings of the runs the answers rest on (each configuration's accepted cluster
-    #: check), each once; every run's own are in ``points``
+    #: check at each target), each once; every run's own are in ``points``
     notes: list[str]
     cost_models: dict[str, str]  # name -> kind ("measured", "derived", "analytic") of those used
 
-    def ranked(self) -> list[ConfigPlan]:
-        """Configurations that meet the SLOs, cheapest per hour first (then per token), then
-        those that do not."""
+    def at(self, target: float) -> list[ConfigPlan]:
+        """The configurations' answers at ``target``, one of the spec's target rates."""
+        return [c for c in self.configs if c.target_rate == target]
+
+    def ranked(self, target: float) -> list[ConfigPlan]:
+        """The configurations that meet the SLOs at ``target``, cheapest per hour first (then
+        per token), then those that do not."""
         return sorted(
-            self.configs,
+            self.at(target),
             key=lambda c: (c.replicas is None, c.cost_per_hour, c.cost_per_million_output_tokens),
         )
 
-    @property
-    def cheapest(self) -> ConfigPlan | None:
-        best = self.ranked()[0] if self.configs else None
+    def cheapest(self, target: float) -> ConfigPlan | None:
+        best = next(iter(self.ranked(target)), None)
         return best if best is not None and best.replicas is not None else None
 
     def table(self) -> pd.DataFrame:
+        """One row per configuration and target rate: the targets in ascending order, each
+        target's configurations ranked."""
         rows = []
-        for c in self.ranked():
-            rows.append(
-                {
-                    **c.hardware,
-                    "capacity_req_s": c.capacity,
-                    "capacity_seed_min_req_s": min(c.capacities, default=math.nan),
-                    "capacity_seed_max_req_s": max(c.capacities, default=math.nan),
-                    "replicas": c.replicas,
-                    "gpus": c.gpus,
-                    "cost_per_hour": c.cost_per_hour,
-                    "cost_per_million_output_tokens": c.cost_per_million_output_tokens,
-                    **{f"{s.key}_at_target": c.worst(s.key) for s in self.spec.slos},
-                    "goodput_at_target": c.goodput,
-                    "error": c.error,
-                }
-            )
+        for target in self.spec.target_rates:
+            for c in self.ranked(target):
+                rows.append(
+                    {
+                        "target_rate": target,
+                        **c.hardware,
+                        "capacity_req_s": c.capacity,
+                        "capacity_seed_min_req_s": min(c.capacities, default=math.nan),
+                        "capacity_seed_max_req_s": max(c.capacities, default=math.nan),
+                        "replicas": c.replicas,
+                        "gpus": c.gpus,
+                        "cost_per_hour": c.cost_per_hour,
+                        "cost_per_million_output_tokens": c.cost_per_million_output_tokens,
+                        **{f"{s.key}_at_target": c.worst(s.key) for s in self.spec.slos},
+                        "goodput_at_target": c.goodput,
+                        "error": c.error,
+                    }
+                )
         return pd.DataFrame(rows)
 
     def write_tables(self, out: Path) -> None:
@@ -589,9 +607,10 @@ class PlanResult:
         notes = self.points["notes"].map(lambda n: "; ".join(n) if isinstance(n, list) else "")
         self.points.assign(notes=notes).to_csv(out / "points.csv", index=False)
 
-    def pareto(self, slo: Slo) -> list[ConfigPlan]:
-        """The configurations no other beats on both cost per hour and ``slo``'s statistic."""
-        feasible = [c for c in self.configs if c.replicas is not None]
+    def pareto(self, slo: Slo, target: float) -> list[ConfigPlan]:
+        """The configurations no other beats, at ``target``, on both cost per hour and
+        ``slo``'s statistic."""
+        feasible = [c for c in self.at(target) if c.replicas is not None]
         return [
             c
             for c in feasible
@@ -606,16 +625,23 @@ class PlanResult:
 
 
 def plan_capacity(
-    spec: PlanSpec, jobs: int, on_round: Callable[[str, int], None] = lambda what, n: None
+    spec: PlanSpec,
+    jobs: int,
+    on_round: Callable[[str, int], None] = lambda what, n: None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> PlanResult:
-    """Answer ``spec``: bisection per configuration and seed, then the cluster check, then cost.
-    ``on_round(what, points)`` is called before each round of simulations."""
+    """Answer ``spec``: bisection per configuration and seed, once for every target (a
+    replica's capacity does not depend on the target), then at each target the cluster check
+    and the cost. ``on_round(what, points)`` is called before each round of simulations; the
+    rounds run on ``executor`` (``run_sweep``'s), all of them in one Ray session on Ray."""
     all_rows: list[dict] = []
 
     def simulate(purpose: str, settings: list[dict]) -> list[dict]:
         on_round(purpose, len(settings))
         points = [{"settings": s, "slos": spec.slos, "min_goodput": spec.min_goodput} for s in settings]
-        rows = run_sweep(points, jobs, point=plan_point).to_dict("records")
+        table = run_sweep(points, jobs, point=plan_point, executor=executor, address=address)
+        rows = table.to_dict("records")
         all_rows.extend({"purpose": purpose, **row} for row in rows)
         return rows
 
@@ -638,6 +664,22 @@ def plan_capacity(
             for row in rows
         ]
 
+    checks: dict[tuple[tuple[int, float], int], list[dict]] = {}
+
+    def check_round(probes: list[tuple]) -> list[bool]:
+        settings = [
+            spec.config(spec.configs[i], rate=target, seed=seed, num_replicas=n).to_dict()
+            for (i, target), n in probes
+            for seed in spec.seeds
+        ]
+        rows = simulate("cluster check", settings)
+        verdicts = []
+        for j, (key, n) in enumerate(probes):
+            seeds_rows = rows[j * len(spec.seeds) : (j + 1) * len(spec.seeds)]
+            checks[(key, n)] = seeds_rows
+            verdicts.append(all(not r["error"] and bool(r["meets"]) for r in seeds_rows))
+        return verdicts
+
     errors.update({i: problem for i, problem in enumerate(spec.problems) if problem})
     # One replica has no router to use: configurations that differ only in it share a bisection.
     one_replica = [{k: v for k, v in h.items() if k != "router"} for h in spec.configs]
@@ -648,61 +690,50 @@ def plan_capacity(
         if i not in errors and shared[i] == i
         for seed in spec.seeds
     ]
-    floor = spec.target_rate / spec.max_replicas
-    brackets = bisect_capacity(keys, bisection_round, spec.target_rate, spec.tolerance, floor)
-    errors.update({i: errors[shared[i]] for i in range(len(spec.configs)) if shared[i] in errors})
-    capacities = {
-        i: [brackets[(shared[i], s)].capacity for s in spec.seeds] if i not in errors else []
-        for i in range(len(spec.configs))
-    }
-
-    checks: dict[tuple[int, int], list[dict]] = {}
-
-    def check_round(probes: list[tuple]) -> list[bool]:
-        settings = [
-            spec.config(spec.configs[i], rate=spec.target_rate, seed=seed, num_replicas=n).to_dict()
-            for i, n in probes
-            for seed in spec.seeds
-        ]
-        rows = simulate("cluster check", settings)
-        verdicts = []
-        for j, (i, n) in enumerate(probes):
-            seeds_rows = rows[j * len(spec.seeds) : (j + 1) * len(spec.seeds)]
-            checks[(i, n)] = seeds_rows
-            verdicts.append(all(not r["error"] and bool(r["meets"]) for r in seeds_rows))
-        return verdicts
-
-    start = {
-        i: math.ceil(spec.target_rate / min(caps) - 1e-9)
-        for i, caps in capacities.items()
-        if caps and min(caps) > 0 and i not in errors
-    }
-    replicas = smallest_passing(start, check_round, spec.max_replicas) if start else {}
+    # The bisection starts at the largest target (a replica carrying it needs no help at any
+    # target) and gives up below the smallest target's share of the most replicas.
+    floor = spec.target_rates[0] / spec.max_replicas
+    with ray_session(jobs, address) if executor == "ray" else contextlib.nullcontext():
+        brackets = bisect_capacity(keys, bisection_round, spec.target_rates[-1], spec.tolerance, floor)
+        errors.update({i: errors[shared[i]] for i in range(len(spec.configs)) if shared[i] in errors})
+        capacities = {
+            i: [brackets[(shared[i], s)].capacity for s in spec.seeds] if i not in errors else []
+            for i in range(len(spec.configs))
+        }
+        start = {
+            (i, target): math.ceil(target / min(caps) - 1e-9)
+            for i, caps in capacities.items()
+            if caps and min(caps) > 0 and i not in errors
+            for target in spec.target_rates
+        }
+        replicas = smallest_passing(start, check_round, spec.max_replicas) if start else {}
 
     configs = []
-    for i, hardware in enumerate(spec.configs):
-        config = spec.config(hardware)
-        n = replicas.get(i)
-        error = errors.get(i, "")
-        if not error and n is None:
-            error = (
-                f"no rate down to {floor:.3g} req/s met the SLOs on one replica"
-                if i not in start
-                else f"{spec.max_replicas} replicas do not meet the SLOs at the target"
+    for target in spec.target_rates:
+        for i, hardware in enumerate(spec.configs):
+            config = spec.config(hardware)
+            n = replicas.get((i, target))
+            error = errors.get(i, "")
+            if not error and n is None:
+                error = (
+                    f"no rate down to {floor:.3g} req/s met the SLOs on one replica"
+                    if (i, target) not in start
+                    else f"{spec.max_replicas} replicas do not meet the SLOs at {target:g} req/s"
+                )
+            configs.append(
+                ConfigPlan(
+                    hardware,
+                    load_gpu(config.gpu).name,
+                    config.tensor_parallel,
+                    capacities[i],
+                    target,
+                    n,
+                    checks.get(((i, target), n), []) if n is not None else [],
+                    checks.get(((i, target), n - 1), []) if n is not None and n > 1 else [],
+                    spec.prices.per_gpu_hour(load_gpu(config.gpu).name),
+                    error,
+                )
             )
-        configs.append(
-            ConfigPlan(
-                hardware,
-                load_gpu(config.gpu).name,
-                config.tensor_parallel,
-                capacities[i],
-                n,
-                checks.get((i, n), []) if n is not None else [],
-                checks.get((i, n - 1), []) if n is not None and n > 1 else [],
-                spec.prices.per_gpu_hour(load_gpu(config.gpu).name),
-                error,
-            )
-        )
     points = pd.DataFrame(all_rows)
     notes = distinct_notes(note for c in configs for row in c.check for note in row["notes"])
     cost_models = {

@@ -108,16 +108,18 @@ class RunnerCache:
         seed: int,
         max_batch: int,
         max_tokens: int,
+        graphs: bool = True,
     ):
+        """The runner for these settings; ``graphs`` off: none captured (an eager run)."""
         from kvsim.gpu.runner import GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, ModelRunner
 
-        key = (model, num_blocks, block_size, swap_blocks, seed, max_batch, max_tokens)
+        key = (model, num_blocks, block_size, swap_blocks, seed, max_batch, max_tokens, graphs)
         if key != self.key:
             self.runner = None  # free the previous model's memory first
             runner = ModelRunner(
                 model, num_blocks, block_size, device=self.device, seed=seed, num_host_blocks=swap_blocks
             )
-            if runner.device.type == "cuda":
+            if runner.device.type == "cuda" and graphs:
                 runner.capture(
                     [b for b in GRAPH_BATCH_SIZES if b <= max_batch],
                     [t for t in PREFILL_GRAPH_TOKENS if t <= max_tokens],
@@ -145,6 +147,7 @@ def validate_point(config: SimConfig, runners: RunnerCache) -> tuple[dict, pd.Da
         config.seed,
         config.max_num_seqs,
         context.max_num_batched_tokens,
+        not config.eager,  # graphs
     )
     warm = min(4, len(trace))  # first prefills pay cuBLAS/allocator warm-up: keep it out
     RealExecutor(policy.build(context), runner).run(
@@ -268,20 +271,26 @@ def step_error_summary(steps: pd.DataFrame) -> dict:
 
 
 def with_fresh_profiles(configs: list[SimConfig], out: Path, log=print) -> list[SimConfig]:
-    """Each config pointed at a profile calibrated now, on this GPU, one per model and block size."""
+    """Each config pointed at a profile calibrated now, on this GPU, one per model, block size
+    and runner (graphs or eager)."""
     from kvsim.calibration.calibrate import calibrate as run_calibration
 
-    profiles: dict[tuple[str, int], Path] = {}
+    profiles: dict[tuple[str, int, bool], Path] = {}
+
+    def key(config: SimConfig) -> tuple[str, int, bool]:
+        return config.model, config.block_size, config.eager
+
     for config in configs:
-        key = (config.model, config.block_size)
-        if key not in profiles:
-            _, profiles[key] = run_calibration(
+        if key(config) not in profiles:
+            eager = "-eager" if config.eager else ""
+            _, profiles[key(config)] = run_calibration(
                 config.model,
-                out / f"{config.model}-block{config.block_size}.profile.json",
+                out / f"{config.model}{eager}-block{config.block_size}.profile.json",
                 block_size=config.block_size,
                 log=log,
+                eager=config.eager,
             )
-    return [replace(c, profile=str(profiles[(c.model, c.block_size)])) for c in configs]
+    return [replace(c, profile=str(profiles[key(c)])) for c in configs]
 
 
 REPRICED = {  # metric -> heading

@@ -22,6 +22,14 @@ MAX_PARTITION = 512  # most tokens per split-K partition
 # paged_attention.cu); chosen by benchmarks/bench_kernels.py's variant table.
 DECODE_SHAPES = {64: (8, 4), 80: (8, 4), 96: (8, 4), 128: (8, 4), 256: (16, 4)}
 _THREADS = 128
+# Rows of x up to which ``gemv`` replaces cuBLAS, and its shape: output rows per warp, 16-byte
+# pieces of each in flight per lane (csrc/gemv.cu). One row: on an H200 (benchmarks/KERNELS.md,
+# decode GEMMs) kvsim's GEMV read the weights faster than cuBLAS at one row on 9 of the 10
+# decode matrices of OPT-13B and Llama-2-7B (up to a third faster), while cuBLAS was faster on
+# half of them at 2 rows and on all but one at 4.
+GEMV_MAX_ROWS = 1
+GEMV_SHAPE = (2, 4)
+_GEMV_WARPS = 8
 _DTYPES = {torch.float16: "Half", torch.bfloat16: "BFloat16"}
 
 
@@ -45,18 +53,28 @@ def _decode_name(dtype: str, head: int, shape: tuple[int, int] | None = None) ->
     return f"paged_decode<{dtype}, {head}, {threads_per_row}, {unroll}>"
 
 
+def _gemv_name(dtype: str, rows: int, shape: tuple[int, int] | None = None) -> str:
+    per_warp, unroll = shape or GEMV_SHAPE
+    return f"gemv<{dtype}, {rows}, {per_warp}, {unroll}>"
+
+
 def _template_names() -> list[str]:
     """The template instances every module compiles (extern "C" kernels need no name)."""
-    return [_decode_name(t, h) for t in _DTYPES.values() for h in HEAD_SIZES] + [
-        f"paged_decode_reduce<{t}>" for t in _DTYPES.values()
-    ]
+    names = [_decode_name(t, h) for t in _DTYPES.values() for h in HEAD_SIZES]
+    for t in _DTYPES.values():
+        names += [f"paged_decode_reduce<{t}>", f"silu_mul<{t}>", f"rotary_and_cache<{t}>"]
+        names += [f"add_norm<{t}, {rms}>" for rms in ("false", "true")]
+        names += [_gemv_name(t, m) for m in range(1, GEMV_MAX_ROWS + 1)]
+    return names
 
 
 @functools.cache
 def _module(extra_names: tuple[str, ...] = ()):
     import cupy
 
-    source = "\n".join((CSRC / f).read_text() for f in ("paged_attention.cu", "cache_ops.cu"))
+    source = "\n".join(
+        (CSRC / f).read_text() for f in ("paged_attention.cu", "cache_ops.cu", "fused_ops.cu", "gemv.cu")
+    )
     return cupy.RawModule(
         code=source,
         options=("-std=c++17", f"-I{CSRC}"),
@@ -225,3 +243,176 @@ def copy_blocks(src: list[torch.Tensor], dst: list[torch.Tensor], pairs: torch.T
         (256,),
         (_ptr(bases[0]), _ptr(bases[1]), _ptr(pairs), np.int64(block_bytes)),
     )
+
+
+_NULL = np.uint64(0)
+
+
+def _ptr_or_null(t: torch.Tensor | None) -> np.uint64:
+    return _NULL if t is None else _ptr(t)
+
+
+def _vectorizable(*tensors: torch.Tensor) -> bool:
+    """Whether the 16-byte loads of csrc/fused_ops.cu and gemv.cu may read these rows: each
+    tensor's last dimension contiguous, its rows and its start 16-byte aligned."""
+    return all(
+        t.stride(-1) == 1 and t.data_ptr() % 16 == 0 and all(s % 8 == 0 for s in t.stride()[:-1])
+        for t in tensors
+    )
+
+
+def gemv_fits(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    """Whether ``gemv`` takes ``x @ weight.T``: a batch of at most ``GEMV_MAX_ROWS`` rows, 16-bit
+    operands it can read with vector loads, and enough output rows to give every SM a block."""
+    n, k = weight.shape
+    return (
+        x.dim() == 2
+        and 0 < x.shape[0] <= GEMV_MAX_ROWS
+        and x.dtype == weight.dtype
+        and x.dtype in _DTYPES
+        and k % 8 == 0
+        and weight.is_contiguous()
+        and _vectorizable(x, weight)
+        and -(-n // (GEMV_SHAPE[0] * _GEMV_WARPS)) >= _num_sms(x.device.index)
+    )
+
+
+def gemv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    relu: bool = False,
+    out: torch.Tensor | None = None,
+    shape: tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """``x @ weight.T`` (+ ``bias``) (ReLU) for a few rows of x (``gemv_fits``); see csrc/gemv.cu.
+    ``shape`` overrides ``GEMV_SHAPE`` (benchmarks compare variants)."""
+    m, k = x.shape
+    n = weight.shape[0]
+    tag = _dtype_tag(x)
+    assert gemv_fits(x, weight) and weight.shape[1] == k
+    assert bias is None or (bias.shape == (n,) and bias.is_contiguous() and bias.dtype == x.dtype)
+    if out is None:
+        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    assert out.shape == (m, n) and out.stride(1) == 1 and out.dtype == x.dtype
+    _launch(
+        _gemv_name(tag, m, shape),
+        (-(-n // ((shape or GEMV_SHAPE)[0] * _GEMV_WARPS)),),
+        (32 * _GEMV_WARPS,),
+        (
+            _ptr(out),
+            _ptr(x),
+            _ptr(weight),
+            _ptr_or_null(bias),
+            np.int32(n),
+            np.int32(k),
+            np.int64(x.stride(0)),
+            np.int64(out.stride(0)),
+            np.int32(relu),
+        ),
+    )
+    return out
+
+
+_NORM_CHUNKS = 2  # csrc/fused_ops.cu's NORM_CHUNKS
+
+
+def add_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    eps: float,
+    delta: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x += delta (+ delta_bias)`` in place (when ``delta`` is given), then the norm of each
+    row of x: LayerNorm with ``bias``, RMSNorm without; see csrc/fused_ops.cu."""
+    rows, hidden = x.shape
+    tag = _dtype_tag(x)
+    threads = min(1024, -(-hidden // 256) * 32)  # one 8-value chunk per thread, up to 1024 threads
+    assert hidden % 8 == 0 and hidden <= 8 * _NORM_CHUNKS * threads and x.is_contiguous()
+    vectors = [t for t in (x, delta, delta_bias, weight, bias) if t is not None]
+    assert all(t.dtype == x.dtype and t.is_contiguous() for t in vectors) and _vectorizable(*vectors)
+    assert delta is None or delta.shape == x.shape
+    out = torch.empty_like(x)
+    if rows:
+        _launch(
+            f"add_norm<{tag}, {'false' if bias is not None else 'true'}>",
+            (rows,),
+            (threads,),
+            (
+                _ptr(out),
+                _ptr(x),
+                _ptr_or_null(delta),
+                _ptr_or_null(delta_bias),
+                _ptr(weight),
+                _ptr_or_null(bias),
+                np.int32(hidden),
+                np.float32(eps),
+            ),
+        )
+    return out
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` of a merged ``[rows, 2 * width]`` gate/up projection; see csrc/fused_ops.cu."""
+    rows, width = gate_up.shape[0], gate_up.shape[1] // 2
+    tag = _dtype_tag(gate_up)
+    assert width % 8 == 0 and _vectorizable(gate_up)
+    out = torch.empty(rows, width, dtype=gate_up.dtype, device=gate_up.device)
+    if rows:
+        _launch(
+            f"silu_mul<{tag}>",
+            (-(-width // (8 * _THREADS)), rows),
+            (_THREADS,),
+            (_ptr(out), _ptr(gate_up), np.int32(width), np.int64(gate_up.stride(0))),
+        )
+    return out
+
+
+def rotary_and_cache(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+) -> None:
+    """Rotate q and k ``[tokens, heads, d]`` (row-strided views) in place by their tokens'
+    positions, then store k and v at ``slots`` (-1: skip); see csrc/fused_ops.cu."""
+    tokens, heads, head = q.shape
+    kv_heads = k.shape[1]
+    tag = _dtype_tag(q)
+    assert head % 16 == 0 and k.shape == v.shape == (tokens, kv_heads, head)
+    assert all(t.stride(1) == head for t in (q, k, v)) and _vectorizable(q, k, v, cos, sin)
+    assert k_cache.is_contiguous() and v_cache.is_contiguous() and k_cache.shape[2:] == (kv_heads, head)
+    assert cos.is_contiguous() and sin.is_contiguous() and cos.shape[1] == head
+    assert all(t.dtype == q.dtype for t in (k, v, cos, sin, k_cache, v_cache))
+    assert positions.dtype == slots.dtype == torch.int64 and positions.stride(0) == slots.stride(0) == 1
+    items = (heads + kv_heads) * head // 16 + kv_heads * head // 8
+    if tokens:
+        _launch(
+            f"rotary_and_cache<{tag}>",
+            (-(-items // _THREADS), tokens),
+            (_THREADS,),
+            (
+                _ptr(q),
+                _ptr(k),
+                _ptr(v),
+                _ptr(k_cache),
+                _ptr(v_cache),
+                _ptr(positions),
+                _ptr(slots),
+                _ptr(cos),
+                _ptr(sin),
+                np.int32(heads),
+                np.int32(kv_heads),
+                np.int32(head),
+                np.int64(q.stride(0)),
+                np.int64(k.stride(0)),
+                np.int64(v.stride(0)),
+            ),
+        )

@@ -1,5 +1,5 @@
-"""Attention and KV-cache operations: the CUDA kernels for CUDA tensors, the torch
-reference otherwise. The model runner calls only these."""
+"""Attention, KV-cache and fused layer operations: the CUDA kernels for CUDA tensors, the
+torch reference otherwise. The model runner calls only these."""
 
 from __future__ import annotations
 
@@ -9,6 +9,87 @@ import torch
 import torch.nn.functional as F
 
 from kvsim.gpu import reference
+
+
+@dataclass(frozen=True)
+class Norm:
+    """A normalization layer: LayerNorm (OPT: weight and bias) or RMSNorm (LLaMA: no bias)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
+    eps: float
+
+
+def add_norm(
+    x: torch.Tensor, norm: Norm, delta: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``norm`` of each row of the residual stream ``x`` ``[tokens, hidden]``, after adding the
+    previous sub-layer's output ``delta`` (and its bias) to x in place: the residual add and
+    the norm that follows it, one kernel on GPU."""
+    if x.is_cuda:
+        from kvsim.gpu import kernels
+
+        return kernels.add_norm(x, norm.weight, norm.bias, norm.eps, delta, delta_bias)
+    return reference.add_norm(x, norm.weight, norm.bias, norm.eps, delta, delta_bias)
+
+
+def linear(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    relu: bool = False,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x @ weight.T`` (+ ``bias``), then ReLU if asked (OPT's fc1), into ``out`` if given.
+
+    On GPU, a decode batch of up to ``kernels.GEMV_MAX_ROWS`` rows runs kvsim's GEMV, which
+    reads the weight once at close to the copy bandwidth; larger batches run cuBLAS, ReLU in
+    cuBLASLt's bias epilogue (``_addmm_activation``) rather than a launch of its own."""
+    if x.is_cuda:
+        from kvsim.gpu import kernels
+
+        if kernels.gemv_fits(x, weight):
+            return kernels.gemv(x, weight, bias, relu, out)
+    if relu:
+        assert bias is not None and out is None
+        return torch._addmm_activation(bias, x, weight.t())
+    if bias is None:
+        return torch.mm(x, weight.t(), out=out)
+    return torch.addmm(bias, x, weight.t(), out=out)
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """LLaMA's MLP activation ``silu(gate) * up`` of the merged gate/up projection (gate the
+    first half of each row): one kernel on GPU, reading the projection once."""
+    if gate_up.is_cuda:
+        from kvsim.gpu import kernels
+
+        return kernels.silu_mul(gate_up)
+    return reference.silu_mul(gate_up)
+
+
+def rotary_and_cache(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slots: torch.Tensor,
+) -> None:
+    """LLaMA's rotary embedding of new tokens' q and k ``[tokens, heads, d]`` in place (cos/sin
+    tables ``[max_len, d]`` by position), then k and v stored at ``slots`` (-1: skip): what
+    ``write_kv`` does for OPT, with the rotation in the same kernel on GPU."""
+    if q.is_cuda:
+        from kvsim.gpu import kernels
+
+        kernels.rotary_and_cache(q, k, v, positions, cos, sin, k_cache, v_cache, slots)
+        return
+    q.copy_(reference.rotary(q, positions, cos, sin))
+    k.copy_(reference.rotary(k, positions, cos, sin))
+    reference.reshape_and_cache(k, v, k_cache, v_cache, slots)
 
 
 def decode_attention(

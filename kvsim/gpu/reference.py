@@ -9,6 +9,7 @@ Arithmetic runs in float32, or float64 when the inputs are float64 (tests use th
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def _acc_dtype(t: torch.Tensor) -> torch.dtype:
@@ -84,3 +85,38 @@ def copy_blocks(src: list[torch.Tensor], dst: list[torch.Tensor], pairs: list[tu
     s_idx, d_idx = (list(x) for x in zip(*pairs))
     for s, d in zip(src, dst, strict=True):
         d[torch.tensor(d_idx, device=d.device)] = s[torch.tensor(s_idx, device=s.device)].to(d.device)
+
+
+def add_norm(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    eps: float,
+    delta: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``x += delta (+ delta_bias)`` in place when ``delta`` is given, then each row's norm:
+    LayerNorm with ``bias``; RMSNorm without, in float32 and rounded to x's dtype before the
+    weight (as Hugging Face's LLaMA does)."""
+    if delta is not None:
+        x.add_(delta if delta_bias is None else delta + delta_bias)
+    if bias is not None:
+        return F.layer_norm(x, (x.shape[-1],), weight, bias, eps=eps)
+    x32 = x.float()
+    x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x32.to(x.dtype)
+
+
+def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    """``silu(gate) * up`` with gate and up the two halves of each row."""
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """LLaMA's rotary embedding of ``x`` ``[tokens, heads, d]``: each head's halves (x1, x2)
+    become ``(x1 cos - x2 sin, x2 cos + x1 sin)`` at the token's position (tables
+    ``[max_len, d]``, the angles repeated over the halves)."""
+    cos, sin = cos[positions][:, None], sin[positions][:, None]
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin

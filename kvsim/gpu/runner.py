@@ -16,6 +16,7 @@ from __future__ import annotations
 import bisect
 import functools
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,12 +56,12 @@ def padded_prefill_tokens(tokens: int) -> int:
 class _Layer:
     """One decoder layer with Q/K/V (and LLaMA's gate/up) fused into single matrices."""
 
-    ln1: tuple
+    ln1: ops.Norm
     qkv_w: torch.Tensor
     qkv_b: torch.Tensor | None
     o_w: torch.Tensor
     o_b: torch.Tensor | None
-    ln2: tuple
+    ln2: ops.Norm
     up_w: torch.Tensor  # OPT fc1; LLaMA [gate; up]
     up_b: torch.Tensor | None
     down_w: torch.Tensor  # OPT fc2; LLaMA down_proj
@@ -148,6 +149,10 @@ class ModelRunner:
         )
         self.graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor]] = {}
         self.graph_sizes: list[int] = []
+        # The last decode step's forward pass on its uploaded inputs, to run again: its graph's
+        # replay, or the eager pass. Calibration times it apart from input preparation and
+        # sampling.
+        self.last_decode: Callable[[], object] | None = None
         self.static: _Batch | None = None
         self.prefill_graphs: dict[int, list[torch.cuda.CUDAGraph]] = {}
         self._prefill_static: _PrefillBuffers | None = None
@@ -194,7 +199,7 @@ class ModelRunner:
                 ]
             )
             if opt:
-                norm = lambda n: (get(p + n + ".weight", h), get(p + n + ".bias", h))
+                norm = lambda n: ops.Norm(get(p + n + ".weight", h), get(p + n + ".bias", h), _OPT_LN_EPS)
                 layer = _Layer(
                     ln1=norm("self_attn_layer_norm"),
                     qkv_w=qkv_w,
@@ -215,12 +220,12 @@ class ModelRunner:
                 )
             else:
                 layer = _Layer(
-                    ln1=(get(p + "input_layernorm.weight", h),),
+                    ln1=ops.Norm(get(p + "input_layernorm.weight", h), None, s.rms_norm_eps),
                     qkv_w=qkv_w,
                     qkv_b=None,
                     o_w=cols(name("o_proj.weight"), h, q_dim),
                     o_b=None,
-                    ln2=(get(p + "post_attention_layernorm.weight", h),),
+                    ln2=ops.Norm(get(p + "post_attention_layernorm.weight", h), None, s.rms_norm_eps),
                     up_w=torch.cat(
                         [rows(p + "mlp.gate_proj.weight", f, h), rows(p + "mlp.up_proj.weight", f, h)]
                     ),
@@ -230,25 +235,19 @@ class ModelRunner:
                 )
             self.layers.append(layer)
         self.final_norm = (
-            (get("final_layer_norm.weight", h), get("final_layer_norm.bias", h))
+            ops.Norm(get("final_layer_norm.weight", h), get("final_layer_norm.bias", h), _OPT_LN_EPS)
             if opt
-            else (get("norm.weight", h),)
+            else ops.Norm(get("norm.weight", h), None, s.rms_norm_eps)
         )
         self.lm_head = self.embed if s.tie_word_embeddings else rows("lm_head.weight", s.vocab_size, h)
 
     # -- the forward pass --------------------------------------------------------------------
-
-    def _norm(self, x: torch.Tensor, params: tuple) -> torch.Tensor:
-        if self.spec.family == "opt":
-            return F.layer_norm(x, (x.shape[-1],), *params, eps=_OPT_LN_EPS)
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.spec.rms_norm_eps)
-        return params[0] * x32.to(x.dtype)
-
-    def _rope(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
-        x1, x2 = x.chunk(2, dim=-1)
-        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+    #
+    # Fused as production engines fuse a decode step, so that a layer is its four GEMMs and a
+    # few small kernels: a sub-layer's output is added to the residual stream by the norm that
+    # follows it (``ops.add_norm``; the output and its bias travel there as an ``update``
+    # pair), OPT's ReLU rides on its fc1 GEMM, LLaMA's silu(gate) * up is one kernel over the
+    # merged gate/up output, and its rotary embedding shares a kernel with the KV-cache write.
 
     def _embed(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         tp = self.parallel
@@ -270,21 +269,19 @@ class ModelRunner:
         positions: torch.Tensor,
         slots: torch.Tensor,
         out: torch.Tensor | None = None,
+        update: tuple = (),
     ) -> torch.Tensor:
-        """Layer i's fused Q/K/V of ``x`` (into ``out`` when given), rotated (LLaMA), with K
-        and V stored at ``slots`` of the layer's cache."""
-        L, s = self.layers[i], self.spec
-        h = self._norm(x, L.ln1)
-        qkv = (
-            torch.addmm(L.qkv_b, h, L.qkv_w.t(), out=out)
-            if L.qkv_b is not None
-            else torch.mm(h, L.qkv_w.t(), out=out)
-        )
+        """Layer i's fused Q/K/V of ``x`` (into ``out`` when given), after adding the previous
+        layer's ``update`` to x; rotated (LLaMA), with K and V stored at ``slots`` of the
+        layer's cache."""
+        L = self.layers[i]
+        qkv = ops.linear(ops.add_norm(x, L.ln1, *update), L.qkv_w, L.qkv_b, out=out)
         q, k, v = self._split(qkv)
-        if s.family == "llama":
-            q.copy_(self._rope(q, positions))
-            k.copy_(self._rope(k, positions))
-        ops.write_kv(k, v, self.caches[2 * i], self.caches[2 * i + 1], slots)
+        k_cache, v_cache = self.caches[2 * i], self.caches[2 * i + 1]
+        if self.spec.family == "llama":
+            ops.rotary_and_cache(q, k, v, positions, self.rope_cos, self.rope_sin, k_cache, v_cache, slots)
+        else:
+            ops.write_kv(k, v, k_cache, v_cache, slots)
         return qkv
 
     def _split(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -296,38 +293,48 @@ class ModelRunner:
             qkv[:, q_dim + kv_dim :].view(n, s.num_kv_heads, s.head_dim),
         )
 
-    def _residual(self, i: int, x: torch.Tensor, attention: torch.Tensor) -> None:
-        """Layer i after attention, in place on the residual stream ``x``: output
-        projection, then the MLP."""
+    def _residual(self, i: int, x: torch.Tensor, attention: torch.Tensor) -> tuple:
+        """Layer i after attention: the output projection added to the residual stream ``x``
+        (in place) by the MLP's norm, then the MLP. Returns the MLP's output and bias, the
+        update that the next layer's norm (or ``_add``) adds to x."""
         L = self.layers[i]
-        x.add_(self._row_parallel(attention, L.o_w, L.o_b))
-        h = self._norm(x, L.ln2)
+        h = ops.add_norm(x, L.ln2, *self._row_parallel(attention, L.o_w, L.o_b))
         if self.spec.family == "opt":
-            h = F.relu(F.linear(h, L.up_w, L.up_b))
+            h = ops.linear(h, L.up_w, L.up_b, relu=True)
         else:
-            gate, up = F.linear(h, L.up_w).chunk(2, dim=-1)
-            h = F.silu(gate) * up
-        x.add_(self._row_parallel(h, L.down_w, L.down_b))
+            h = ops.silu_mul(ops.linear(h, L.up_w))
+        return self._row_parallel(h, L.down_w, L.down_b)
 
-    def _row_parallel(self, x: torch.Tensor, weight: torch.Tensor, bias) -> torch.Tensor:
-        """``x @ weight.T + bias`` with ``weight`` split by input columns: each rank's partial
-        product, summed over the ranks, then the (whole) bias once."""
+    def _row_parallel(self, x: torch.Tensor, weight: torch.Tensor, bias) -> tuple:
+        """``x @ weight.T + bias`` with ``weight`` split by input columns, as an update of the
+        residual stream (product, bias still to add). On one GPU the bias rides in the GEMM's
+        epilogue (on an H200 at batch 64, OPT's output and down projections took ~3 us less per
+        layer than with the bias left to the norm); across ranks each rank's partial
+        product is summed over the ranks and the (whole) bias added once, by the norm."""
         if self.parallel.size == 1:
-            return F.linear(x, weight, bias)
-        out = self.parallel.all_reduce(F.linear(x, weight))
-        return out if bias is None else out + bias
+            return ops.linear(x, weight, bias), None
+        return self.parallel.all_reduce(ops.linear(x, weight)), bias
+
+    @staticmethod
+    def _add(x: torch.Tensor, update: tuple) -> None:
+        """The last layer's update added to the residual stream (no norm follows inside the
+        layers)."""
+        delta, bias = update
+        x.add_(delta if bias is None else delta + bias)
 
     def _hidden(self, batch: _Batch, attend) -> torch.Tensor:
         """Final hidden states of all tokens; ``attend(layer, q, k, v)`` does the attention."""
         n = batch.tokens.shape[0]
         x = self._embed(batch.tokens, batch.positions)
+        update = ()
         for i in range(len(self.layers)):
-            q, k, v = self._split(self._qkv(i, x, batch.positions, batch.slots))
-            self._residual(i, x, attend(i, q, k, v).reshape(n, -1))
+            q, k, v = self._split(self._qkv(i, x, batch.positions, batch.slots, update=update))
+            update = self._residual(i, x, attend(i, q, k, v).reshape(n, -1))
+        self._add(x, update)
         return x
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(self._norm(hidden, self.final_norm), self.lm_head).float()
+        logits = ops.linear(ops.add_norm(hidden, self.final_norm), self.lm_head).float()
         return self.parallel.all_gather_last(logits)[:, : self.full.vocab_size]
 
     def _table_array(self, block_tables: list[list[int]], rows: int) -> np.ndarray:
@@ -484,9 +491,11 @@ class ModelRunner:
             self._qkv(0, x, positions, slots, out=qkv)
 
         def finish(i):
-            self._residual(i, x, attention)
+            update = self._residual(i, x, attention)
             if i < last:
-                self._qkv(i + 1, x, positions, slots, out=qkv)
+                self._qkv(i + 1, x, positions, slots, out=qkv, update=update)
+            else:
+                self._add(x, update)
 
         return [embed, *(functools.partial(finish, i) for i in range(last + 1))]
 
@@ -529,12 +538,14 @@ class ModelRunner:
         flat, tables_d, lens_d = self._upload(flat, tables, context_lens)
         if size not in self.graphs:
             batch = _Batch(flat[0], flat[1], flat[2], tables_d.int(), lens_d.int())
-            return self._decode_step(batch, int(context_lens.max()))
+            self.last_decode = functools.partial(self._decode_step, batch, int(context_lens.max()))
+            return self.last_decode()
         st = self.static
         self._static_ints[:, :size].copy_(flat)
         st.tables[:size].copy_(tables_d)
         st.context_lens[:size].copy_(lens_d)
         graph, logits = self.graphs[size]
+        self.last_decode = graph.replay
         graph.replay()
         return logits[:n].clone()  # the graph's output buffer is reused by the next replay
 

@@ -70,9 +70,15 @@ class SimulatedGPU:
         self.waiting.append(run)
         self._place()
 
-    def fits_now(self, need: np.ndarray) -> bool:
-        """Whether some SM has room for one block of this footprint now (on the whole GPU)."""
-        return bool(((self.capacity[:, None] - self.used) >= need[:, None]).all(axis=0).any())
+    def starts_whole(self, need: np.ndarray, blocks: int) -> bool:
+        """Whether a kernel of ``blocks`` blocks of this footprint, issued now on the whole GPU,
+        would at once get every slot an empty GPU gives it: all its blocks, or a full wave of
+        a kernel larger than the GPU. Kernels already waiting do not count against it: after a
+        placement pass none of them has room for a block, so what is free now goes to it."""
+        free = self.capacity[:, None] - self.used
+        slots_now = int((free // need[:, None]).min(axis=0).sum())
+        slots_empty = self.limits.num_sms * int((self.capacity // need).min())
+        return slots_now >= min(blocks, slots_empty)
 
     def _place(self) -> None:
         # Callbacks of a placement may issue more kernels; they are placed by the same pass.

@@ -24,21 +24,25 @@ class Mix:
     caps: tuple[int, ...]  # most outstanding jobs per model
 
 
+#: Paella's eight torchvision models (torchvision's builder names), the ones
+#: ``simcli gpushare profile`` measures by default.
+PAELLA_MODELS = (
+    "mobilenet_v2",
+    "densenet121",
+    "googlenet",
+    "inception_v3",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "squeezenet1_1",
+)
+
 MIXES: dict[str, Mix] = {
     mix.name: mix
     for mix in (
         Mix(
             "paella-8",
-            (
-                "mobilenet_v2",
-                "densenet121",
-                "googlenet",
-                "inception_v3",
-                "resnet18",
-                "resnet34",
-                "resnet50",
-                "squeezenet1_1",
-            ),
+            PAELLA_MODELS,
             (0.257, 0.0706, 0.0546, 0.0138, 0.272, 0.168, 0.0745, 0.0895),
             (36, 10, 8, 2, 38, 24, 10, 13),
         ),

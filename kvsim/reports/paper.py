@@ -36,8 +36,10 @@ def write_paper_page(sections, out: Path, scale_name: str, command: str) -> Path
         f"Written by `{command}` ({scale_name} settings). Each section: what the paper "
         '(Kwon et al., "Efficient Memory Management for Large Language Model Serving with '
         "PagedAttention\", SOSP 2023) reports, quoted as the paper's, and what kvsim's runs show. "
-        "Settings throughout: A100-40GB profiles (A100-80GB for OPT-175B), block size 16, the v0 "
-        "scheduler (the paper's engine), Poisson arrivals, seed 0, output lengths forced.",
+        "Settings throughout: A100-40GB profiles (A100-80GB for OPT-175B), of kvsim's runner with "
+        "CUDA graphs off where such an eager profile is shipped, as the paper's engine ran (each "
+        "caption says which: eager or CUDA-graph profile), block size 16, the v0 scheduler (the "
+        "paper's engine), Poisson arrivals, seed 0, output lengths forced.",
         "",
     ]
     for section in sections:

@@ -22,29 +22,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from kvsim.engine.metrics import STATUS_COMPLETED, STATUS_REJECTED
+from kvsim.engine.metrics import KV_SLOT_COLUMNS, STATUS_COMPLETED, STATUS_REJECTED, STEP_COLUMNS
 
 US_PER_S = 1e6
 STEPS_THREAD = 0
 REQUEST_CATEGORY = "request"
 KV_COUNTER, QUEUE_COUNTER = "KV blocks used", "waiting requests"
-# Step columns that a slice carries as args (its place and length are the slice itself).
-STEP_ARGS = (
-    "kind",
-    "steps",
-    "batch_size",
-    "num_seqs",
-    "tokens",
-    "prefill_tokens",
-    "decode_tokens",
-    "num_chunks",
-    "kv_blocks_used",
-    "num_waiting",
-    "num_preempted",
-    "block_copies",
-    "swap_in_blocks",
-    "swap_out_blocks",
-    "comm_s",
+# Step columns that a slice carries as args: all but its place and length (the slice itself)
+# and the cache's slot breakdown (the KV counter track shows the cache).
+STEP_ARGS = tuple(
+    column
+    for column in STEP_COLUMNS
+    if column not in ("replica", "start", "duration", "kv_blocks_logical", *KV_SLOT_COLUMNS)
 )
 
 

@@ -14,7 +14,7 @@ from kvsim.calibration.fit import refit
 from kvsim.cli import app
 from kvsim.config import SimConfig
 from kvsim.cost import BlockSizeWarning, select_cost_model
-from kvsim.cost.profile import load_profile, shipped_profile, shipped_profiles
+from kvsim.cost.profile import load_profile, measured_block_sizes, shipped_profile, shipped_profiles
 from kvsim.cost.profile_model import OutOfRangeWarning, ProfileCostModel, gpu_of
 from kvsim.hardware import BUILTIN_GPUS, load_gpu
 from kvsim.models import ModelSpec, load_model
@@ -154,15 +154,17 @@ def default_cost_model(block_size: int):
 
 
 def test_default_profile_of_another_block_size_warns_once_and_runs():
-    """Block-size sweeps run on the shipped profiles (measured at 16): they warn, in one line
-    saying where decode attention was measured, and go on."""
+    """Block-size sweeps run on the shipped profiles (fitted at 16): at a block size whose decode
+    attention they did not measure (12: no power of two), they warn, in one line saying where
+    it was measured, and go on."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cost = default_cost_model(8)
+        cost = default_cost_model(12)
     assert [w.category for w in caught] == [BlockSizeWarning]
     message = str(caught[0].message)
-    assert "\n" not in message and "block_size" in message and "measured at block size 16" in message
-    assert isinstance(cost, ProfileCostModel) and cost.source in message
+    sizes = ", ".join(map(str, measured_block_sizes(cost.doc)))
+    assert "\n" not in message and "block_size is 16" in message and "measured at block size" in message
+    assert sizes in message and isinstance(cost, ProfileCostModel) and cost.source in message
 
 
 def test_default_profile_at_its_block_size_does_not_warn():

@@ -34,6 +34,7 @@ OTHER = SimConfig(
     watermark=0.02,
     ft_batch_size=8,
     profile="p.json",
+    eager=True,
     trace="alpaca",
     rate=3.0,
     num_requests=7,

@@ -13,27 +13,18 @@ from kvsim.experiments.run import prepare_trace
 runner = CliRunner()
 
 
-def test_compare_writes_table_and_figures(tmp_path):
-    result = runner.invoke(
-        app,
-        [
-            "compare",
-            "--policies",
-            "paged,orca-oracle,ft",
-            "--rate",
-            "2,4",
-            "--num-requests",
-            "40",
-            "--seed",
-            "3",
-            "--jobs",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
-    )
+def run_compare(policies: str, *options) -> str:
+    """What `simcli compare` prints over ``policies``, its points run in turn in this process."""
+    result = runner.invoke(app, ["compare", "--policies", policies, "--jobs", "1", *options])
     assert result.exit_code == 0, result.output
-    assert "orca-oracle" in result.output and "token states" in result.output
+    return result.output
+
+
+def test_compare_writes_table_and_figures(tmp_path):
+    output = run_compare(
+        "paged,orca-oracle,ft", "--rate", "2,4", "--num-requests", "40", "--seed", "3", "--out", str(tmp_path)
+    )
+    assert "orca-oracle" in output and "token states" in output
     table = pd.read_csv(tmp_path / "compare.csv")
     assert list(zip(table.policy, table.rate)) == [
         ("paged", 2),
@@ -89,26 +80,10 @@ def test_bad_input_is_one_line_and_exit_2():
 
 
 def test_compare_shows_sharing_against_contiguous(tmp_path):
-    result = runner.invoke(
-        app,
-        [
-            "compare",
-            "--policies",
-            "paged,orca-oracle",
-            "--beam-width",
-            "4",
-            "--rate",
-            "2",
-            "--num-requests",
-            "8",
-            "--jobs",
-            "1",
-            "--out",
-            str(tmp_path),
-        ],
+    output = run_compare(
+        "paged,orca-oracle", "--beam-width", "4", "--rate", "2", "--num-requests", "8", "--out", str(tmp_path)
     )
-    assert result.exit_code == 0, result.output
-    assert "block sharing" in result.output and "beam width 4" in result.output
+    assert "block sharing" in output and "beam width 4" in output
     paged, oracle = pd.read_csv(tmp_path / "compare.csv").to_dict("records")
     assert paged["forks"] > 0 and 0 < paged["sharing_memory_saving"] < 1
     # Contiguous reservation cannot share: private prompt copies, beams copy their parents.
@@ -157,23 +132,7 @@ def test_compare_passes_every_run_option_through(monkeypatch, options, expected)
     configs = []
     run_point = compare._run_point
     monkeypatch.setattr(compare, "_run_point", lambda point: configs.append(point[0]) or run_point(point))
-    result = runner.invoke(
-        app,
-        [
-            "compare",
-            "--policies",
-            "paged,orca-oracle",
-            "--rate",
-            "4",
-            "--num-requests",
-            "6",
-            "--jobs",
-            "1",
-            *options,
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    assert "block sharing" in result.output
+    assert "block sharing" in run_compare("paged,orca-oracle", "--rate", "4", "--num-requests", "6", *options)
     assert [c.policy for c in configs] == ["paged", "orca-oracle"]
     for config in configs:
         # orca-oracle never preempts, so it runs with the default preemption setting.

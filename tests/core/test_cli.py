@@ -15,6 +15,16 @@ def invoke(*args):
     return runner.invoke(app, list(args))
 
 
+def run_trace(tmp_path, csv_text, *options):
+    """Run simcli on every request of a trace written from ``csv_text``; the requests.csv it writes."""
+    trace, out = tmp_path / "t.csv", tmp_path / "o"
+    trace.write_text(csv_text)
+    num_requests = str(len(csv_text.splitlines()) - 1)  # one a row, after the header
+    result = invoke("run", "--trace", str(trace), "--num-requests", num_requests, *options, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return pd.read_csv(out / "requests.csv")
+
+
 def test_run_writes_reproducible_outputs(tmp_path):
     result = invoke("run", *SMALL, "--out", str(tmp_path / "a"))
     assert result.exit_code == 0, result.output
@@ -40,41 +50,14 @@ def test_several_replicas_and_least_loaded_routing():
 
 
 def test_csv_trace_with_timestamps(tmp_path):
-    trace = tmp_path / "t.csv"
-    trace.write_text("arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,20\n0.5,50,10\n1.0,3000,10\n")
-    result = invoke(
-        "run",
-        "--trace",
-        str(trace),
-        "--arrival",
-        "trace",
-        "--num-requests",
-        "3",
-        "--out",
-        str(tmp_path / "o"),
-    )
-    assert result.exit_code == 0, result.output
-    requests = pd.read_csv(tmp_path / "o" / "requests.csv")
+    csv_text = "arrived_at,num_prefill_tokens,num_decode_tokens\n0.0,100,20\n0.5,50,10\n1.0,3000,10\n"
+    requests = run_trace(tmp_path, csv_text, "--arrival", "trace")
     assert list(requests.status) == ["completed", "completed", "rejected"]  # 3010 > OPT's 2048
     assert "context" in requests.reject_reason[2]
 
 
 def test_clip_keeps_over_length_requests(tmp_path):
-    trace = tmp_path / "t.csv"
-    trace.write_text("input_len,output_len\n3000,1000\n")
-    result = invoke(
-        "run",
-        "--trace",
-        str(trace),
-        "--over-length",
-        "clip",
-        "--num-requests",
-        "1",
-        "--out",
-        str(tmp_path / "o"),
-    )
-    assert result.exit_code == 0, result.output
-    row = pd.read_csv(tmp_path / "o" / "requests.csv").iloc[0]
+    row = run_trace(tmp_path, "input_len,output_len\n3000,1000\n", "--over-length", "clip").iloc[0]
     assert row.status == "completed" and row.prompt_len + row.output_len <= 2048
 
 
@@ -100,24 +83,9 @@ def test_sweep_writes_one_row_per_point(tmp_path):
 
 
 def test_request_longer_than_whole_cache_is_rejected_not_lost(tmp_path):
-    trace = tmp_path / "t.csv"
-    trace.write_text("input_len,output_len\n1500,500\n10,10\n")
     # At 31% of an A100-80GB, OPT-13B leaves about 680 token slots: 1999 can never fit.
-    result = invoke(
-        "run",
-        "--trace",
-        str(trace),
-        "--gpu",
-        "a100-80gb",
-        "--gpu-memory-utilization",
-        "0.31",
-        "--num-requests",
-        "2",
-        "--out",
-        str(tmp_path / "o"),
-    )
-    assert result.exit_code == 0, result.output
-    requests = pd.read_csv(tmp_path / "o" / "requests.csv")
+    options = ("--gpu", "a100-80gb", "--gpu-memory-utilization", "0.31")
+    requests = run_trace(tmp_path, "input_len,output_len\n1500,500\n10,10\n", *options)
     assert list(requests.status) == ["rejected", "completed"]
     assert "whole KV cache" in requests.reject_reason[0]
 

@@ -8,12 +8,10 @@ Scenarios use blocks of a few tokens, so the expected numbers can be counted by 
 docstrings.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
+from scripted_beams import ScriptedBeams
 
-from kvsim.policies.beam import BeamModel
 from kvsim.policies.contiguous import ContiguousKVManager, reserve_exact
 from kvsim.policies.paged import PagedKVManager
 from kvsim.policies.registry import PolicyContext, get_policy
@@ -291,16 +289,6 @@ def test_a_group_that_only_partly_fits_holds_nothing():
     s.complete(plan)
     admitted = [p.requests for p in drain(s) if p.kind == PREFILL]
     assert admitted == [[group]]
-
-
-@dataclass(frozen=True)
-class ScriptedBeams(BeamModel):
-    """Always the same parents, so the copies can be counted by hand."""
-
-    script: tuple[int, ...] = ()
-
-    def parents(self, rng, width):
-        return np.array(self.script)
 
 
 def test_beams_without_sharing_copy_their_parents_kv():

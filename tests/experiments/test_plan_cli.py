@@ -53,6 +53,7 @@ def test_the_recommended_cluster_meets_the_slos_on_fresh_seeds_and_one_fewer_doe
     result = runner.invoke(app, [*QUESTION, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     plan = pd.read_csv(tmp_path / "plan.csv")
+    assert plan["target_rate"].eq(TARGET).all()
     replicas = int(plan["replicas"].iloc[0])
     assert replicas > 1  # the question needs several replicas, so "one fewer" means something
     assert f"Answer: {replicas} x {GPU}" in result.stdout
@@ -83,6 +84,7 @@ def no_work(monkeypatch):
 
     monkeypatch.setattr("kvsim.experiments.plan.plan_capacity", started)
     monkeypatch.setattr("kvsim.experiments.plan.run_sweep", started)
+    monkeypatch.setattr("kvsim.experiments.plan.run_problem", started)
 
 
 BASE = ["plan", "--target-rate", "4", "--slo", "ttft:p90:2s"]
@@ -98,6 +100,13 @@ BASE = ["plan", "--target-rate", "4", "--slo", "ttft:p90:2s"]
         (["plan", "--target-rate", "4", "--slo", "queue:p90:2s"], "metric"),
         (["plan", "--target-rate", "0", "--slo", "ttft:p90:2s"], "--target-rate"),
         (["plan", "--target-rate", "nan", "--slo", "ttft:p90:2s"], "--target-rate"),
+        (["plan", "--target-rate", "", "--slo", "ttft:p90:2s"], "--target-rate has an empty value"),
+        (["plan", "--target-rate", "10,,20", "--slo", "ttft:p90:2s"], "--target-rate has an empty value"),
+        (["plan", "--target-rate", "10,-5", "--slo", "ttft:p90:2s"], "--target-rate must be a positive"),
+        (["plan", "--target-rate", "10,fast", "--slo", "ttft:p90:2s"], "'fast' is not a number"),
+        (["plan", "--target-rate", "10,20,10.0", "--slo", "ttft:p90:2s"], "names a rate twice"),
+        ([*BASE, "--executor", "dask"], "--executor must be one of local, ray"),
+        ([*BASE, "--address", "auto"], "--address is for --executor ray"),
         ([*BASE, "--rate", "3"], "set by the planner"),
         ([*BASE, "--seed", "3"], "set by the planner"),
         ([*BASE, "--trace", "sharegpt,alpaca"], "takes one value"),

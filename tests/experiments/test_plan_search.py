@@ -230,12 +230,12 @@ def test_cost_per_token_follows_the_price(tmp_path):
     from kvsim.experiments.plan import ConfigPlan
 
     check = [{"steady_throughput_output_tok_s": 1000.0}]
-    cheap = ConfigPlan({"gpu": "a100-80gb"}, "a100-80gb", 2, [5.0], 3, check, [], 1.5)
-    dear = ConfigPlan({"gpu": "a100-80gb"}, "a100-80gb", 2, [5.0], 3, check, [], 3.0)
+    cheap = ConfigPlan({"gpu": "a100-80gb"}, "a100-80gb", 2, [5.0], 10.0, 3, check, [], 1.5)
+    dear = ConfigPlan({"gpu": "a100-80gb"}, "a100-80gb", 2, [5.0], 10.0, 3, check, [], 3.0)
     assert cheap.cost_per_hour == 3 * 2 * 1.5
     assert dear.cost_per_million_output_tokens == 2 * cheap.cost_per_million_output_tokens
     assert cheap.cost_per_million_output_tokens == pytest.approx(9.0 / (1000 * 3600) * 1e6)
-    assert math.isnan(ConfigPlan({}, "x", 1, [0.0], None, [], [], 1.0).cost_per_hour)
+    assert math.isnan(ConfigPlan({}, "x", 1, [0.0], 10.0, None, [], [], 1.0).cost_per_hour)
     json.dumps(cheap.hardware)
 
 
@@ -244,11 +244,11 @@ def test_a_configuration_that_cannot_run_is_kept_aside_not_searched():
     from kvsim.experiments.plan import make_spec
 
     spec = make_spec(
-        {"model": ["llama-2-70b"], "gpu": ["a100-80gb"], "tensor_parallel": [1, 4]}, 10.0, ["ttft:p90:2s"]
+        {"model": ["llama-2-70b"], "gpu": ["a100-80gb"], "tensor_parallel": [1, 4]}, [10.0], ["ttft:p90:2s"]
     )
     assert [bool(problem) for problem in spec.problems] == [True, False]
     with pytest.raises(KvsimError, match="no configuration can run"):
-        make_spec({"model": ["llama-2-70b"], "gpu": ["a100-80gb"]}, 10.0, ["ttft:p90:2s"])
+        make_spec({"model": ["llama-2-70b"], "gpu": ["a100-80gb"]}, [10.0], ["ttft:p90:2s"])
 
 
 def test_ranking_and_pareto_front():
@@ -259,7 +259,7 @@ def test_ranking_and_pareto_front():
 
     def config(name, replicas, price, ttft):
         check = [{"steady_throughput_output_tok_s": 100.0, slo.key: ttft, "goodput": 1.0}]
-        return ConfigPlan({"gpu": name}, name, 1, [1.0], replicas, check if replicas else [], [], price)
+        return ConfigPlan({"gpu": name}, name, 1, [1.0], 10.0, replicas, check if replicas else [], [], price)
 
     cheap_slow, dear_fast, dominated = (
         config("a", 4, 1.0, 1.5),
@@ -267,11 +267,11 @@ def test_ranking_and_pareto_front():
         config("c", 4, 2.0, 1.8),
     )
     failing = config("d", None, 0.1, 0.0)
-    spec = PlanSpec({}, ({},), 10.0, (slo,))
+    spec = PlanSpec({}, ({},), (10.0,), (slo,))
     result = PlanResult(spec, [dominated, failing, dear_fast, cheap_slow], pd.DataFrame(), [], {})
-    assert result.ranked() == [cheap_slow, dominated, dear_fast, failing]
-    assert result.cheapest is cheap_slow
-    assert set(map(id, result.pareto(slo))) == {id(cheap_slow), id(dear_fast)}
+    assert result.ranked(10.0) == [cheap_slow, dominated, dear_fast, failing]
+    assert result.cheapest(10.0) is cheap_slow
+    assert set(map(id, result.pareto(slo, 10.0))) == {id(cheap_slow), id(dear_fast)}
 
 
 def test_routers_share_one_bisection_and_each_get_a_cluster_check():
@@ -280,7 +280,7 @@ def test_routers_share_one_bisection_and_each_get_a_cluster_check():
     from kvsim.experiments.plan import make_spec, plan_capacity
 
     grid = {"model": ["opt-13b"], "gpu": ["a100-40gb"], "router": ["round-robin", "least-loaded"]}
-    spec = make_spec(grid, 3.0, ["ttft:p90:2s"], seeds=1, requests_per_replica=150, tolerance=0.2)
+    spec = make_spec(grid, [3.0], ["ttft:p90:2s"], seeds=1, requests_per_replica=150, tolerance=0.2)
     result = plan_capacity(spec, jobs=2)
     probes = result.points[result.points["purpose"] == "capacity"]
     assert set(probes["router"]) == {"round-robin"}
@@ -304,9 +304,11 @@ def test_the_printed_plan_names_the_answer_and_why_others_fail():
         "meets": True,
     }
     fewer = [{**row, slo.key: 30.0, "meets": False, "stable": False}]
-    ok = ConfigPlan({"gpu": "a100-80gb"}, "a100-80gb", 1, [2.5, 2.9], 4, [row], fewer, 2.0)
-    broken = ConfigPlan({"gpu": "a100-40gb"}, "a100-40gb", 1, [], None, [], [], 1.0, "weights do not fit")
-    spec = PlanSpec({}, ({"gpu": "a100-80gb"}, {"gpu": "a100-40gb"}), 10.0, (slo,), seeds=(0, 1))
+    ok = ConfigPlan({"gpu": "a100-80gb"}, "a100-80gb", 1, [2.5, 2.9], 10.0, 4, [row], fewer, 2.0)
+    broken = ConfigPlan(
+        {"gpu": "a100-40gb"}, "a100-40gb", 1, [], 10.0, None, [], [], 1.0, "weights do not fit"
+    )
+    spec = PlanSpec({}, ({"gpu": "a100-80gb"}, {"gpu": "a100-40gb"}), (10.0,), (slo,), seeds=(0, 1))
     console = Console(record=True, width=200)
     print_plan(console, PlanResult(spec, [ok, broken], pd.DataFrame(), [], {"m": "measured"}))
     text = console.export_text()
@@ -314,3 +316,30 @@ def test_the_printed_plan_names_the_answer_and_why_others_fail():
     assert "3 replicas do not: 1 of 2 seeds miss" in text
     assert "a100-40gb: weights do not fit" in text
     assert "2.50-2.90" in text
+
+
+def test_a_range_prints_an_answer_per_target_and_a_shared_failure_once():
+    from rich.console import Console
+
+    from kvsim.experiments.plan import ConfigPlan, PlanResult, PlanSpec
+    from kvsim.reports.plan_report import print_plan
+
+    slo = Slo.parse("ttft:p90:2s")
+    row = {"steady_throughput_output_tok_s": 100.0, slo.key: 0.5, "goodput": 1.0, "cost_model": "m"}
+    configs = [
+        answer
+        for target, replicas in ((5.0, 2), (10.0, 4))
+        for answer in (
+            ConfigPlan({"gpu": "a100-80gb"}, "a100-80gb", 1, [2.9], target, replicas, [row], [], 2.0),
+            ConfigPlan(
+                {"gpu": "a100-40gb"}, "a100-40gb", 1, [], target, None, [], [], 1.0, "weights do not fit"
+            ),
+        )
+    ]
+    spec = PlanSpec({}, ({"gpu": "a100-80gb"}, {"gpu": "a100-40gb"}), (5.0, 10.0), (slo,), seeds=(0,))
+    console = Console(record=True, width=200)
+    print_plan(console, PlanResult(spec, configs, pd.DataFrame(), [], {"m": "measured"}))
+    text = console.export_text()
+    assert "Answer: 2 x a100-80gb (2 GPUs) serve 5 req/s" in text
+    assert "Answer: 4 x a100-80gb (4 GPUs) serve 10 req/s" in text
+    assert text.count("a100-40gb: weights do not fit") == 1

@@ -58,6 +58,11 @@ def test_full_size_layers_match_transformers(name, dtype):
     extra, fresh = (torch.randint(0, spec.vocab_size, (n,), generator=gen).tolist() for n in (7, 50))
     logits = runner.prefill([extra, fresh], [tables[0], list(range(20, 40))], [103, 0])
     errs += [_rel_err(logits[0], hf_last(seqs[0] + follow[0] + extra)), _rel_err(logits[1], hf_last(fresh))]
+    # The first sequence alone: a batch of one, whose projections run kvsim's GEMV.
+    context = seqs[0] + follow[0] + extra
+    solo = torch.randint(0, spec.vocab_size, (1,), generator=gen).tolist()
+    logits = runner.decode(solo, [len(context)], tables[:1])
+    errs.append(_rel_err(logits[0], hf_last(context + solo)))
     print(
         f"{name} {dtype}: relative logit errors vs transformers fp32: " + " ".join(f"{e:.1e}" for e in errs)
     )

@@ -71,14 +71,16 @@ def full_gpu(duration_us: float):
 
 
 def test_srpt_runs_the_least_remaining_work_first_and_fifo_the_oldest():
-    # B fills the GPU until 100 us; A (50 us of work) arrives at 1 us, C (10 us) at 2 us.
+    # B fills the GPU until 100 us; A (50 us of work) arrives at 1 us, C (10 us) at 2 us. No
+    # kernel may wait for room, so neither is committed before the order chooses at 100 us.
     chains = {"long": chain("long", full_gpu(100)), "short": chain("short", full_gpu(50))}
     mix = Mix("three", ("long", "short", "tiny"), (1, 1, 1), (5, 5, 5))
     chains["tiny"] = chain("tiny", full_gpu(10))
     stream = JobStream(np.array([0.0, 1 * US, 2 * US]), np.array([0, 1, 2]))
 
     def finished(policy):
-        return simulate(chains, mix, stream, policy, SMALL_GPU).jobs.finished.to_numpy() / US
+        settings = DispatchSettings(outstanding_limit=0)
+        return simulate(chains, mix, stream, policy, SMALL_GPU, settings).jobs.finished.to_numpy() / US
 
     assert finished("paella-srpt") == pytest.approx([100, 160, 110])
     assert finished("paella-kernel-fifo") == pytest.approx([100, 150, 160])
@@ -115,16 +117,39 @@ def bound_order(threshold: float, alpha: float = 0.25) -> ShortestRemaining:
     return order
 
 
-def test_fairness_counter_sends_a_starved_model_next():
+def dispatch(order: ShortestRemaining, active: list[Job]) -> Job:
+    """The order's choice, launched as the dispatcher launches it."""
+    job = order.choose(active)
+    order.dispatched(job, active)
+    job.launch_next()
+    return job
+
+
+def test_fairness_counter_sends_a_passed_over_model_next():
     order = bound_order(threshold=1.0)
-    short, long = ready_job(0, 0, 3), ready_job(1, 1, 9)
-    assert order.choose([short, long]) is short
-    order.dispatched(short)
-    assert order.deficit.sum() == pytest.approx(0)
-    assert order.choose([short, long]) is short  # b's counter is 1/2, under the threshold
-    order.dispatched(short)
+    shorts, long = [ready_job(i, 0, 3) for i in range(3)], ready_job(3, 1, 9)
+    active = [*shorts, long]
+    assert dispatch(order, active) is shorts[0]
+    assert order.deficit.tolist() == pytest.approx([-0.5, 0.5])  # both could run: 1/2 credit each
+    assert dispatch(order, active) is shorts[1]  # b's counter is 1/2, under the threshold
     assert order.deficit[1] == pytest.approx(1.0)
-    assert order.choose([short, long]) is long
+    assert dispatch(order, active) is long
+    # b's only ready job went: its counter is dropped, not carried until it is ready again
+    assert order.deficit[1] == 0.0
+
+
+def test_a_model_without_a_ready_job_earns_no_credit():
+    # b's job runs a kernel while a's jobs are dispatched ten times over: b was never passed
+    # over, so once its job is ready again SRPT still prefers a's shorter work.
+    order = bound_order(threshold=1.0)
+    shorts, long = [ready_job(0, 0, 3), ready_job(1, 0, 3)], ready_job(2, 1, 9)
+    active = [*shorts, long]
+    long.launch_next()
+    for _ in range(10):
+        order.dispatched(order.choose(active), active)
+    assert order.deficit[1] == 0.0
+    long.in_flight = False
+    assert order.choose(active) is shorts[0]
 
 
 def test_without_a_threshold_srpt_never_yields():
@@ -132,7 +157,67 @@ def test_without_a_threshold_srpt_never_yields():
     short, long = ready_job(0, 0, 3), ready_job(1, 1, 9)
     for _ in range(20):
         assert order.choose([short, long]) is short
-        order.dispatched(short)
+        order.dispatched(short, [short, long])
+
+
+def test_the_fairness_threshold_changes_the_order_of_a_run():
+    # Full-GPU kernels of 10 us run one at a time. a's jobs (one kernel) at 0, 10, 20 and 30 us
+    # run alone; b's job (three kernels) arrives at 35 us, a's S1, S2, S3 at 36, 37 and 38.
+    # From 40 us SRPT prefers a's jobs (10 us left against 30). At threshold 1, b, passed over
+    # twice (1/2 credit each), goes at 60 us, and S3 waits for it; its four kernels of waiting
+    # before b arrived earn it nothing. Without a threshold b goes last. No kernel may wait
+    # for room, so each is chosen when the GPU frees.
+    chains = {"a": chain("a", full_gpu(10)), "b": chain("b", *[full_gpu(10)] * 3)}
+    mix = Mix("two", ("a", "b"), (1, 1), (10, 10))
+    stream = JobStream(np.array([0.0, 10, 20, 30, 35, 36, 37, 38]) * US, np.array([0, 0, 0, 0, 1, 0, 0, 0]))
+
+    def finished(threshold):
+        settings = DispatchSettings(outstanding_limit=0, fairness_threshold=threshold)
+        return (
+            simulate(chains, mix, stream, "paella-srpt", SMALL_GPU, settings).jobs.finished.to_numpy()[4:]
+            / US
+        )
+
+    assert finished(1.0) == pytest.approx([100, 50, 60, 80])
+    assert finished(math.inf) == pytest.approx([100, 50, 60, 70])
+
+
+# The gate: three kernels on the four SMs. A (4 blocks of 150 KiB of shared memory, one per SM)
+# runs from 0 to 100 us. B (8 blocks of 60 KiB, 100 us) arrives at 1 us: one block fits beside
+# A on each SM, so it would start only half. C (4 small blocks, 10 us) arrives at 2 us and fits
+# whole beside A and half of B.
+GATE_CHAINS = {
+    "a": chain("a", kernel(100, 4, smem=150 * 1024)),
+    "b": chain("b", kernel(100, 8, threads=256, smem=60 * 1024)),
+    "c": chain("c", kernel(10, 4, threads=256)),
+}
+GATE_MIX = Mix("gate", ("a", "b", "c"), (1, 1, 1), (1, 1, 1))
+GATE_STREAM = JobStream(np.array([0.0, 1, 2]) * US, np.array([0, 1, 2]))
+
+
+def gate_run(policy: str, outstanding_limit: int):
+    settings = DispatchSettings(outstanding_limit=outstanding_limit)
+    run = simulate(GATE_CHAINS, GATE_MIX, GATE_STREAM, policy, SMALL_GPU, settings, record_kernels=True)
+    return run.kernels.set_index("job").sort_index()[["started", "finished"]].to_numpy() / US
+
+
+@pytest.mark.parametrize("policy", ["paella-kernel-fifo", "paella-srpt"])
+def test_a_kernel_that_starts_whole_goes_while_another_waits_for_room(policy):
+    # B goes as the one kernel allowed to wait; C then starts at once instead of waiting
+    # for B's last blocks to be placed at 100 us.
+    np.testing.assert_allclose(gate_run(policy, outstanding_limit=1), [[0, 100], [1, 200], [2, 12]])
+
+
+def test_with_no_kernel_allowed_to_wait_one_that_would_start_part_waits_for_room():
+    # B is held until A's end leaves room for all of it; SRPT meanwhile sends C, which fits.
+    np.testing.assert_allclose(gate_run("paella-srpt", outstanding_limit=0), [[0, 100], [100, 200], [2, 12]])
+
+
+def test_the_dispatcher_never_passes_over_its_choice():
+    # Kernel-by-kernel FIFO chooses B, which may not go: C, though it fits, waits behind it.
+    np.testing.assert_allclose(
+        gate_run("paella-kernel-fifo", outstanding_limit=0), [[0, 100], [100, 200], [100, 110]]
+    )
 
 
 def test_kernel_length_estimates_move_toward_what_is_observed():

@@ -6,10 +6,9 @@ with probability proportional to ``(r + 1) ** -skew``. With a fixed seed the fre
 deterministic; the tolerance is 5 binomial standard deviations of each frequency.
 """
 
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
+from scripted_beams import ScriptedBeams
 
 from kvsim.policies.beam import BeamModel
 from kvsim.policies.paged import PagedKVManager
@@ -77,16 +76,6 @@ def test_draws_depend_only_on_seed_and_request():
 
     assert draws(1, 7) == draws(1, 7)
     assert draws(1, 7) != draws(1, 8) and draws(1, 7) != draws(2, 7)
-
-
-@dataclass(frozen=True)
-class ScriptedBeams(BeamModel):
-    """Always the same parents, so the fork/drop bookkeeping can be worked out by hand."""
-
-    script: tuple[int, ...] = ()
-
-    def parents(self, rng, width):
-        return np.array(self.script)
 
 
 def test_reselection_forks_a_parent_chosen_c_times_c_minus_1_times_and_drops_the_unchosen():

@@ -45,6 +45,14 @@ class SharingMachine(RuleBasedStateMachine):
     def _contents(self, table: list[int], length: int, memory: dict[int, int]) -> list[int]:
         return [memory.get(table[p // BLOCK] * BLOCK + p % BLOCK) for p in range(length)]
 
+    @staticmethod
+    def _copy_block(src: dict[int, int], old: int, dst: dict[int, int], new: int) -> None:
+        """A block copy (copy-on-write, swap) in the shadow: what block ``old`` of ``src``
+        holds, slot by slot, into block ``new`` of ``dst``."""
+        for slot in range(BLOCK):
+            if old * BLOCK + slot in src:
+                dst[new * BLOCK + slot] = src[old * BLOCK + slot]
+
     @rule(length=st.integers(1, 14))
     def admit(self, length: int) -> None:
         if self.kv.can_admit(length, length):
@@ -77,9 +85,7 @@ class SharingMachine(RuleBasedStateMachine):
             for i, (old, new) in enumerate(zip(before[s], after)):
                 if old != new:  # a copy: the table points at the copy, which holds the old contents
                     assert i == len(before[s]) - 1, "only the last block is ever copied"
-                    for slot in range(BLOCK):
-                        if old * BLOCK + slot in self.gpu:
-                            self.gpu[new * BLOCK + slot] = self.gpu[old * BLOCK + slot]
+                    self._copy_block(self.gpu, old, self.gpu, new)
             self._write(s, 1)
         self.kv.take_step_moves()
 
@@ -100,9 +106,7 @@ class SharingMachine(RuleBasedStateMachine):
         self.kv.swap_out(group)
         for s in group:
             for old, new in zip(before[s], self.kv.cpu_tables[s]):
-                for slot in range(BLOCK):
-                    if old * BLOCK + slot in self.gpu:
-                        self.cpu[new * BLOCK + slot] = self.gpu[old * BLOCK + slot]
+                self._copy_block(self.gpu, old, self.cpu, new)
             self.swapped[s] = self.tokens.pop(s)
 
     @precondition(lambda self: self.swapped)
@@ -115,9 +119,7 @@ class SharingMachine(RuleBasedStateMachine):
         self.kv.swap_in(group)
         for s in group:
             for old, new in zip(before[s], self.kv.block_tables[s]):
-                for slot in range(BLOCK):
-                    if old * BLOCK + slot in self.cpu:
-                        self.gpu[new * BLOCK + slot] = self.cpu[old * BLOCK + slot]
+                self._copy_block(self.cpu, old, self.gpu, new)
             self.tokens[s] = self.swapped.pop(s)
             assert self._contents(self.kv.block_tables[s], len(self.tokens[s]), self.gpu) == self.tokens[s]
 

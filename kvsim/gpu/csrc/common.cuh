@@ -87,3 +87,27 @@ __device__ __forceinline__ void load_row(const u16* __restrict__ p, float (&out)
   load_packed<N>(p, packed);
   unpack_row<T, N>(packed, out);
 }
+
+// N floats rounded to T and stored as consecutive 16-bit values, with the widest aligned
+// vector stores that N allows (the caller guarantees the alignment, as for load_packed).
+template <typename T, int N>
+__device__ __forceinline__ void store_row(u16* __restrict__ p, const float (&in)[N]) {
+  Packed<N> packed;
+#pragma unroll
+  for (int i = 0; i < N / 2; ++i)
+    packed.w[i] = (u32)from_float<T>(in[2 * i]) | ((u32)from_float<T>(in[2 * i + 1]) << 16);
+  if constexpr (N % 8 == 0) {
+#pragma unroll
+    for (int i = 0; i < N / 8; ++i) {
+      uint4 v;
+      v.x = packed.w[4 * i];
+      v.y = packed.w[4 * i + 1];
+      v.z = packed.w[4 * i + 2];
+      v.w = packed.w[4 * i + 3];
+      reinterpret_cast<uint4*>(p)[i] = v;
+    }
+  } else {
+#pragma unroll
+    for (int i = 0; i < N / 2; ++i) reinterpret_cast<u32*>(p)[i] = packed.w[i];
+  }
+}

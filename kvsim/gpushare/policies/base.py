@@ -24,7 +24,7 @@ class DispatchSettings:
     """The knobs of the policies (each policy reads those that concern it)."""
 
     hardware_queues: int = 8  # CUDA_DEVICE_MAX_CONNECTIONS (CUDA's default is 8)
-    outstanding_limit: int = 0  # Paella: issued kernels allowed to wait for SM room
+    outstanding_limit: int = 2  # Paella: issued kernels allowed to wait for SM room (its --extra_kernels)
     dispatch_overhead_s: float = 0.0  # Paella: the dispatcher's own time per kernel
     ewma_alpha: float = 0.25  # Paella SRPT: weight of the newest observed kernel length
     fairness_threshold: float = math.inf  # Paella SRPT: deficit at which a model goes next

@@ -3,9 +3,12 @@
 Jobs never go to the GPU whole. The dispatcher holds every admitted job; a job is *ready*
 when its previous kernel has finished (its next kernel may start). It asks its *order* for a
 ready job and issues that job's next kernel, after ``dispatch_overhead_s`` spent deciding
-and launching, when the kernel would start at once (no issued kernel waits for SM room and
-one of its blocks fits now), or when fewer than ``outstanding_limit`` issued kernels wait
-(kernels queued beyond full occupancy, committed before the GPU has room; 0: none). A
+and launching, when the kernel would start whole at once (every block it would get on an
+empty GPU fits in the room free now, whatever else waits), or when fewer than
+``outstanding_limit`` issued kernels wait for room (kernels committed beyond full occupancy,
+so that the SMs that free are taken without a round trip to the dispatcher; Paella's
+``--extra_kernels``, 2 by default). Otherwise the dispatcher waits for room: it never passes
+over the order's choice for a kernel that fits, as Paella's loop stops at its queue's top. A
 kernel therefore never waits in a hardware queue behind another job's blocked kernel, and the
 order, not arrival, decides who gets the SMs that free.
 
@@ -18,9 +21,12 @@ Orders:
   model's k-th kernel starts at its profiled duration and is learned online: each time such a
   kernel finishes, estimate = (1 - alpha) x estimate + alpha x its observed run time (from its
   first block placed to its last block done, so slowed by contention as the GPU slows it).
-  **Fairness** by deficit counters: every dispatch charges the chosen job's model 1 and
-  credits every model 1/(number of models) (the counters always sum to zero); when a model
-  with a ready job has reached ``fairness_threshold``, the one with the largest counter goes
+  **Fairness** by deficit counters, as Paella's JobQueue keeps them: a model has a counter
+  while it has a ready job. Every dispatch credits each such model 1/(their number) and
+  charges the chosen job's model 1; a model whose last ready job is dispatched loses its
+  counter (it starts again from 0 when it next has a ready job), so a counter measures how
+  long a model has been passed over while it could run, not how rarely it has jobs. When a
+  model's counter has reached ``fairness_threshold``, the one with the largest counter goes
   next (its job with the least remaining work). An infinite threshold is pure SRPT.
 """
 
@@ -51,8 +57,9 @@ class Order:
     def choose(self, active: list[Job]) -> Job | None:
         raise NotImplementedError
 
-    def dispatched(self, job: Job) -> None:
-        """``job``'s next kernel is being launched."""
+    def dispatched(self, job: Job, active: list[Job]) -> None:
+        """``job``'s next kernel is being launched, chosen from ``active`` (as :meth:`choose`
+        saw it)."""
 
     def finished(self, run: KernelRun) -> None:
         """``run`` finished (its times are set)."""
@@ -97,9 +104,17 @@ class ShortestRemaining(Order):
                 ready = [j for j in ready if j.model_index == first]
         return min(ready, key=lambda j: (self.remaining_s(j), *_age(j)))
 
-    def dispatched(self, job: Job) -> None:
-        self.deficit += 1.0 / len(self.deficit)
+    def dispatched(self, job: Job, active: list[Job]) -> None:
+        waiting = np.zeros(len(self.deficit), dtype=bool)  # models with a ready job
+        still = False  # whether the chosen model keeps a ready job after this one
+        for other in active:
+            if not other.in_flight:
+                waiting[other.model_index] = True
+                still = still or (other is not job and other.model_index == job.model_index)
+        self.deficit[waiting] += 1.0 / waiting.sum()
         self.deficit[job.model_index] -= 1.0
+        if not still:
+            self.deficit[job.model_index] = 0.0
 
     def finished(self, run: KernelRun) -> None:
         model = run.job.model_index
@@ -126,7 +141,7 @@ class SoftwareDispatcher(DispatchPolicy):
                 job = self.order.choose(self.active)
                 if job is None or not self._may_issue(job):
                     break
-                self.order.dispatched(job)
+                self.order.dispatched(job, self.active)
                 run = job.launch_next()
                 if job.all_launched:
                     self.active.remove(job)
@@ -137,11 +152,10 @@ class SoftwareDispatcher(DispatchPolicy):
             yield self._wake
 
     def _may_issue(self, job: Job) -> bool:
-        """Whether ``job``'s next kernel may go now: it would start at once (nothing issued
-        waits and one of its blocks fits), or fewer than ``outstanding_limit`` kernels wait."""
-        if len(self.gpu.waiting) < self.limit:
-            return True
-        return not self.gpu.waiting and self.gpu.fits_now(job.shapes[job.next_kernel].need)
+        """Whether ``job``'s next kernel may go now: it would start whole at once (whatever
+        else waits), or fewer than ``outstanding_limit`` issued kernels wait for room."""
+        shape = job.shapes[job.next_kernel]
+        return self.gpu.starts_whole(shape.need, shape.blocks) or len(self.gpu.waiting) < self.limit
 
     def _poke(self) -> None:
         if not self._wake.triggered:
