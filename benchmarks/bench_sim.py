@@ -26,6 +26,9 @@ schedulers (their own default budgets, unless the setting sets one):
           over-length requests clipped the way Vidur clips them
 
     python benchmarks/bench_sim.py [--sizes 1000,10000,100000] [--markdown]
+
+``--table results.json`` prints the side-by-side table of benchmarks/RESULTS.md from a
+``--vs-vidur`` run's results.
 """
 
 from __future__ import annotations
@@ -232,6 +235,40 @@ def vs_vidur(args) -> None:
     print(f"wrote {work / 'results.json'}")
 
 
+def vidur_table(rows: list[dict]) -> str:
+    """The side-by-side table of benchmarks/RESULTS.md, from a ``--vs-vidur`` results.json."""
+    header = (
+        "| size | simulator | runs | wall s, median (min) | CPU s, median | requests / wall-s "
+        "| iterations / wall-s | peak RSS MiB | iterations | iterations / request | step events "
+        "| simulated s | completed | ratio vs Vidur, median (min) |"
+    )
+    lines = [header, "|" + "---|" * header.count(" | ") + "---|"]
+    for r in rows:
+        ratio = (
+            f"{r['req_s_ratio_vs_vidur_median']}× ({r['req_s_ratio_vs_vidur_min']}×)"
+            if "req_s_ratio_vs_vidur_median" in r
+            else "—"
+        )
+        cells = [
+            r["size"],
+            r["simulator"],
+            r["runs"],
+            f"{r['wall_median_s']:.2f} ({r['wall_min_s']:.2f})",
+            f"{r['cpu_s_median']:.2f}",
+            f"{r['req_per_s_median']:,.0f}",
+            f"{r['iter_per_s_median']:,}",
+            r["peak_rss_mib_median"],
+            f"{r['iterations']:,}",
+            r["iter_per_request"],
+            f"{r['events']:,}" if r.get("events") else "—",
+            f"{r['simulated_s']:,.1f}",
+            f"{r['completed']:,}",
+            ratio,
+        ]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000,10000,100000")
@@ -249,7 +286,11 @@ def main() -> None:
         "--no-ff-sizes", default="1000,10000", help="kvsim sizes also run with fast-forward off (--vs-vidur)"
     )
     parser.add_argument("--work", default="/tmp/kvsim-vs-vidur", help="scratch folder (--vs-vidur)")
+    parser.add_argument("--table", type=Path, help="print RESULTS.md's table from a --vs-vidur results.json")
     args = parser.parse_args()
+    if args.table:
+        print(vidur_table(json.loads(args.table.read_text())))
+        return
     if args.vs_vidur:
         args.no_ff_sizes = {int(n) for n in args.no_ff_sizes.split(",") if n}
         if args.sizes == "1000,10000,100000":

@@ -79,9 +79,11 @@ class V1Scheduler(Scheduler):
         if served is None:  # someone lacks a block: request by request, preempting
             served, new, context, preempted = self._serve_running(budget, threshold)
             decoding = False
+            self._running_seqs = None  # the batch lost its victims
         budget -= int(new.sum())
         known = self.seq_table.num_tokens
-        partial = int((context < known[[r.seqs[0] for r in served]]).sum()) if served else 0
+        # Prompts left part-way by this step (none when every served request decodes).
+        partial = 0 if decoding or not served else int((context < known[self._seqs_of(served)]).sum())
         started: list[Request] = []
         chunks: list[tuple[int, int]] = []
         while self.waiting and budget > 0 and not preempted and len(self.running) < self.max_num_seqs:
@@ -199,16 +201,24 @@ class V1Scheduler(Scheduler):
             request.recomputed_tokens += total - request.prompt_len
         return new, cached + new
 
+    def _seqs_of(self, requests: list[Request]) -> np.ndarray:
+        """The sequence of each of ``requests`` (one each under v1), in their order: the
+        batch's cached array when they are the whole running batch, as they usually are."""
+        if len(requests) == len(self.running):
+            return self._batch_seqs()
+        return np.array([request.seqs[0] for request in requests], dtype=np.int64)
+
     def _plan(self, requests, new, context, started, preempted) -> StepPlan:
-        seqs = np.array([request.seqs[0] for request in requests], dtype=np.int64)
+        seqs = self._seqs_of(requests)
         samples = context == self.seq_table.num_tokens[seqs]  # every known token computed: one more follows
         chunks = context - new < self.prefill_end[seqs]  # prompt tokens in it
-        if chunks.any():
-            for request, is_chunk, context_after in zip(requests, chunks.tolist(), context.tolist()):
-                if is_chunk and request.block_names:  # its computed full blocks can now be found
-                    names = request.block_names[: context_after // self.kv.block_size]
-                    self.sharing.name_blocks(request.seqs[0], names)
-        kind = DECODE if not chunks.any() else PREFILL if chunks.all() else MIXED
+        chunk_rows = chunks.nonzero()[0].tolist()  # a few entries; the rest decode
+        for row in chunk_rows:
+            request = requests[row]
+            if request.block_names:  # its computed full blocks can now be found
+                names = request.block_names[: int(context[row]) // self.kv.block_size]
+                self.sharing.name_blocks(request.seqs[0], names)
+        kind = DECODE if not chunk_rows else PREFILL if len(chunk_rows) == len(requests) else MIXED
         return StepPlan(
             kind,
             requests,
@@ -218,8 +228,8 @@ class V1Scheduler(Scheduler):
             preempted=preempted,
             samples=None if samples.all() else samples,
             prompts_started=started,
-            prompts_done=[r for r, c, s in zip(requests, chunks.tolist(), samples.tolist()) if c and s],
-            num_chunks=int(chunks.sum()),
+            prompts_done=[requests[row] for row in chunk_rows if samples[row]],
+            num_chunks=len(chunk_rows),
         )
 
     def _preempt(self, request: Request) -> None:

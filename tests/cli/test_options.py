@@ -120,7 +120,7 @@ def test_sweep_takes_every_field(monkeypatch, tmp_path):
         def submit(self, function, point):
             points.append(point)
             done = Future()
-            done.set_result(dict(point))
+            done.set_result((dict(point), []))  # a worker's row and the warnings it recorded
             return done
 
     monkeypatch.setattr("kvsim.experiments.sweep.ProcessPoolExecutor", Pool)
