@@ -1360,7 +1360,8 @@ def _(r):
     return "\n".join(lines)
 
 
-def _ms(seconds: float, digits: int = 2) -> str:
+def _ms_unit(seconds: float, digits: int = 2) -> str:
+    """Milliseconds with their unit, for prose (tables use `_ms`: bare numbers under an ms header)."""
     return f"{seconds * 1e3:.{digits}f} ms"
 
 
@@ -1400,15 +1401,19 @@ def _(r):
         )
         if len(lower):
             best = (lower[software] / lower[hardware]).idxmin()
-            text += f" ({best}: {_ms(lower.loc[best, hardware])} to {_ms(lower.loc[best, software])})"
+            text += (
+                f" ({best}: {_ms_unit(lower.loc[best, hardware])} to {_ms_unit(lower.loc[best, software])})"
+            )
         if len(higher):
             text += " and raises " + _and(
                 [
-                    f"{m}'s ({_ms(higher.loc[m, hardware])} to {_ms(higher.loc[m, software])})"
+                    f"{m}'s ({_ms_unit(higher.loc[m, hardware])} to {_ms_unit(higher.loc[m, software])})"
                     for m in higher.index
                 ]
             )
-        text += f"; the mean over all jobs goes from {_ms(mean[hardware])} to {_ms(mean[software])}."
+        text += (
+            f"; the mean over all jobs goes from {_ms_unit(mean[hardware])} to {_ms_unit(mean[software])}."
+        )
         parts.append(text)
     return (
         "**Reading (a).** "
@@ -1432,8 +1437,8 @@ def _(r):
     jain = table.drop_duplicates("threshold").set_index("threshold").jain_index
     helped = (mean[tight] / mean[loose]).idxmin()
     moves = [
-        f"{m}'s{' mean latency' if m == helped else ''} from {_ms(mean.loc[m, loose], 3)} to "
-        f"{_ms(mean.loc[m, tight], 3)}"
+        f"{m}'s{' mean latency' if m == helped else ''} from {_ms_unit(mean.loc[m, loose], 3)} to "
+        f"{_ms_unit(mean.loc[m, tight], 3)}"
         for m in [helped, *mean.index.drop(helped)]
     ]
     text = (
