@@ -351,8 +351,8 @@ def format_report(doc: dict) -> list[str]:
 
 def refit(doc: dict, spec: ModelSpec, gpu: GPUSpec) -> dict:
     """``doc`` fitted again from the raw measurements it carries (after a change to the cost
-    model's terms: no GPU needed). Its creation date, calibration times and block-size table
-    are kept."""
+    model's terms: no GPU needed). Its creation date, calibration times, block-size table and
+    tensor-parallel degree (a shard stays a shard) are kept."""
     raw = {
         **doc["measurements"],
         **doc["calibration"],
@@ -365,7 +365,9 @@ def refit(doc: dict, spec: ModelSpec, gpu: GPUSpec) -> dict:
     }
     if "decode_block_size" in doc:  # measured apart from the grid: kept as it is
         raw["decode_block_size"] = doc["decode_block_size"]
-    new = fit_profile(raw, spec, gpu, doc["block_size"], created=doc["created"])
+    new = fit_profile(
+        raw, spec, gpu, doc["block_size"], created=doc["created"], tensor_parallel=doc["tensor_parallel"]
+    )
     new["calibration"] = doc["calibration"]
     return new
 

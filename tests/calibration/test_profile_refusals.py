@@ -246,3 +246,11 @@ def test_a_shard_profile_prices_one_rank_of_its_degree(tmp_path, synthetic_profi
     assert_refused_by_run(
         path, "measured a shard of tensor parallelism 2, but the run uses --tensor-parallel 1"
     )
+
+
+def test_refitting_a_shard_profile_keeps_its_tensor_parallel_degree():
+    """A shard's refit is the same shard's profile: its degree and name come back with it (a
+    refit that said TP 1 would be refused by every run at --tp 4)."""
+    doc = load_profile(shipped_profile("llama-2-70b-tp4", "h200-141gb"))
+    refitted = refit(doc, ModelSpec(**doc["model"]), gpu_of(doc))
+    assert (refitted["tensor_parallel"], refitted["name"]) == (4, doc["name"])
