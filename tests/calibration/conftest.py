@@ -29,3 +29,18 @@ def true_profile(synthetic_profile) -> dict:
         "weights_s": WEIGHT_READ_S,
     }
     return doc
+
+
+@pytest.fixture
+def cuda_h100(monkeypatch):
+    """CUDA present and an H100 80GB as far as `simcli calibrate` can tell (no GPU touched)."""
+    from types import SimpleNamespace
+
+    import torch
+
+    monkeypatch.setattr("kvsim.calibration.calibrate.require_cuda", lambda command="calibrate": None)
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda i: SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=80 << 30),
+    )

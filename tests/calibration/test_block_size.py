@@ -5,7 +5,6 @@ table survives a refit and a transfer, and bad tables are refused in one line.""
 import copy
 import json
 import warnings
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -222,10 +221,11 @@ def test_factors_are_the_mean_over_shapes_of_the_time_over_the_reference():
     assert factors == {1: pytest.approx((3 + 2) / 2), 16: 1.0, 64: pytest.approx((1 + 0.5) / 2)}
 
 
-def test_block_sizes_only_adds_the_table_and_changes_nothing_else(monkeypatch, tmp_path, synthetic_profile):
+def test_block_sizes_only_adds_the_table_and_changes_nothing_else(
+    monkeypatch, tmp_path, synthetic_profile, cuda_h100
+):
     """`simcli calibrate --block-sizes-only --profile P --out Q` without a GPU: the measurement
     faked, the plumbing real."""
-    import torch
     from typer.testing import CliRunner
 
     from kvsim.cli import app
@@ -237,12 +237,6 @@ def test_block_sizes_only_adds_the_table_and_changes_nothing_else(monkeypatch, t
         asked.append((spec.name, reference, graphs))
         return table
 
-    monkeypatch.setattr("kvsim.calibration.calibrate.require_cuda", lambda command="calibrate": None)
-    monkeypatch.setattr(
-        torch.cuda,
-        "get_device_properties",
-        lambda i: SimpleNamespace(name="NVIDIA H100", total_memory=80 << 30),
-    )
     monkeypatch.setattr("kvsim.calibration.block_size.measure_block_sizes", measure)
     source, out = write_profile(tmp_path, synthetic_profile), tmp_path / "with-table.json"
     args = ["calibrate", "--block-sizes-only", "--profile", str(source), "--out", str(out)]

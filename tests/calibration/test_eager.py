@@ -5,11 +5,9 @@ the device; here it is faked and its plumbing is real."""
 
 import copy
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 from synthetic_steps import H100, SPEC, fit
 from test_profile_refusals import assert_refused_by_run, changed, refusal, write_profile
 from typer.testing import CliRunner
@@ -55,7 +53,7 @@ def test_a_derived_eager_profile_stays_eager(eager_profile):
 
 
 @pytest.fixture
-def fake_gpu(monkeypatch, raw_points):
+def fake_gpu(monkeypatch, raw_points, cuda_h100):
     """An H100 as far as calibrate can tell, and a Calibrator that records how it was made and
     returns the synthetic measurements (with the runner mode it was given)."""
     made = []
@@ -68,12 +66,6 @@ def fake_gpu(monkeypatch, raw_points):
         def run(self):
             return {**raw_points, "graphs": self.graphs}
 
-    monkeypatch.setattr("kvsim.calibration.calibrate.require_cuda", lambda command="calibrate": None)
-    monkeypatch.setattr(
-        torch.cuda,
-        "get_device_properties",
-        lambda i: SimpleNamespace(name="NVIDIA H100 80GB HBM3", total_memory=80 << 30),
-    )
     monkeypatch.setattr("kvsim.calibration.measure.Calibrator", Calibrator)
     return made
 
