@@ -206,8 +206,9 @@ def gemv_variant_table(models: list[str]) -> list[dict]:
 
 
 def runner_table(copy_bw: float, models: list[str]) -> list[dict]:
-    """Decode steps of each model at batch 1 and 64, contexts 128 and 512, eager and in the
-    runner's CUDA graphs, beside the floor of reading the weights (and the KV) once at the
+    """Decode steps of each model at batch 1 and 64, contexts 128 and 512: eager with the
+    2023 engine's unfused operations (what eager profiles measure), eager fused, and fused in
+    the runner's CUDA graphs, beside the floor of reading the weights (and the KV) once at the
     copy bandwidth."""
     rows, block_size, contexts = [], 16, (128, 512)
     for name in models:
@@ -215,6 +216,9 @@ def runner_table(copy_bw: float, models: list[str]) -> list[dict]:
         runner = ModelRunner(spec, num_blocks=64 * (max(contexts) // block_size + 1), block_size=block_size)
         timing.fill_random(runner)
         eager = {(b, c): timing.decode_ms(runner, b, c) for c in contexts for b in (1, 64)}
+        runner.fused = False  # read at every call: the same weights and caches, unfused
+        unfused = {(b, c): timing.decode_ms(runner, b, c) for c in contexts for b in (1, 64)}
+        runner.fused = True
         runner.capture([1, 64])
         for context in contexts:
             for b in (1, 64):
@@ -224,6 +228,7 @@ def runner_table(copy_bw: float, models: list[str]) -> list[dict]:
                         "model": name,
                         "batch": b,
                         "context": context,
+                        "eager_unfused_ms": unfused[b, context],
                         "eager_ms": eager[b, context],
                         "graph_ms": timing.decode_ms(runner, b, context),
                         "weight_floor_ms": spec.weight_bytes / copy_bw * 1e3,
@@ -233,6 +238,11 @@ def runner_table(copy_bw: float, models: list[str]) -> list[dict]:
         del runner
         torch.cuda.empty_cache()
     return rows
+
+
+def _ms_or_dash(ms: float | None) -> str:
+    """A time in a table, or a dash where the run that wrote the results did not measure it."""
+    return "-" if ms is None else f"{ms:.2f}"
 
 
 def markdown(results: dict) -> str:
@@ -317,12 +327,13 @@ def markdown(results: dict) -> str:
             "",
             "### Decode step (fp16, random weights, block size 16)",
             "",
-            "| model | batch | context | eager ms | CUDA graph ms | weight-read floor ms "
-            "| weights + KV floor ms | graph over floor |",
-            "|---|---|---|---|---|---|---|---|",
+            "| model | batch | context | eager unfused (2023 engine) ms | eager ms | CUDA graph ms "
+            "| weight-read floor ms | weights + KV floor ms | graph over floor |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['model']} | {r['batch']} | {r['context']} | {r['eager_ms']:.2f} | {r['graph_ms']:.2f} "
+            f"| {r['model']} | {r['batch']} | {r['context']} | {_ms_or_dash(r.get('eager_unfused_ms'))} "
+            f"| {r['eager_ms']:.2f} | {r['graph_ms']:.2f} "
             f"| {r['weight_floor_ms']:.2f} | {r['weight_kv_floor_ms']:.2f} "
             f"| {r['graph_ms'] / r['weight_kv_floor_ms'] - 1:+.0%} |"
             for r in results["runner"]

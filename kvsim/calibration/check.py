@@ -85,6 +85,9 @@ def predict(doc: dict, anchor: dict) -> float:
     gpu = float(
         decode_features(batch, rows, partition, np.array([anchor["total_context"]]))[0] @ coef["decode"]
     )
+    if "issue" in doc["coefficients"]:  # an eager step's GPU part waits for the host's issue
+        issue = np.array([doc["coefficients"]["issue"][t] for t, _ in TERMS["issue"]])
+        gpu = max(gpu, float(host_features(batch) @ issue))
     return gpu + float(host_features(batch) @ coef["host"])
 
 

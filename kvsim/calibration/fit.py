@@ -40,6 +40,10 @@ from kvsim.hardware import GPUSpec
 from kvsim.models import ModelSpec
 
 SPLIT_TERMS = ("fixed", "weights")  # one fitted intercept, split by the measured weight read
+# An eager decode step whose GPU part ends within this factor of the host's issue of it was
+# paced by the host (the GPU only finishes the last launches after it); beyond it, by the
+# GPU's own work. The tenth leaves room for the last layer's kernels and the head.
+HOST_PACED = 1.1
 
 
 def nnls_fit(
@@ -70,6 +74,11 @@ def _fit_kind(
         coef["weights"] = min(coef["fixed"], weight_read_s)
         coef["fixed"] -= coef["weights"]
     return {t: float(coef[t]) for t in names}
+
+
+def _host_paced(point: dict) -> bool:
+    """Whether the host's issue set a decode step's pace (eager points carry ``issue_s``)."""
+    return "issue_s" in point and point["gpu_s"] <= HOST_PACED * point["issue_s"]
 
 
 def _errors(predicted: list[float], measured: list[float]) -> dict:
@@ -196,6 +205,10 @@ def fit_profile(
     graphs = raw.get("graphs", True)
     weight_read_s = spec.weight_bytes / raw["ceilings"]["copy_bandwidth"]
     dec = [p for p in raw["decode"] if not p["heldout"]]
+    # An eager step's GPU part is the longer of the host's issue and the GPU's work: the
+    # decode terms are fitted where the GPU set the pace, the issue where the host did.
+    gpu_paced = [p for p in dec if not _host_paced(p)]
+    host_paced = [p for p in dec if _host_paced(p)]
     pre = [p for p in raw["prefill"] if not p["heldout"]]
     table = token_table(raw["prefill_tokens"], weight_read_s)
     linear = PrefillTokens(table, raw["prefill_padding"])
@@ -205,10 +218,10 @@ def fit_profile(
             np.array(
                 [
                     decode_features(p["batch"], *graph_for(sizes, partitions, p["batch"]), p["total_context"])
-                    for p in dec
+                    for p in gpu_paced
                 ]
             ),
-            np.array([p["gpu_s"] for p in dec]),
+            np.array([p["gpu_s"] for p in gpu_paced]),
             weight_read_s,
         ),
         # Host overhead is small and noisy (wall - GPU can be near 0): absolute errors.
@@ -258,6 +271,14 @@ def fit_profile(
             known=np.array(
                 [mixed_composition(linear, prefill, context_s, *_mixed_args(p)) for p in raw["mixed"]]
             ),
+        )
+    if host_paced:
+        coefficients["issue"] = _fit_kind(
+            "issue",
+            np.array([host_features(p["batch"]) for p in host_paced]),
+            np.array([p["issue_s"] for p in host_paced]),
+            weight_read_s,
+            relative=False,
         )
     # The measured range is the fitted points': held-out ones test the fit, not widen it.
     prefill_tokens = [sum(p["new_tokens"]) for p in pre + raw["prefill_tokens"]]
@@ -335,6 +356,12 @@ def format_report(doc: dict) -> list[str]:
     for kind in ("copy", "swap", "mixed"):
         if kind in r:
             lines.append(f"  {kind:8s} fitted: {pct(r[kind]['fitted'])}")
+    if "issue" in doc["coefficients"]:
+        issue = doc["coefficients"]["issue"]
+        lines.append(
+            f"  issue    {1e3 * issue['fixed']:.3f} ms + {1e6 * issue['batch']:.2f} us/seq per eager decode "
+            "step (the host's launches: the least its GPU part takes)"
+        )
     engine, coef = r["engine"], doc["coefficients"]["engine"]
     if engine.get("n"):
         lines.append(

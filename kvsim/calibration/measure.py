@@ -230,6 +230,20 @@ def _median_gpu_seconds(fn: Callable[[], None], repeats: int) -> float:
     return statistics.median(times)
 
 
+def _median_issue_seconds(fn: Callable[[], None], repeats: int) -> float:
+    """Median host-clock time for ``fn`` to return without waiting for the GPU, which is idle
+    when it starts: how long the host takes to issue an eager step's launches."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    torch.cuda.synchronize()
+    return statistics.median(times)
+
+
 def _median_wall_seconds(fn: Callable[[], None], repeats: int) -> float:
     """Median host-clock time of a synchronous ``fn`` (after one warm-up)."""
     fn()
@@ -294,7 +308,8 @@ class Calibrator:
         graphs: bool = True,
     ):
         """``graphs``: capture the runner's CUDA graphs as the executor does; off, every step
-        runs eagerly, each kernel launched by the host (vLLM's engine before CUDA graphs)."""
+        runs eagerly, each kernel launched by the host, with the unfused layer operations of
+        vLLM's engine before CUDA graphs (``ModelRunner(fused=False)``)."""
         self.spec, self.block_size, self.grid, self.log = spec, block_size, grid, log
         self.graphs = graphs
         self.max_batched_tokens = max_batched_tokens or max(DEFAULT_MAX_BATCHED_TOKENS, spec.max_model_len)
@@ -324,7 +339,12 @@ class Calibrator:
         num_blocks = self._kv_blocks()
         self.num_host_blocks = max(self.grid.swap_blocks)
         self.runner = ModelRunner(
-            self.spec, num_blocks, self.block_size, seed=self.seed, num_host_blocks=self.num_host_blocks
+            self.spec,
+            num_blocks,
+            self.block_size,
+            seed=self.seed,
+            num_host_blocks=self.num_host_blocks,
+            fused=self.graphs,
         )
         gen = torch.Generator(device="cuda").manual_seed(self.seed)
         for cache in self.runner.caches:
@@ -374,7 +394,7 @@ class Calibrator:
         step = lambda: r.decode(tokens, positions, tables).argmax(-1).tolist()
         wall = _median_wall_seconds(step, self.grid.repeats)
         gpu = _median_gpu_seconds(r.last_decode, self.grid.repeats)  # the forward pass of step's inputs
-        return {
+        point = {
             "batch": len(contexts),
             "total_context": int(sum(contexts)),
             "max_context": int(max(contexts)),
@@ -383,6 +403,9 @@ class Calibrator:
             "gpu_s": gpu,
             "wall_s": wall,
         }
+        if not self.graphs:  # eager, the GPU part is the host's issue where that is longer
+            point["issue_s"] = _median_issue_seconds(r.last_decode, self.grid.repeats)
+        return point
 
     def _mixed(self, batch: int, mean: int, limit: int) -> list[int]:
         """Per-sequence contexts uniform on [1, 2 mean), clipped to the model's context."""

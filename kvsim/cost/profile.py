@@ -58,10 +58,15 @@ TERMS: dict[str, tuple[tuple[str, str], ...]] = {
     # decode terms price in it: the decodes' own attention launches and table uploads, per
     # step and per decoding sequence.
     "mixed": (("fixed", "fixed"), ("decodes", "fixed")),
+    # An eager runner's host issuing a decode step's launches (eager profiles only): the GPU
+    # cannot finish the step before the host has issued it, so the step's GPU part is at
+    # least this long, whatever the GPU's own work (ProfileCostModel.decode_times).
+    "issue": (("fixed", "fixed"), ("batch", "fixed")),
 }
 #: Kinds a profile may lack: measured only since they exist (mixed steps since the v1
-#: scheduler). A profile without one prices that kind's steps by the other terms alone.
-OPTIONAL_KINDS = ("mixed",)
+#: scheduler), or only where they exist (the host's issue of an eager step). A profile
+#: without one prices that kind's steps by the other terms alone.
+OPTIONAL_KINDS = ("mixed", "issue")
 # The measured range of each step kind: [min, max] per axis; the cost model warns beyond max.
 GRID_AXES = {
     "decode": ("batch", "total_context"),

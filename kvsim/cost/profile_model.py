@@ -89,7 +89,7 @@ class ProfileCostModel(CostModel):
         # Copies and swaps were fitted per block of the profile's size; price bytes, not blocks.
         self.block_scale = block_size / doc["block_size"]
         self._warned: set[tuple[str, str]] = set()
-        self._lines: dict[int, tuple[float, float, float, float]] = {}
+        self._lines: dict[int, tuple[float, float, float, float, float]] = {}
         self._decode_context_s = float(self.coef["decode"][[t for t, _ in TERMS["decode"]].index("context")])
         self._engine_s: dict[int, float] = {}
 
@@ -114,12 +114,14 @@ class ProfileCostModel(CostModel):
             seconds = self._engine_s[num_seqs] = float(engine_features(num_seqs) @ self.coef["engine"])
         return seconds
 
-    def _decode_line(self, batch_size: int) -> tuple[float, float, float, float]:
+    def _decode_line(self, batch_size: int) -> tuple[float, float, float, float, float]:
         """``decode_features(...) @ coefficients`` plus host and engine time for ``batch_size``
         sequences, expanded as ``base + per_token x context + per_partition x min(context /
-        batch, partition)``, returned as (base, per_token, per_partition, partition). Every
-        term but the context's is fixed per batch size and asked for once per simulated
-        event, so it is computed once per size; ``test_decode_run_is_its_features_priced_step_by_step``
+        batch, partition)``, returned as (base, per_token, per_partition, partition, issued):
+        ``issued`` is the least a step can take when an eager runner's host issues its
+        launches (0 for a graph profile). Every term but the context's is fixed per batch
+        size and asked for once per simulated event, so it is computed once per size;
+        ``test_decode_run_is_its_features_priced_step_by_step``
         (tests/calibration/test_cost_model.py) holds the expansion to ``decode_features``."""
         line = self._lines.get(batch_size)
         if line is None:
@@ -129,17 +131,21 @@ class ProfileCostModel(CostModel):
                 decode_features(batch_size, rows, partition, np.zeros(1))[0] @ self.coef["decode"]
             )
             per_partition = self.coef["decode"][[term for term, _ in TERMS["decode"]].index("partition")]
-            line = (at_zero + host, self._decode_context_s, per_partition, partition)
+            issued = (
+                float(host_features(batch_size) @ self.coef["issue"]) + host if "issue" in self.coef else 0.0
+            )
+            line = (at_zero + host, self._decode_context_s, per_partition, partition, issued)
             self._lines[batch_size] = line
         return line
 
     def decode_times(self, batch_size: int, total_context: int, steps: int) -> np.ndarray:
         last = total_context + batch_size * (steps - 1)
         self._check("decode", batch=batch_size, total_context=last)
-        base, per_token, per_partition, partition = self._decode_line(batch_size)
+        base, per_token, per_partition, partition, issued = self._decode_line(batch_size)
         # Usually the whole run sits on one side of the partition's bend and above the
-        # floor: then its steps lie on one line, priced from its ends. The floor is convex
-        # (the larger of two lines), so above it at both ends is above it throughout.
+        # floor and the host's issue: then its steps lie on one line, priced from its ends.
+        # The floor is convex (the larger of two lines), so above it at both ends is above it
+        # throughout; the issue is constant and the line rises.
         if last <= partition * batch_size:
             intercept, slope = base, per_token + per_partition / batch_size
         elif total_context >= partition * batch_size:
@@ -148,7 +154,7 @@ class ProfileCostModel(CostModel):
             intercept = None
         if intercept is not None:
             first_s = intercept + slope * total_context
-            if first_s >= self.floor.decode_time(batch_size, total_context) and (
+            if first_s >= max(issued, self.floor.decode_time(batch_size, total_context)) and (
                 intercept + slope * last >= self.floor.decode_time(batch_size, last)
             ):
                 return first_s + (slope * batch_size) * np.arange(steps, dtype=np.float64)
@@ -157,6 +163,7 @@ class ProfileCostModel(CostModel):
         fitted *= per_partition
         fitted += context * per_token
         fitted += base
+        np.maximum(fitted, issued, out=fitted)
         return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps), out=fitted)
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:

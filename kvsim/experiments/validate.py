@@ -110,14 +110,21 @@ class RunnerCache:
         max_tokens: int,
         graphs: bool = True,
     ):
-        """The runner for these settings; ``graphs`` off: none captured (an eager run)."""
+        """The runner for these settings; ``graphs`` off: none captured, and the unfused layer
+        operations of the engine eager profiles stand for (an eager run)."""
         from kvsim.gpu.runner import GRAPH_BATCH_SIZES, PREFILL_GRAPH_TOKENS, ModelRunner
 
         key = (model, num_blocks, block_size, swap_blocks, seed, max_batch, max_tokens, graphs)
         if key != self.key:
             self.runner = None  # free the previous model's memory first
             runner = ModelRunner(
-                model, num_blocks, block_size, device=self.device, seed=seed, num_host_blocks=swap_blocks
+                model,
+                num_blocks,
+                block_size,
+                device=self.device,
+                seed=seed,
+                num_host_blocks=swap_blocks,
+                fused=graphs,
             )
             if runner.device.type == "cuda" and graphs:
                 runner.capture(

@@ -21,16 +21,32 @@ class Norm:
 
 
 def add_norm(
-    x: torch.Tensor, norm: Norm, delta: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None
+    x: torch.Tensor,
+    norm: Norm,
+    delta: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    fused: bool = True,
 ) -> torch.Tensor:
     """``norm`` of each row of the residual stream ``x`` ``[tokens, hidden]``, after adding the
     previous sub-layer's output ``delta`` (and its bias) to x in place: the residual add and
-    the norm that follows it, one kernel on GPU."""
-    if x.is_cuda:
-        from kvsim.gpu import kernels
+    the norm that follows it, one kernel on GPU.
 
+    ``fused`` off runs them as vLLM's 2023 engine did (the engine of the PagedAttention
+    paper, which eager profiles stand for): the residual add as torch ops, then LayerNorm as
+    torch's, RMSNorm as a kernel of its own (that engine had a custom RMSNorm kernel)."""
+    if not x.is_cuda:
+        return reference.add_norm(x, norm.weight, norm.bias, norm.eps, delta, delta_bias)
+    from kvsim.gpu import kernels
+
+    if fused:
         return kernels.add_norm(x, norm.weight, norm.bias, norm.eps, delta, delta_bias)
-    return reference.add_norm(x, norm.weight, norm.bias, norm.eps, delta, delta_bias)
+    if delta is not None:
+        x.add_(delta)
+        if delta_bias is not None:
+            x.add_(delta_bias)
+    if norm.bias is not None:
+        return F.layer_norm(x, (x.shape[-1],), norm.weight, norm.bias, eps=norm.eps)
+    return kernels.add_norm(x, norm.weight, None, norm.eps)
 
 
 def linear(
@@ -39,17 +55,22 @@ def linear(
     bias: torch.Tensor | None = None,
     relu: bool = False,
     out: torch.Tensor | None = None,
+    fused: bool = True,
 ) -> torch.Tensor:
     """``x @ weight.T`` (+ ``bias``), then ReLU if asked (OPT's fc1), into ``out`` if given.
 
     On GPU, a decode batch of up to ``kernels.GEMV_MAX_ROWS`` rows runs kvsim's GEMV, which
     reads the weight once at close to the copy bandwidth; larger batches run cuBLAS, ReLU in
-    cuBLASLt's bias epilogue (``_addmm_activation``) rather than a launch of its own."""
-    if x.is_cuda:
+    cuBLASLt's bias epilogue (``_addmm_activation``) rather than a launch of its own.
+    ``fused`` off runs cuBLAS at every batch size and ReLU as a launch of its own, as vLLM's
+    2023 engine did."""
+    if x.is_cuda and fused:
         from kvsim.gpu import kernels
 
         if kernels.gemv_fits(x, weight):
             return kernels.gemv(x, weight, bias, relu, out)
+    if relu and not fused:
+        return F.relu_(torch.addmm(bias, x, weight.t(), out=out))
     if relu:
         assert bias is not None and out is None
         return torch._addmm_activation(bias, x, weight.t())

@@ -112,7 +112,12 @@ class ModelRunner:
 
     ``parallel``: this process's rank of a tensor-parallel runner (``kvsim.gpu.parallel``).
     ``spec`` is then the whole model; the runner holds and computes one rank's shard of it
-    (``self.spec`` is the shard's shapes), every rank running the same steps in step."""
+    (``self.spec`` is the shard's shapes), every rank running the same steps in step.
+
+    ``fused`` off gives the layer operations vLLM's 2023 engine ran (the engine of the
+    PagedAttention paper, which eager profiles stand for): cuBLAS at every batch size, the
+    residual adds, LayerNorm and ReLU as torch ops; fused Q/K/V and gate/up, and custom
+    attention, cache-write, RMSNorm, activation and rotary kernels, as that engine had."""
 
     def __init__(
         self,
@@ -125,8 +130,9 @@ class ModelRunner:
         seed: int = 0,
         num_host_blocks: int = 0,
         parallel: TensorParallel = TensorParallel(),
+        fused: bool = True,
     ):
-        self.full, self.parallel = spec, parallel
+        self.full, self.parallel, self.fused = spec, parallel, fused
         spec = self.spec = spec.shard(parallel.size)
         self.dtype = _DTYPES[dtype or spec.dtype]
         self.device = torch.device(device)
@@ -275,7 +281,9 @@ class ModelRunner:
         layer's ``update`` to x; rotated (LLaMA), with K and V stored at ``slots`` of the
         layer's cache."""
         L = self.layers[i]
-        qkv = ops.linear(ops.add_norm(x, L.ln1, *update), L.qkv_w, L.qkv_b, out=out)
+        qkv = ops.linear(
+            ops.add_norm(x, L.ln1, *update, fused=self.fused), L.qkv_w, L.qkv_b, out=out, fused=self.fused
+        )
         q, k, v = self._split(qkv)
         k_cache, v_cache = self.caches[2 * i], self.caches[2 * i + 1]
         if self.spec.family == "llama":
@@ -298,11 +306,11 @@ class ModelRunner:
         (in place) by the MLP's norm, then the MLP. Returns the MLP's output and bias, the
         update that the next layer's norm (or ``_add``) adds to x."""
         L = self.layers[i]
-        h = ops.add_norm(x, L.ln2, *self._row_parallel(attention, L.o_w, L.o_b))
+        h = ops.add_norm(x, L.ln2, *self._row_parallel(attention, L.o_w, L.o_b), fused=self.fused)
         if self.spec.family == "opt":
-            h = ops.linear(h, L.up_w, L.up_b, relu=True)
+            h = ops.linear(h, L.up_w, L.up_b, relu=True, fused=self.fused)
         else:
-            h = ops.silu_mul(ops.linear(h, L.up_w))
+            h = ops.silu_mul(ops.linear(h, L.up_w, fused=self.fused))
         return self._row_parallel(h, L.down_w, L.down_b)
 
     def _row_parallel(self, x: torch.Tensor, weight: torch.Tensor, bias) -> tuple:
@@ -312,8 +320,8 @@ class ModelRunner:
         layer than with the bias left to the norm); across ranks each rank's partial
         product is summed over the ranks and the (whole) bias added once, by the norm."""
         if self.parallel.size == 1:
-            return ops.linear(x, weight, bias), None
-        return self.parallel.all_reduce(ops.linear(x, weight)), bias
+            return ops.linear(x, weight, bias, fused=self.fused), None
+        return self.parallel.all_reduce(ops.linear(x, weight, fused=self.fused)), bias
 
     @staticmethod
     def _add(x: torch.Tensor, update: tuple) -> None:
@@ -334,7 +342,9 @@ class ModelRunner:
         return x
 
     def _logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        logits = ops.linear(ops.add_norm(hidden, self.final_norm), self.lm_head).float()
+        logits = ops.linear(
+            ops.add_norm(hidden, self.final_norm, fused=self.fused), self.lm_head, fused=self.fused
+        ).float()
         return self.parallel.all_gather_last(logits)[:, : self.full.vocab_size]
 
     def _table_array(self, block_tables: list[list[int]], rows: int) -> np.ndarray:

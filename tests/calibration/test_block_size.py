@@ -96,7 +96,7 @@ def test_the_cached_decode_line_holds_the_factor(true_profile):
     not applied per step."""
     model = ProfileCostModel(with_table(true_profile), SPEC, 1)
     model.decode_times(SIZES[3], 5000, 2)
-    _, per_token, per_partition, _ = model._lines[SIZES[3]]
+    _, per_token, per_partition, _, _ = model._lines[SIZES[3]]
     assert per_token == 2.0 * TRUE["decode"]["context"]
     assert per_partition == 2.0 * TRUE["decode"]["partition"]
 

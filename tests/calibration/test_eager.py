@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from synthetic_steps import H100, SPEC, fit
+from synthetic_steps import H100, NOISE, SPEC, fit
 from test_profile_refusals import assert_refused_by_run, changed, refusal, write_profile
 from typer.testing import CliRunner
 
@@ -42,6 +42,40 @@ def test_a_profile_from_before_the_field_replayed_graphs(synthetic_profile):
 @pytest.mark.parametrize("value", ["false", 0, None])
 def test_graphs_must_be_true_or_false(tmp_path, synthetic_profile, value):
     assert_refused_by_run(write_profile(tmp_path, changed(synthetic_profile, ("graphs",), value)), "graphs")
+
+
+# An eager runner's host issues a decode step in this long (seconds, fixed and per sequence):
+# longer than the synthetic GPU's work at small batches and contexts, shorter at large ones.
+ISSUE = {"fixed": 0.03, "batch": 1e-5}
+
+
+def _host_issued(raw: dict, seed: int = 1) -> dict:
+    """``raw``'s decode points as an eager runner times them: the host issues a step in
+    ``ISSUE`` (with the points' noise), and the GPU part ends no sooner."""
+    rng = np.random.default_rng(seed)
+    decode = []
+    for p in raw["decode"]:
+        issue = (ISSUE["fixed"] + ISSUE["batch"] * p["batch"]) * (1 + NOISE * rng.standard_normal())
+        gpu = max(p["gpu_s"], issue)
+        decode.append({**p, "issue_s": issue, "gpu_s": gpu, "wall_s": p["wall_s"] - p["gpu_s"] + gpu})
+    return {**raw, "decode": decode, "graphs": False}
+
+
+def test_an_eager_fit_prices_a_step_at_the_longer_of_the_hosts_issue_and_the_gpus_work(raw_points):
+    raw = _host_issued(raw_points)
+    paced_by_host = [p["gpu_s"] == p["issue_s"] for p in raw["decode"]]
+    assert 0.2 < np.mean(paced_by_host) < 0.8  # both kinds of step are in the data
+    doc = fit(raw)
+    issue = doc["coefficients"]["issue"]
+    assert issue["fixed"] == pytest.approx(ISSUE["fixed"], rel=0.02)
+    assert issue["batch"] == pytest.approx(ISSUE["batch"], abs=2e-6)
+    assert doc["fit_report"]["decode"]["heldout"]["mape"] < 0.01
+    # Without the host's issue measured, one set of decode terms cannot follow both kinds.
+    blind = fit({**raw, "decode": [{k: v for k, v in p.items() if k != "issue_s"} for p in raw["decode"]]})
+    assert "issue" not in blind["coefficients"]
+    assert (
+        blind["fit_report"]["decode"]["heldout"]["mape"] > 3 * doc["fit_report"]["decode"]["heldout"]["mape"]
+    )
 
 
 def test_a_derived_eager_profile_stays_eager(eager_profile):

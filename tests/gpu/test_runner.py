@@ -49,8 +49,8 @@ def models(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(request.param)
     hf.save_pretrained(path, safe_serialization=True)
     spec = load_model(str(path), dtype="float32")
-    return hf, lambda: ModelRunner(
-        spec, num_blocks=40, block_size=BLOCK, device="cpu", weights=str(path), num_host_blocks=8
+    return hf, lambda fused=True: ModelRunner(
+        spec, num_blocks=40, block_size=BLOCK, device="cpu", weights=str(path), num_host_blocks=8, fused=fused
     )
 
 
@@ -77,9 +77,10 @@ def test_prefill_matches_transformers(models):
         _close(row, _hf_logits(hf, seq)[-1])
 
 
-def test_prefill_then_paged_decode_matches_full_forward(models):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "unfused-2023-engine"])
+def test_prefill_then_paged_decode_matches_full_forward(models, fused):
     hf, make = models
-    runner = make()
+    runner = make(fused)
     seqs = [[5, 6, 7, 8, 9], [11, 12, 13]]
     follow = [[20, 21, 22, 23, 24, 25], [30, 31, 32, 33, 34, 35]]
     tables = _tables([len(s) + len(f) for s, f in zip(seqs, follow)], 2)
