@@ -152,8 +152,9 @@ def runner_text(config: SimConfig) -> str:
     if config.eager:
         return (
             f"Step costs come from kvsim's eager profile {eager_profile(config).stem}: its runner "
-            "measured with CUDA graphs off, every kernel launched by the host, as the paper's 2023 "
-            "engine ran (derived to the A100 like the other A100 profiles)."
+            "measured with CUDA graphs off, every kernel launched by the host, and the unfused layer "
+            "operations of the paper's 2023 engine (derived to the A100 like the other A100 profiles; "
+            "the host's issue of a step is the measuring machine's)."
         )
     return (
         f"Step costs come from kvsim's {config.model} profile on {config.gpu}, derived from its own "
@@ -294,7 +295,8 @@ def fig12(scale: Scale, jobs: int) -> tuple[Section, dict]:
         "kvsim: " + "; ".join(findings) + f". {SUSTAIN_TEXT} Normalized latency here "
         "averages every request, including the first minute (kvsim's summary does not skip a "
         f"warm-up in it). {runner_text(base_config())} OPT-66B and OPT-175B run only in the full "
-        "report; their tensor-parallel replicas have no measured profile and are priced by the roofline."
+        "report, each priced by its shipped shard profile (one GPU's share of the model, measured on an "
+        "H200 and derived to the A100) plus the collectives of docs/parallelism.md."
     )
     return Section("fig12", "Fig. 12: normalized latency against request rate", paragraph, figures), tables
 
