@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.policies.request import Request
-from kvsim.policies.scheduler import EventCounts
+from kvsim.policies.scheduler import DECODE, EventCounts
 
 # The cache's token slots by use, averaged over the run of steps (see ``CacheUsage``).
 KV_SLOT_COLUMNS = ("kv_token_states", "kv_reserved", "kv_internal_fragmentation", "kv_free")
@@ -93,7 +93,9 @@ class Recorder:
         the block counts and queue length are those after the run's requests retired."""
         self.scheduled(plan.started, start, replica)
         self.sampled_first(plan.first_tokens, end)
-        tokens, chunks = int(plan.new_tokens.sum()), plan.chunks
+        # A decode step computes one token per sequence: no sum over its batch needed.
+        tokens = len(plan.seqs) if plan.kind is DECODE else int(plan.new_tokens.sum())
+        chunks = plan.chunks
         decodes = len(plan.seqs) - chunks
         self.steps.append(
             (

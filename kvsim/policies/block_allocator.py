@@ -34,6 +34,10 @@ class BlockAllocator:
             raise OutOfBlocks(f"asked for {count} blocks, {len(self._free)} free")
         if count == 0:
             return []
+        if count == 1:  # most allocations are a decode step's one new block: no array from a list
+            block = self._free.pop()
+            self.ref_count[block] = 1
+            return [block]
         blocks = self._free[-count:]
         del self._free[-count:]
         self.ref_count[blocks] = 1
@@ -52,7 +56,7 @@ class BlockAllocator:
         """
         if not blocks:
             return
-        ids = np.asarray(blocks)
+        ids = np.array(blocks, dtype=np.intp)  # the dtype given: half the cost of inferring it
         if not self._shared:
             if not self.ref_count[ids].all():
                 raise AssertionError(f"blocks {ids[self.ref_count[ids] == 0].tolist()} released twice")
