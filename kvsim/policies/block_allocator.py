@@ -29,6 +29,11 @@ class BlockAllocator:
     def num_used(self) -> int:
         return self.num_blocks - len(self._free)
 
+    @property
+    def num_free_uncached(self) -> int:
+        """Free blocks that hold no cached prefix: taking them evicts nothing."""
+        return len(self._free)
+
     def allocate(self, count: int) -> list[int]:
         if count > len(self._free):
             raise OutOfBlocks(f"asked for {count} blocks, {len(self._free)} free")

@@ -110,7 +110,9 @@ class ContiguousKVManager(PrivateCopyKVManager):
         self._ranges[seq] = (self.allocator.allocate(size), final_tokens)
         self._final_total += final_tokens
 
-    def decode_headroom(self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
+    def decode_headroom(
+        self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int, keep_cached: bool = False
+    ) -> int:
         return max_steps  # the reservation covers every token the sequence will produce
 
     def can_append(self, seq: int, num_tokens: int) -> bool:

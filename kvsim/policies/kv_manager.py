@@ -72,8 +72,11 @@ class KVCacheManager(ABC):
         """Allocate for the prefill of sequence ``seq``."""
 
     @abstractmethod
-    def decode_headroom(self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
-        """How many decode steps (<= max_steps) all ``seqs`` can take before one lacks room.
+    def decode_headroom(
+        self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int, keep_cached: bool = False
+    ) -> int:
+        """How many decode steps (<= max_steps) all ``seqs`` can take before one lacks room
+        (``keep_cached``: before one would evict a cached prefix block to grow).
 
         Step j (0-based) writes the KV of token ``num_tokens + j - 1`` of each sequence, so
         it needs room for ``num_tokens + j`` tokens.

@@ -133,8 +133,10 @@ class PagedKVManager(SharingKVManager):
         """Those of ``seqs`` whose next write lands in a shared block (copy first)."""
         return self.cow.writers(seqs, num_tokens, self._held[seqs], self.block_tables)
 
-    def decode_headroom(self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int) -> int:
-        free = self.allocator.num_free
+    def decode_headroom(
+        self, seqs: np.ndarray, num_tokens: np.ndarray, max_steps: int, keep_cached: bool = False
+    ) -> int:
+        free = self.allocator.num_free_uncached if keep_cached else self.allocator.num_free
         if self.cow.active:  # copies happen in the first step, before anything grows
             free -= self.cow.copies_needed(self._writers(seqs, num_tokens), self.block_tables)
         if self._new_blocks(seqs, num_tokens + (max_steps - 1)).sum() <= free:

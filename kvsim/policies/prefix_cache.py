@@ -44,6 +44,10 @@ class CachingBlockAllocator(BlockAllocator):
     def num_used(self) -> int:
         return self.num_blocks - self.num_free
 
+    @property
+    def num_free_uncached(self) -> int:
+        return len(self._free)
+
     def allocate(self, count: int) -> list[int]:
         short = count - len(self._free)
         if short > len(self._evictable):

@@ -550,7 +550,10 @@ class Scheduler:
         and swap-in need free blocks, and a decode run only takes blocks, so a refusal made
         in this step lasts until something finishes. A step that preempted made no such
         refusal: it re-queued its victims and skipped swap-in (vLLM swaps in only in a step
-        that preempts nobody), so the very next step decides afresh.
+        that preempts nobody), so the very next step decides afresh. And under prefix caching
+        with prompts in chunks (v1), a refused request may fit once the run evicts its cached
+        blocks: its first chunk must hold every block it hits, so fewer hits can mean fewer
+        blocks. While one waits, the run stops before it would evict a cached block.
         """
         if plan.kind != DECODE or max_steps <= 1:
             return 1
@@ -567,7 +570,8 @@ class Scheduler:
         cap = min(max_steps, until_finish)
         if cap <= 1:
             return 1
-        return 1 + self.kv.decode_headroom(plan.seqs, plan.context_lens + 1, cap - 1)
+        keep_cached = bool(self.waiting) and self.prefix_caching and self.chunks_prompts
+        return 1 + self.kv.decode_headroom(plan.seqs, plan.context_lens + 1, cap - 1, keep_cached)
 
     def complete(self, plan: StepPlan, steps: int = 1) -> list[Request]:
         """Apply ``steps`` executions of ``plan``; return the requests that finished."""

@@ -112,7 +112,37 @@ def swap_space_full():
     return "paged", context, trace, "roofline", 1
 
 
+def cached_prefix_evicted():
+    """The shape of a bug Hypothesis found: under v1 with prefix caching, a preempted request
+    whose freed blocks all wait cached is refused (its first chunk must hold every block it
+    hits, more than are free), and the decode run that follows evicts them, after which its
+    first chunk is small enough to admit: charging that run in one event kept it out."""
+    trace = Trace(
+        "prefix-evicted",
+        np.zeros(17),
+        np.array([145, 174] + [17] * 14 + [173], dtype=np.int64),
+        np.array([36, 30] + [1] * 15, dtype=np.int64),
+        extra={
+            "prefix_id": np.array([0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 1, 1, 0, 1, 0, 0, 0]),
+            "prefix_len": np.full(17, 16),
+        },
+    )
+    context = PolicyContext(
+        num_blocks=523,
+        block_size=1,
+        max_num_seqs=3,
+        max_num_batched_tokens=24,
+        max_model_len=512,
+        preemption="recompute",
+        swap_blocks=1,
+        prefix_caching=True,
+        scheduler="v1",
+    )
+    return "paged", context, trace, "roofline", 1
+
+
 @example(swap_space_full())
+@example(cached_prefix_evicted())
 @settings(max_examples=60, deadline=None, derandomize=True)  # the same cases in CI every time
 @given(scenarios())
 def test_fast_forward_gives_the_one_step_schedule(scenario):
