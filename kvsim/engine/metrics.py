@@ -216,19 +216,32 @@ WARM_UP_S = 60.0
 def steady_state(recorder: Recorder) -> dict:
     """Throughput in the steady state: completions while requests still arrive, after the
     warm-up, per second of that window. The whole-run figure also counts the drain after the
-    last arrival, so an idle system reads below the offered rate; this one does not."""
+    last arrival, so an idle system reads below the offered rate; this one does not. And the
+    normalized latency of the requests that arrive after the warm-up (the vLLM paper's
+    measure: its first requests find an empty system)."""
     arrivals = recorder.arrival[~np.isnan(recorder.arrival)]
     first, last = (float(arrivals.min()), float(arrivals.max())) if len(arrivals) else (0.0, 0.0)
     start = first + min(WARM_UP_S, (last - first) / 10)
     window = last - start
     if window <= 0:  # a single arrival, or all at once: no steady state to measure
-        keys = ("steady_window_s", "steady_throughput_req_s", "steady_throughput_output_tok_s")
+        keys = (
+            "steady_window_s",
+            "steady_throughput_req_s",
+            "steady_throughput_output_tok_s",
+            "steady_normalized_latency_s_per_token",
+        )
         return dict.fromkeys(keys, float("nan"))
-    inside = (recorder.status == STATUS_COMPLETED) & (recorder.finish >= start) & (recorder.finish <= last)
+    completed = recorder.status == STATUS_COMPLETED
+    inside = completed & (recorder.finish >= start) & (recorder.finish <= last)
+    after_warm_up = completed & (recorder.arrival >= start)
+    latency = recorder.finish[after_warm_up] - recorder.arrival[after_warm_up]
     return {
         "steady_window_s": window,
         "steady_throughput_req_s": float(inside.sum()) / window,
         "steady_throughput_output_tok_s": float(recorder.output_len[inside].sum()) / window,
+        "steady_normalized_latency_s_per_token": float((latency / recorder.output_len[after_warm_up]).mean())
+        if len(latency)
+        else float("nan"),
     }
 
 

@@ -166,9 +166,9 @@ def runner_text(config: SimConfig) -> str:
 
 def sustained(table: pd.DataFrame, policy: str) -> float:
     """The highest rate tried that ``policy`` sustains (see ``SUSTAIN_FACTOR``; 0 when none)."""
-    lowest = table[table.rate == table.rate.min()].normalized_latency_s_per_token.min()
+    lowest = table[table.rate == table.rate.min()].steady_normalized_latency_s_per_token.min()
     rows = table[table.policy == policy]
-    ok = rows[rows.normalized_latency_s_per_token <= SUSTAIN_FACTOR * lowest]
+    ok = rows[rows.steady_normalized_latency_s_per_token <= SUSTAIN_FACTOR * lowest]
     return float(ok.rate.max()) if len(ok) else 0.0
 
 
@@ -199,7 +199,7 @@ def latency_lines(table: pd.DataFrame, label: str) -> dict[str, tuple[list, list
         rows = table[table.policy == policy].sort_values("rate")
         lines[f"{NAMES[policy]}, {label}"] = (
             rows.rate.tolist(),
-            rows.normalized_latency_s_per_token.tolist(),
+            rows.steady_normalized_latency_s_per_token.tolist(),
         )
     return lines
 
@@ -293,8 +293,8 @@ def fig12(scale: Scale, jobs: int) -> tuple[Section, dict]:
         "(Oracle) and 2.7x-8x higher than Orca (Max) at similar normalized latency, and up to 22x "
         "higher than FasterTransformer; on Alpaca the advantage is smaller (the paper's claims). "
         "kvsim: " + "; ".join(findings) + f". {SUSTAIN_TEXT} Normalized latency here "
-        "averages every request, including the first minute (kvsim's summary does not skip a "
-        f"warm-up in it). {runner_text(base_config())} OPT-66B and OPT-175B run only in the full "
+        "averages the requests that arrive after the warm-up: the first minute, or the first tenth "
+        f"of the arrivals' span when that is shorter (quick runs). {runner_text(base_config())} OPT-66B and OPT-175B run only in the full "
         "report, each priced by its shipped shard profile (one GPU's share of the model, measured on an "
         "H200 and derived to the A100) plus the collectives of docs/parallelism.md."
     )
@@ -525,7 +525,7 @@ def fig18b(scale: Scale, jobs: int) -> Section:
             }
         )
         table = run_sweep(points, jobs)
-        latency = table.normalized_latency_s_per_token.tolist()
+        latency = table.steady_normalized_latency_s_per_token.tolist()
         series[f"{trace} at {rate:g} req/s"] = (table.block_size.tolist(), latency)
         best = int(table.block_size[int(np.argmin(latency))])
         findings.append(f"on {trace} at {rate:g} req/s the lowest normalized latency is at block size {best}")
@@ -578,11 +578,13 @@ def fig19(scale: Scale, jobs: int) -> Section:
     )
     table = run_sweep(points, jobs)
     end_to_end = {
-        mode: (rows.block_size.tolist(), rows.normalized_latency_s_per_token.tolist())
+        mode: (rows.block_size.tolist(), rows.steady_normalized_latency_s_per_token.tolist())
         for mode, rows in table.groupby("preemption", sort=False)
     }
     crossing = [b for b, s, r in zip(scale.block_sizes, swap, recompute) if s <= r]
-    by_block = table.pivot(index="block_size", columns="preemption", values="normalized_latency_s_per_token")
+    by_block = table.pivot(
+        index="block_size", columns="preemption", values="steady_normalized_latency_s_per_token"
+    )
     swap_wins = [int(b) for b in by_block.index if by_block.loc[b, "swap"] < by_block.loc[b, "recompute"]]
     paragraph = (
         "The paper's Fig. 19: swapping with small blocks is slow (many small PCIe transfers), "

@@ -26,6 +26,7 @@ SWEEP_COLUMNS = (
     "throughput_output_tok_s",
     "steady_throughput_req_s",
     "normalized_latency_s_per_token",
+    "steady_normalized_latency_s_per_token",
     *(
         f"{metric}_{stat}"
         for metric in ("ttft_s", "tpot_s", "e2e_latency_s")

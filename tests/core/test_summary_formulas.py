@@ -172,6 +172,8 @@ def expected_summary(requests, steps, counters, num_blocks) -> dict:
         "steady_window_s": window,
         "steady_throughput_req_s": len(steady) / window,
         "steady_throughput_output_tok_s": sum(r[4] for r in steady) / window,
+        # The vLLM paper's normalized latency: requests arriving after the warm-up only.
+        "steady_normalized_latency_s_per_token": mean((r[2] - r[0]) / r[4] for r in done if r[0] >= warm_end),
         **distribution([f - a for a, f in zip(arrival, first)], "ttft_s"),
         # Time per output token after the first: the other output - 1 tokens share the decode time.
         **distribution([(e - f) / (o - 1) for f, e, o in zip(first, finish, output) if o > 1], "tpot_s"),
