@@ -946,6 +946,83 @@ def gpushare_profile(
     )
 
 
+@gpushare_app.command("measure")
+def gpushare_measure(
+    mix: str = typer.Option("extremes", help="Workload: paella-8 (Paella's 8 models) or extremes."),
+    policies: str = typer.Option(
+        "cuda-multi-stream,cuda-single-stream,paella-srpt",
+        help="Comma-separated: cuda-multi-stream, cuda-single-stream, paella-srpt|kernel-fifo|job-fifo.",
+    ),
+    load: str = typer.Option("0.5,1,1.5,2", help="Offered loads, as `gpushare load` counts them."),
+    num_jobs: int = typer.Option(3000, help="Jobs per point."),
+    sigma: float = typer.Option(1.5, help="Sigma of the log-normal inter-arrival gaps."),
+    seed: int = typer.Option(0, help="Seed of the arrivals and of each job's model."),
+    gpu: str = typer.Option("h200-141gb", help="The GPU measured (and simulated by compare-real)."),
+    profiles: Optional[Path] = typer.Option(
+        None, help="Profiles that set the rate of a load.", show_default="the shipped ones"
+    ),
+    hardware_queues: int = typer.Option(8, help="CUDA_DEVICE_MAX_CONNECTIONS for the run."),
+    ewma_alpha: float = typer.Option(0.25, help="Paella SRPT: weight of the newest step length."),
+    streams: int = typer.Option(32, help="cuda-multi-stream: streams the jobs take in turn."),
+    inflight_steps: int = typer.Option(4, help="Paella dispatcher: blocks in flight at once."),
+    out: Path = typer.Option(Path("gpushare-measure"), help="Folder for load.csv, jobs/ and measure.json."),
+):
+    """Run the workload for real on this GPU (needs CUDA and torchvision): per-job times and
+    `gpushare load`'s table, measured."""
+    from kvsim.experiments.gpushare import load_setup
+    from kvsim.experiments.gpushare_real import RealSettings, check_real_policies, measure_sweep
+    from kvsim.gpushare.policies.base import DispatchSettings
+    from kvsim.gpushare.policies.registry import parse_policies
+    from kvsim.reports.gpushare_plots import plot_load_sweep
+
+    check_out(out)
+    settings = DispatchSettings(hardware_queues=hardware_queues, ewma_alpha=ewma_alpha)
+    names = parse_policies(policies)
+    check_real_policies(names, settings)
+    loads = _floats("gpushare measure", "--load", load)
+    setup = load_setup(gpu, mix, profiles, num_jobs, sigma, seed, settings)
+    log = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
+    table = measure_sweep(setup, names, loads, out, RealSettings(streams, inflight_steps), log)
+    plot_load_sweep(table, setup.caption() + ", measured", out / "load.png")
+    console.print(f"wrote {out / 'load.csv'}, {out / 'load.png'}, {out / 'measure.json'}, {out / 'jobs'}/")
+
+
+@gpushare_app.command("compare-real")
+def gpushare_compare_real(
+    folder: Path = typer.Argument(..., help="What `simcli gpushare measure` wrote."),
+    profiles: Optional[Path] = typer.Option(
+        None, help="Folder of kernel profiles to simulate with.", show_default="the shipped ones"
+    ),
+    outstanding_limit: int = typer.Option(2, help="Simulated Paella: kernels allowed to wait for SM room."),
+    dispatch_overhead_us: float = typer.Option(
+        0.0, help="Simulated Paella: the dispatcher's time per kernel (us)."
+    ),
+    jobs: int = _jobs(),
+):
+    """Simulate the measured points on the same jobs; write compare.csv (measured, simulated and
+    the simulation's relative error), simulated.csv and compare.png into FOLDER."""
+    from kvsim.experiments.gpushare_real import BELOW_SATURATION, compare_real, compare_setup
+    from kvsim.reports.gpushare_plots import plot_measured_vs_simulated
+
+    setup, measured = compare_setup(folder, profiles, outstanding_limit, dispatch_overhead_us * 1e-6)
+    with _progress() as bar:
+        task = bar.add_task("simulating", total=measured.policy.nunique() * measured.load.nunique())
+        table, simulated = compare_real(setup, measured, jobs, lambda: bar.advance(task))
+    table.to_csv(folder / "compare.csv", index=False)
+    simulated.to_csv(folder / "simulated.csv", index=False)
+    plot_measured_vs_simulated(table, setup.caption() + ": measured and simulated", folder / "compare.png")
+    errors = {"throughput": "throughput_jobs_s", "mean": "latency_mean_s", "p99": "latency_p99_s"}
+    shown = table[table.model == "all"].rename(
+        columns={"below_saturation": "below saturation", **{f"{v}_error": k for k, v in errors.items()}}
+    )[["policy", "load", "below saturation", *errors]]
+    console.print(
+        "simulated vs measured over all jobs, relative error (below saturation: measured "
+        f"throughput at least {BELOW_SATURATION:g} x the arrival rate)"
+    )
+    console.print(shown.to_string(index=False, formatters={c: (lambda v: f"{v:+.1%}") for c in errors}))
+    console.print(f"wrote {folder / 'compare.csv'}, {folder / 'simulated.csv'}, {folder / 'compare.png'}")
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Warnings (e.g. a cost extrapolated past a profile's measured range) as one line each."""
     err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)

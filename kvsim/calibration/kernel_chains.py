@@ -29,16 +29,11 @@ from pathlib import Path
 from kvsim.calibration.calibrate import builtin_gpu_for, require_cuda
 from kvsim.errors import KvsimError
 from kvsim.gpushare.kernels import PROFILE_FORMAT, profile_path
-from kvsim.gpushare.workloads import PAELLA_MODELS
+from kvsim.gpushare.workloads import BUILD_OPTIONS, INPUT_SHAPE, PAELLA_MODELS
 from kvsim.hardware import load_gpu
 
 #: Builders that would otherwise add training-only heads or a slow scipy weight init.
-_BUILD_OPTIONS = {
-    "googlenet": {"aux_logits": False, "init_weights": False},
-    "inception_v3": {"aux_logits": False, "init_weights": False},
-}
 DTYPES = ("float32", "float16")
-INPUT_SHAPE = (1, 3, 224, 224)
 #: What CUPTI's kernel records carry in the trace's ``args`` and a chain needs.
 FOOTPRINT_ARGS = {"grid", "block", "registers per thread", "shared memory"}
 
@@ -138,7 +133,7 @@ def profile_models(
     written = []
     for model in models:
         torch.manual_seed(0)
-        network = getattr(torchvision.models, model)(weights=None, **_BUILD_OPTIONS.get(model, {}))
+        network = getattr(torchvision.models, model)(weights=None, **BUILD_OPTIONS.get(model, {}))
         network = network.eval().to("cuda", getattr(torch, dtype))
         batch = torch.randn(INPUT_SHAPE, device="cuda", dtype=getattr(torch, dtype))
         with torch.inference_mode():

@@ -36,6 +36,13 @@ PAELLA_MODELS = (
     "resnet50",
     "squeezenet1_1",
 )
+#: How each is built to run as Paella served it, and as kvsim measures and replays it: batch 1
+#: of one 224x224 image, and no auxiliary classifier heads (they only run in training).
+INPUT_SHAPE = (1, 3, 224, 224)
+BUILD_OPTIONS = {
+    "googlenet": {"aux_logits": False, "init_weights": False},
+    "inception_v3": {"aux_logits": False, "init_weights": False},
+}
 
 MIXES: dict[str, Mix] = {
     mix.name: mix

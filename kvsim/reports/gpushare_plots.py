@@ -54,3 +54,35 @@ def plot_fairness(table: pd.DataFrame, caption: str, path: Path) -> Path:
     right.set_ylim(0, 1.05)
     left.legend(fontsize=7)
     return finish_figure(fig, caption, path)
+
+
+def plot_measured_vs_simulated(table: pd.DataFrame, caption: str, path: Path) -> Path:
+    """One column per model and one for all jobs, p99 (top) and mean latency (bottom) against
+    the throughput achieved, per policy: measured (solid, filled) beside simulated (dashed,
+    open) at the same loads (kvsim.experiments.gpushare_real.measured_vs_simulated's table)."""
+    panels = [*[m for m in table.model.unique() if m != "all"], "all"]
+    fig, axes = plt.subplots(2, len(panels), figsize=(4.2 * len(panels), 6.6), squeeze=False)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    overall = table[table.model == "all"].set_index(["policy", "load"])
+    for column, model in enumerate(panels):
+        for index, (policy, group) in enumerate(table[table.model == model].groupby("policy", sort=False)):
+            point = list(zip(group.policy, group.load))
+            for row, metric in enumerate(("latency_p99_s", "latency_mean_s")):
+                ax = axes[row, column]
+                for source, style in (("measured", "-o"), ("simulated", "--o")):
+                    x = overall.loc[point, f"throughput_jobs_s_{source}"].to_numpy()
+                    ax.plot(
+                        x,
+                        group[f"{metric}_{source}"] * 1e3,
+                        style,
+                        color=colors[index % len(colors)],
+                        markersize=3,
+                        markerfacecolor="none" if source == "simulated" else None,
+                        label=f"{policy} {source}",
+                    )
+                ax.set_yscale("log")
+                ax.set_xlabel("achieved throughput (jobs/s)", fontsize=8)
+                ax.set_ylabel(f"{'p99' if row == 0 else 'mean'} latency (ms)", fontsize=8)
+        axes[0, column].set_title("all jobs" if model == "all" else model, fontsize=9)
+    axes[0, 0].legend(fontsize=6)
+    return finish_figure(fig, caption, path)

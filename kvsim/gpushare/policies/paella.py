@@ -43,7 +43,8 @@ from kvsim.gpushare.job import Job, KernelRun
 from kvsim.gpushare.policies.base import DispatchPolicy, Workload
 
 
-def _age(job: Job) -> tuple[float, int]:
+def age(job: Job) -> tuple[float, int]:
+    """The order of arrival (ties by id): how the dispatcher keeps its jobs and breaks ties."""
     return job.arrival, job.id
 
 
@@ -102,7 +103,7 @@ class ShortestRemaining(Order):
             if owed:
                 first = max(sorted(owed), key=lambda m: self.deficit[m])
                 ready = [j for j in ready if j.model_index == first]
-        return min(ready, key=lambda j: (self.remaining_s(j), *_age(j)))
+        return min(ready, key=lambda j: (self.remaining_s(j), *age(j)))
 
     def dispatched(self, job: Job, active: list[Job]) -> None:
         waiting = np.zeros(len(self.deficit), dtype=bool)  # models with a ready job
@@ -162,7 +163,7 @@ class SoftwareDispatcher(DispatchPolicy):
             self._wake.succeed()
 
     def job_admitted(self, job: Job) -> None:
-        bisect.insort(self.active, job, key=_age)
+        bisect.insort(self.active, job, key=age)
         self._poke()
 
     def kernel_placed(self, run: KernelRun) -> None:
