@@ -1322,6 +1322,39 @@ def _gpushare_csv(r, name: str):
     return pd.read_csv(io.BytesIO(r[GPUSHARE][name]))
 
 
+# Against the real GPU (docs/gpushare.md): what `simcli gpushare compare-real` wrote beside the
+# committed measurement of docs/gpushare/real/run.sh.
+GPUSHARE_REAL_DIR = ROOT / "docs" / "gpushare" / "real" / "extremes"
+GPUSHARE_REAL = Local(
+    "gpushare-real",
+    lambda: (GPUSHARE_REAL_DIR / "compare.csv").read_bytes(),
+    f"simcli gpushare compare-real {GPUSHARE_REAL_DIR.relative_to(ROOT)} (the measurement: docs/gpushare/real/run.sh)",
+)
+
+
+@figure("gpushare.real", GPUSHARE_REAL, block=True)
+def _(r):
+    """Every measured point over all jobs: measured and simulated mean, p99 and throughput, and the
+    simulation's error; whether the measured GPU kept up with the arrivals."""
+    import pandas as pd
+
+    table = pd.read_csv(io.BytesIO(r[GPUSHARE_REAL]))
+    lines = [
+        "| policy | load | kept up | mean measured | simulated | error | p99 measured | simulated | error "
+        "| throughput measured | error |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in table[table.model == "all"].itertuples(index=False):
+        lines.append(
+            f"| {row.policy} | {row.load:g} | {'yes' if row.below_saturation else 'no'} "
+            f"| {row.latency_mean_s_measured * 1e3:.2f} ms | {row.latency_mean_s_simulated * 1e3:.2f} ms "
+            f"| {pct(row.latency_mean_s_error)} | {row.latency_p99_s_measured * 1e3:.2f} ms "
+            f"| {row.latency_p99_s_simulated * 1e3:.2f} ms | {pct(row.latency_p99_s_error)} "
+            f"| {row.throughput_jobs_s_measured:.0f} jobs/s | {pct(row.throughput_jobs_s_error)} |"
+        )
+    return "\n".join(lines)
+
+
 @figure("gpushare.load", GPUSHARE, block=True)
 def _(r):
     """Per mix and policy: p99 over all jobs at the lowest load, and the highest swept load whose p99
