@@ -18,10 +18,9 @@ def _rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a.double() - b.double()).norm() / b.double().norm())
 
 
-@pytest.mark.parametrize(
-    "name,dtype", [("opt-13b", "float16"), ("llama-2-7b", "float16"), ("llama-2-7b", "bfloat16")]
-)
-def test_full_size_layers_match_transformers(name, dtype):
+def _two_layers(name: str, dtype: str):
+    """Transformers' model of ``name`` cut to two full-size layers, random weights (fp32, on
+    the GPU), and kvsim's spec of it in ``dtype``."""
     config = dict(BUILTIN_CONFIGS[name], num_hidden_layers=2)
     torch.manual_seed(0)
     cls = transformers.OPTForCausalLM if name.startswith("opt") else transformers.LlamaForCausalLM
@@ -30,7 +29,14 @@ def test_full_size_layers_match_transformers(name, dtype):
     )
     with torch.device("cuda"):
         hf = cls(hf_config).eval()
-    spec = spec_from_hf_config(config, name, dtype)
+    return hf, spec_from_hf_config(config, name, dtype)
+
+
+@pytest.mark.parametrize(
+    "name,dtype", [("opt-13b", "float16"), ("llama-2-7b", "float16"), ("llama-2-7b", "bfloat16")]
+)
+def test_full_size_layers_match_transformers(name, dtype):
+    hf, spec = _two_layers(name, dtype)
     runner = ModelRunner(spec, num_blocks=64, block_size=BLOCK, weights=hf.state_dict())
     gen = torch.Generator().manual_seed(1)
     seqs = [torch.randint(0, spec.vocab_size, (n,), generator=gen).tolist() for n in (100, 37)]
@@ -73,15 +79,7 @@ def test_full_size_layers_match_transformers(name, dtype):
 def test_unfused_runner_matches_transformers(name):
     """The 2023 engine's unfused operations (what eager profiles measure) compute the same
     model: a prefill and eager decode steps at batch 2 and 1 (cuBLAS, not the GEMV)."""
-    config = dict(BUILTIN_CONFIGS[name], num_hidden_layers=2)
-    torch.manual_seed(0)
-    cls = transformers.OPTForCausalLM if name.startswith("opt") else transformers.LlamaForCausalLM
-    hf_config = (transformers.OPTConfig if name.startswith("opt") else transformers.LlamaConfig)(
-        **{k: v for k, v in config.items() if k != "model_type"}
-    )
-    with torch.device("cuda"):
-        hf = cls(hf_config).eval()
-    spec = spec_from_hf_config(config, name, "float16")
+    hf, spec = _two_layers(name, "float16")
     runner = ModelRunner(spec, num_blocks=64, block_size=BLOCK, weights=hf.state_dict(), fused=False)
     gen = torch.Generator().manual_seed(1)
     seqs = [torch.randint(0, spec.vocab_size, (n,), generator=gen).tolist() for n in (60, 21)]

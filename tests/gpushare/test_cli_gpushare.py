@@ -3,21 +3,11 @@ their refusals. (The profiles are made up for the test; nothing here is a measur
 
 import pandas as pd
 import pytest
-from gpushare_chains import profile_kernel, write_profile
 from typer.testing import CliRunner
 
 from kvsim.cli import EXIT_BAD_INPUT, app
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def profiles(tmp_path):
-    folder = tmp_path / "profiles"
-    folder.mkdir()
-    write_profile(folder, "resnet18", "h200-141gb", [profile_kernel(20, 64), profile_kernel(10, 300)] * 3)
-    write_profile(folder, "inception_v3", "h200-141gb", [profile_kernel(40, 500)] * 12)
-    return folder
 
 
 def invoke(*args):

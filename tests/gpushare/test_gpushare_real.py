@@ -7,7 +7,6 @@ import json
 
 import pandas as pd
 import pytest
-from gpushare_chains import profile_kernel, write_profile
 from typer.testing import CliRunner
 
 from kvsim.cli import EXIT_BAD_INPUT, app
@@ -73,15 +72,6 @@ def test_a_simulation_of_other_jobs_is_refused():
         measured_vs_simulated(measured, summary("p", 1.0, [("all", 9, 100.0, 0.02, 0.05)]), {1.0: 100.0})
     with pytest.raises(KvsimError, match="does not have the measured jobs"):
         measured_vs_simulated(measured, summary("q", 1.0, [("all", 10, 100.0, 0.02, 0.05)]), {1.0: 100.0})
-
-
-@pytest.fixture
-def profiles(tmp_path):
-    folder = tmp_path / "profiles"
-    folder.mkdir()
-    write_profile(folder, "resnet18", "h200-141gb", [profile_kernel(20, 64), profile_kernel(10, 300)] * 3)
-    write_profile(folder, "inception_v3", "h200-141gb", [profile_kernel(40, 500)] * 12)
-    return folder
 
 
 def test_compare_real_sets_a_measurement_beside_the_simulation_of_its_jobs(profiles, tmp_path):
