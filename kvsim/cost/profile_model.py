@@ -163,7 +163,8 @@ class ProfileCostModel(CostModel):
         fitted *= per_partition
         fitted += context * per_token
         fitted += base
-        np.maximum(fitted, issued, out=fitted)
+        if issued:  # an eager profile's host issue; a graph profile has none
+            np.maximum(fitted, issued, out=fitted)
         return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps), out=fitted)
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:

@@ -164,11 +164,16 @@ def runner_text(config: SimConfig) -> str:
     )
 
 
+#: The normalized latency every figure reads: the requests that arrive after the warm-up, as
+#: the paper measures it.
+LATENCY = "steady_normalized_latency_s_per_token"
+
+
 def sustained(table: pd.DataFrame, policy: str) -> float:
     """The highest rate tried that ``policy`` sustains (see ``SUSTAIN_FACTOR``; 0 when none)."""
-    lowest = table[table.rate == table.rate.min()].steady_normalized_latency_s_per_token.min()
+    lowest = table[table.rate == table.rate.min()][LATENCY].min()
     rows = table[table.policy == policy]
-    ok = rows[rows.steady_normalized_latency_s_per_token <= SUSTAIN_FACTOR * lowest]
+    ok = rows[rows[LATENCY] <= SUSTAIN_FACTOR * lowest]
     return float(ok.rate.max()) if len(ok) else 0.0
 
 
@@ -199,7 +204,7 @@ def latency_lines(table: pd.DataFrame, label: str) -> dict[str, tuple[list, list
         rows = table[table.policy == policy].sort_values("rate")
         lines[f"{NAMES[policy]}, {label}"] = (
             rows.rate.tolist(),
-            rows.steady_normalized_latency_s_per_token.tolist(),
+            rows[LATENCY].tolist(),
         )
     return lines
 
@@ -525,7 +530,7 @@ def fig18b(scale: Scale, jobs: int) -> Section:
             }
         )
         table = run_sweep(points, jobs)
-        latency = table.steady_normalized_latency_s_per_token.tolist()
+        latency = table[LATENCY].tolist()
         series[f"{trace} at {rate:g} req/s"] = (table.block_size.tolist(), latency)
         best = int(table.block_size[int(np.argmin(latency))])
         findings.append(f"on {trace} at {rate:g} req/s the lowest normalized latency is at block size {best}")
@@ -578,13 +583,11 @@ def fig19(scale: Scale, jobs: int) -> Section:
     )
     table = run_sweep(points, jobs)
     end_to_end = {
-        mode: (rows.block_size.tolist(), rows.steady_normalized_latency_s_per_token.tolist())
+        mode: (rows.block_size.tolist(), rows[LATENCY].tolist())
         for mode, rows in table.groupby("preemption", sort=False)
     }
     crossing = [b for b, s, r in zip(scale.block_sizes, swap, recompute) if s <= r]
-    by_block = table.pivot(
-        index="block_size", columns="preemption", values="steady_normalized_latency_s_per_token"
-    )
+    by_block = table.pivot(index="block_size", columns="preemption", values=LATENCY)
     swap_wins = [int(b) for b in by_block.index if by_block.loc[b, "swap"] < by_block.loc[b, "recompute"]]
     paragraph = (
         "The paper's Fig. 19: swapping with small blocks is slow (many small PCIe transfers), "

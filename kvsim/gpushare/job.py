@@ -41,6 +41,16 @@ def shapes_of(chain: KernelChain, limits: SMLimits) -> tuple[KernelShape, ...]:
     return tuple(shapes)
 
 
+def jobs_of(
+    models: tuple[str, ...], arrivals, model_index, shapes: list[tuple[KernelShape, ...]]
+) -> list["Job"]:
+    """A stream's jobs (``arrivals`` and each job's index into ``models``), job i of model m
+    running ``shapes[m]``: what the simulated GPU and the real replay both run."""
+    return [
+        Job(i, models[m], int(m), shapes[m], float(t)) for i, (t, m) in enumerate(zip(arrivals, model_index))
+    ]
+
+
 class Job:
     """One request to ``model``: its chain runs kernel after kernel. ``next_kernel`` is the
     index of the next kernel to launch; ``in_flight`` whether a launched kernel of it has not

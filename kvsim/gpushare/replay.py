@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from kvsim.errors import KvsimError
-from kvsim.gpushare.job import Job, KernelRun, KernelShape
+from kvsim.gpushare.job import Job, KernelRun, KernelShape, jobs_of
 from kvsim.gpushare.kernels import RESOURCES, Kernel, KernelChain
 from kvsim.gpushare.policies.base import DispatchSettings, Workload
 from kvsim.gpushare.policies.paella import Order, SoftwareDispatcher, age
@@ -85,10 +85,7 @@ def step_jobs(mix: Mix, stream: JobStream, chains: dict[str, KernelChain]) -> li
     """The stream's jobs, each a chain of its model's steps (``chains``, from :func:`step_chain`)."""
     none = np.zeros(len(RESOURCES), dtype=np.int64)
     shapes = [tuple(KernelShape(none, 1, k.duration_s) for k in chains[m].kernels) for m in mix.models]
-    return [
-        Job(i, mix.models[m], int(m), shapes[m], float(t))
-        for i, (t, m) in enumerate(zip(stream.arrivals, stream.model_index))
-    ]
+    return jobs_of(mix.models, stream.arrivals, stream.model_index, shapes)
 
 
 @dataclass

@@ -16,7 +16,7 @@ import pandas as pd
 import simpy
 
 from kvsim.gpushare.gpu import SimulatedGPU
-from kvsim.gpushare.job import Job, KernelRun, shapes_of
+from kvsim.gpushare.job import Job, KernelRun, jobs_of, shapes_of
 from kvsim.gpushare.kernels import KernelChain
 from kvsim.gpushare.policies.base import DispatchSettings, Workload
 from kvsim.gpushare.policies.registry import build_policy
@@ -45,10 +45,7 @@ def simulate(
 ) -> SharedRun:
     env = simpy.Environment()
     shapes = [shapes_of(chains[m], limits) for m in mix.models]
-    jobs = [
-        Job(i, mix.models[m], int(m), shapes[m], float(t))
-        for i, (t, m) in enumerate(zip(stream.arrivals, stream.model_index))
-    ]
+    jobs = jobs_of(mix.models, stream.arrivals, stream.model_index, shapes)
     finished = np.full(len(jobs), np.nan)
     kernel_rows: list[tuple] = []
     outstanding = [0] * len(mix.models)
