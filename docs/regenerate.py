@@ -1355,6 +1355,38 @@ def _(r):
     return "\n".join(lines)
 
 
+# The co-location benchmark of each shipped kernel profile, and how well its fitted
+# interference reproduces it (the profiler writes both).
+GPUSHARE_PROFILES_DIR = ROOT / "kvsim" / "gpushare" / "profiles"
+GPUSHARE_COLOCATION = Local(
+    "gpushare-colocation",
+    lambda: json.dumps(
+        {path.name: json.loads(path.read_text()) for path in sorted(GPUSHARE_PROFILES_DIR.glob("*.json"))}
+    ).encode(),
+    "the shipped kernel profiles (kvsim/gpushare/profiles/, written by simcli gpushare profile)",
+)
+
+
+@figure("gpushare.colocation", GPUSHARE_COLOCATION, block=True)
+def _(r):
+    """Per shipped profile: the pass alone (launched on an idle GPU), the measured slowdown of
+    2, 4 and 8 copies launched together, the fitted interference and the simulated slowdown's
+    error per copy count."""
+    profiles = json.loads(r[GPUSHARE_COLOCATION])
+    lines = [
+        "| model | alone | 2 copies | 4 copies | 8 copies | interference | error at 2 | at 4 | at 8 |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for doc in profiles.values():
+        colocated, errors = doc["colocated_us"], doc["interference_fit"]["slowdown_error"]
+        slowdowns = [f"{colocated[k] / colocated['1']:.2f}x" for k in ("2", "4", "8")]
+        lines.append(
+            f"| {doc['model']} | {colocated['1']:.0f} us | {' | '.join(slowdowns)} | {doc['interference']:.2f} "
+            f"| {' | '.join(pct(errors[k]) for k in ('2', '4', '8'))} |"
+        )
+    return "\n".join(lines)
+
+
 @figure("gpushare.load", GPUSHARE, block=True)
 def _(r):
     """Per mix and policy: p99 over all jobs at the lowest load, and the highest swept load whose p99

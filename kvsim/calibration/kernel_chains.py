@@ -10,10 +10,20 @@ a pass that does not is refused), and each kernel keeps the median of its durati
 kept, for comparison with the simulation's jobs alone: each kernel's start relative to the
 pass's first kernel (median), and the pass's span from first kernel start to last kernel end
 (median): in eager PyTorch at batch 1 the host's launches, not the kernels, may set the pace.
+Then the same forward captured as one CUDA graph is timed with CUDA events, medians over
+``graph_passes`` rounds: a pass queued behind another on its stream (``graph_pass_us``: the
+GPU's own time, from which the simulator takes each kernel's launch gap), and the co-location
+benchmark: k copies of the graph (k in COPIES, each with activations of its own) launched
+together on an idle GPU, each on its own stream, their mean latency (``colocated_us``). Its
+single copy, launched on an idle GPU, takes longer than the queued pass by the job's launch
+latency (the graph's submission); kvsim.gpushare.interference fits the model's
+``interference`` to the rest, and the fit and its errors are written beside the measurement.
+Graph timings start after WARM_S of untimed replays: a GPU idle a moment before runs its
+first passes at lower clocks.
 
 The output is one file per model, ``MODEL@GPU.json`` (kvsim.gpushare.kernels describes the
-format), with the GPU, driver, CUDA, torch and torchvision versions and the date. Imports no
-simulator code (the GPU machine need not have simpy), and torch only once a GPU is known.
+format), with the GPU, driver, CUDA, torch and torchvision versions and the date. Imports torch
+only once a GPU is known.
 """
 
 from __future__ import annotations
@@ -23,17 +33,23 @@ import importlib.util
 import json
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from kvsim.calibration.calibrate import builtin_gpu_for, require_cuda
 from kvsim.errors import KvsimError
-from kvsim.gpushare.kernels import PROFILE_FORMAT, profile_path
+from kvsim.gpushare.interference import fit_interference
+from kvsim.gpushare.kernels import PROFILE_FORMAT, load_chain, profile_path
 from kvsim.gpushare.workloads import BUILD_OPTIONS, INPUT_SHAPE, PAELLA_MODELS
-from kvsim.hardware import load_gpu
+from kvsim.hardware import SM_LIMITS, load_gpu
 
 #: Builders that would otherwise add training-only heads or a slow scipy weight init.
 DTYPES = ("float32", "float16")
+#: Copies of a model launched together in the co-location benchmark.
+COPIES = (1, 2, 4, 8)
+#: Untimed graph replays before the graph timings (seconds).
+WARM_S = 0.5
 #: What CUPTI's kernel records carry in the trace's ``args`` and a chain needs.
 FOOTPRINT_ARGS = {"grid", "block", "registers per thread", "shared memory"}
 
@@ -94,6 +110,77 @@ def pass_spans_us(kernels: list[dict], repeats: int) -> float:
     return statistics.median(spans)
 
 
+def capture_graphs(network, batch, count: int, stream) -> list:
+    """``count`` CUDA graphs of ``network(batch)``, each in a memory pool of its own (so copies
+    may run at once), captured on ``stream``."""
+    import torch
+
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        network(batch)  # the capture stream's own warm-up
+    torch.cuda.synchronize()
+    graphs = []
+    for _ in range(count):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, stream=stream):
+            network(batch)
+        graphs.append(graph)
+    return graphs
+
+
+def colocated_seconds(graphs: list, streams: list, copies: int) -> float:
+    """Mean latency of ``copies`` of the graphs launched together, each on its own stream and
+    each between two CUDA events of that stream (one round)."""
+    import torch
+
+    torch.cuda.synchronize()
+    events = [
+        (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(copies)
+    ]
+    for graph, stream, (start, end) in zip(graphs, streams, events):
+        with torch.cuda.stream(stream):
+            start.record()
+            graph.replay()
+            end.record()
+    torch.cuda.synchronize()
+    return statistics.fmean(start.elapsed_time(end) * 1e-3 for start, end in events)
+
+
+def queued_pass_seconds(ahead, graph, stream) -> float:
+    """One pass of ``graph`` launched while the stream is still busy with ``ahead`` (a copy of
+    it: relaunching the same graph would wait on its own last launch), so the GPU starts it the
+    moment that one ends: its time holds no launch latency."""
+    import torch
+
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    with torch.cuda.stream(stream):
+        ahead.replay()
+        start.record()
+        graph.replay()
+        end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e-3
+
+
+def graph_timings(network, batch, rounds: int) -> tuple[float, dict[int, float]]:
+    """The forward as one graph: its pass queued behind another (queued_pass_seconds) and the
+    co-location benchmark, whose single copy is a pass launched on an idle GPU (seconds), each
+    the median over ``rounds`` rounds, after WARM_S of untimed replays."""
+    import torch
+
+    streams = [torch.cuda.Stream() for _ in range(max(COPIES))]
+    graphs = capture_graphs(network, batch, max(COPIES), streams[0])
+    warm_until = time.perf_counter() + WARM_S
+    while time.perf_counter() < warm_until:
+        colocated_seconds(graphs, streams, max(COPIES))
+    queued = statistics.median(queued_pass_seconds(graphs[1], graphs[0], streams[0]) for _ in range(rounds))
+    colocated = {
+        k: statistics.median(colocated_seconds(graphs, streams, k) for _ in range(rounds)) for k in COPIES
+    }
+    return queued, colocated
+
+
 def profile_models(
     out: Path,
     models: tuple[str, ...] = PAELLA_MODELS,
@@ -102,6 +189,7 @@ def profile_models(
     warmup: int = 10,
     gpu: str | None = None,
     log: Callable[[str], None] = print,
+    graph_passes: int = 50,
 ) -> list[Path]:
     """Measures each model's chain on GPU 0 and writes ``out/MODEL@GPU.json``; returns the paths."""
     if dtype not in DTYPES:
@@ -144,6 +232,7 @@ def profile_models(
                 for _ in range(repeats):
                     network(batch)
                     torch.cuda.synchronize()
+            graph_pass_s, colocated_s = graph_timings(network, batch, graph_passes)
         with tempfile.TemporaryDirectory() as tmp:
             trace_file = Path(tmp) / "trace.json"
             profiler.export_chrome_trace(str(trace_file))
@@ -164,16 +253,33 @@ def profile_models(
                 "warmup_passes": warmup,
                 "profiled_passes": repeats,
                 "duration": "median over the profiled passes (torch.profiler / CUPTI kernel activity)",
+                "graph_pass": f"one CUDA graph of the forward queued behind another on its stream, CUDA events around it, median of {graph_passes}, after {WARM_S} s of untimed replays",
+                "colocated": "k graphs of the forward launched together on an idle GPU, one stream each, mean latency; median of as many rounds",
             },
             "pass_span_us": pass_spans_us(kernels, repeats),
+            "graph_pass_us": graph_pass_s * 1e6,
+            "colocated_us": {str(k): t * 1e6 for k, t in colocated_s.items()},
             "kernels": chain,
         }
         path = profile_path(out, model, gpu_name)
         path.write_text(json.dumps(doc, indent=1) + "\n")
+        fitted = ""
+        if gpu_name in SM_LIMITS:  # the simulator runs only GPUs whose SM limits it knows
+            interference, errors = fit_interference(
+                load_chain(path, model, gpu_name), SM_LIMITS[gpu_name], colocated_s
+            )
+            doc["interference"] = interference
+            doc["interference_fit"] = {
+                "by": "kvsim.gpushare.interference.fit_interference",
+                "slowdown_error": {str(k): e for k, e in errors.items()},
+            }
+            path.write_text(json.dumps(doc, indent=1) + "\n")
+            slowdowns = ", ".join(f"{k} copies {e:+.1%}" for k, e in errors.items())
+            fitted = f", interference {interference:.2f} (simulated slowdown errors: {slowdowns})"
         total = sum(k["duration_us"] for k in chain)
         log(
             f"{model}: {len(chain)} kernels, {total:.0f} us of kernels, pass span "
-            f"{doc['pass_span_us']:.0f} us -> {path}"
+            f"{doc['pass_span_us']:.0f} us, as one graph {doc['graph_pass_us']:.0f} us{fitted} -> {path}"
         )
         written.append(path)
         del network, batch

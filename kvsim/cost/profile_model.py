@@ -92,6 +92,7 @@ class ProfileCostModel(CostModel):
         self._lines: dict[int, tuple[float, float, float, float, float]] = {}
         self._decode_context_s = float(self.coef["decode"][[t for t, _ in TERMS["decode"]].index("context")])
         self._engine_s: dict[int, float] = {}
+        self._lone_prompt_s: dict[int, float] = {}  # prefill_time of one uncached prompt, by length
 
     def _check(self, kind: str, **values: float) -> None:
         for axis, value in values.items():
@@ -168,6 +169,18 @@ class ProfileCostModel(CostModel):
         return np.maximum(fitted, self.floor.decode_times(batch_size, total_context, steps), out=fitted)
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
+        """Most prefill steps of a run compute one prompt with nothing cached, and prompt
+        lengths repeat: those are priced once per length (at most the context length of
+        them), the others every time."""
+        if len(new_tokens) == 1 and new_tokens[0] == context_lens[0]:
+            tokens = int(new_tokens[0])
+            seconds = self._lone_prompt_s.get(tokens)
+            if seconds is None:
+                seconds = self._lone_prompt_s[tokens] = self._prefill_time(new_tokens, context_lens)
+            return seconds
+        return self._prefill_time(new_tokens, context_lens)
+
+    def _prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
         tokens = float(new_tokens.sum())
         self._check("prefill", tokens=tokens, seqs=len(new_tokens), context=float(context_lens.sum()))
         fitted = self.prefill_tokens(tokens) + float(

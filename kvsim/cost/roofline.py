@@ -60,10 +60,12 @@ class RooflineCostModel(CostModel):
         self._block_bytes = block_size * self._kv_bytes
 
     def prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
-        new, context = new_tokens.astype(np.int64), context_lens.astype(np.int64)
-        pairs = int((new * (new + 1) // 2 + new * (context - new)).sum())  # causal attention pairs, exact
-        flops = self._linear_flops * int(new.sum()) + self._pair_flops * pairs
-        kv_bytes = self._kv_bytes * int(context.sum())  # write new, read cached
+        # Plain Python over the batch's few sequences: numpy's per-call overhead would cost
+        # more than the arithmetic, which is on integers (exact either way).
+        new, context = new_tokens.astype(np.int64).tolist(), context_lens.astype(np.int64).tolist()
+        pairs = sum(n * (n + 1) // 2 + n * (c - n) for n, c in zip(new, context))  # causal attention pairs
+        flops = self._linear_flops * sum(new) + self._pair_flops * pairs
+        kv_bytes = self._kv_bytes * sum(context)  # write new, read cached
         busy = max(flops / self._flop_rate, (self._weight_bytes + kv_bytes) / self._byte_rate)
         return busy + self.assumptions.step_overhead_s
 

@@ -18,6 +18,12 @@ choose is a group launched together. Here that is each top-level child module (R
 before a classifier, DenseNet's last ReLU and pooling) in the block it follows. A job is its
 model's blocks (the replay loop's *steps*) in order.
 
+**Whole jobs as one graph.** The hardware baselines hand a job to a stream whole, so each slot
+also holds the whole forward captured as one graph: one launch per job, the kernels back to
+back on the GPU as the profile's ``graph_pass_us`` timed them. Launched block by block, a job
+would cost the host a dozen launches, and one host thread launching for every stream set the
+pace under bursts (the first H200 run, docs/gpushare.md). The dispatcher still launches blocks.
+
 **Slots.** Jobs in flight at once need activations of their own, so each model has slots: the
 graphs of its blocks captured into a memory pool of their own, replayed in capture order, as
 graphs sharing a pool must be. A job holds a slot from its first step until it finishes;
@@ -84,6 +90,8 @@ def split_forward(model, batch, cut: Callable[[], None]) -> tuple[Any, list[str]
 class Slot:
     graphs: list  # torch.cuda.CUDAGraph per block, in order
     output: Any  # the forward's output: keeps its memory in the pool
+    whole: Any  # the whole forward as one graph, in a pool of its own
+    whole_output: Any
 
 
 def capture_slot(model, batch, stream) -> tuple[Slot, list[str]]:
@@ -104,7 +112,11 @@ def capture_slot(model, batch, stream) -> tuple[Slot, list[str]]:
         graphs[0].capture_begin(pool=pool)
         output, names = split_forward(model, batch, cut)
         graphs[-1].capture_end()
-    return Slot(graphs, output), names
+        whole = torch.cuda.CUDAGraph()
+        whole.capture_begin(pool=torch.cuda.graph_pool_handle())
+        whole_output = model(batch)
+        whole.capture_end()
+    return Slot(graphs, output, whole, whole_output), names
 
 
 class CudaGPU:
@@ -143,22 +155,27 @@ class CudaGPU:
         return self.torch.cuda.Event(enable_timing=True)
 
     def time_alone(self, model_index: int, passes: int) -> tuple[list[float], float]:
-        """Each block's time and the whole job's, alone on the idle GPU (seconds): medians over
-        ``passes`` jobs on one stream, each waited for before the next. A block's time runs
-        from the end of the one before (the job's start for the first) to its own end."""
-        graphs = self.slots[model_index][0].graphs
+        """Each block's time, and the whole job's as one graph (as whole jobs are launched),
+        alone on the idle GPU (seconds): medians over ``passes`` jobs on one stream, each waited
+        for before the next. A block's time runs from the end of the one before (the job's
+        start for the first) to its own end."""
+        slot = self.slots[model_index][0]
         stream = self.streams[0]
         blocks, wholes = [], []
         for _ in range(passes):
-            events = [self._event() for _ in range(len(graphs) + 1)]
+            events = [self._event() for _ in range(len(slot.graphs) + 1)]
+            start, end = self._event(), self._event()
             with self.torch.cuda.stream(stream):
                 events[0].record()
-                for graph, event in zip(graphs, events[1:]):
+                for graph, event in zip(slot.graphs, events[1:]):
                     graph.replay()
                     event.record()
+                start.record()
+                slot.whole.replay()
+                end.record()
             stream.synchronize()
             blocks.append([a.elapsed_time(b) * 1e-3 for a, b in zip(events, events[1:])])
-            wholes.append(events[0].elapsed_time(events[-1]) * 1e-3)
+            wholes.append(start.elapsed_time(end) * 1e-3)
         return [statistics.median(times) for times in zip(*blocks)], statistics.median(wholes)
 
     # -- the replay loop's Device --------------------------------------------------------------
@@ -185,12 +202,15 @@ class CudaGPU:
     def launch(self, job: Job, first: int, stop: int, lane: int) -> Any:
         if first == 0:
             self.slot_of[job.id] = self.free[job.model_index].popleft()
-        graphs = self.slots[job.model_index][self.slot_of[job.id]].graphs
+        slot = self.slots[job.model_index][self.slot_of[job.id]]
         start, end = self._event(), self._event()
         with self.torch.cuda.stream(self.streams[lane]):
             start.record()
-            for graph in graphs[first:stop]:
-                graph.replay()
+            if first == 0 and stop == len(slot.graphs):
+                slot.whole.replay()
+            else:
+                for graph in slot.graphs[first:stop]:
+                    graph.replay()
             end.record()
         return start, end
 

@@ -17,12 +17,23 @@ and takes proportionally longer. Not modelled: contention between co-running blo
 memory bandwidth and caches (a block runs as fast beside others as alone), and the block
 scheduler's own latency.
 
+**Interference.** Blocks placed while other kernels hold a share u of the GPU's thread slots
+run ``1 + interference * u`` times as long (the kernel's measured interference,
+kvsim.gpushare.kernels); the share is taken when they are placed and holds until they finish.
+Alone (u = 0) nothing changes.
+
+**Launch gap.** An issued kernel joins the kernels waiting for room only its launch gap after
+it was issued (kvsim.gpushare.kernels: measured per model as what a CUDA-graph pass alone takes
+beyond its kernels). Every policy issues a job's kernel no earlier than the one before it
+finished, so a job alone takes its kernels' durations plus a gap before each: its measured pass.
+
 The GPU decides nothing about which kernel goes first: that is the issuing policy's
 (kvsim.gpushare.policies), which only chooses when to call :meth:`SimulatedGPU.issue`.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -50,11 +61,13 @@ class SimulatedGPU:
     ):
         self.env, self.limits = env, limits
         self.capacity = sm_capacity(limits)
+        self.thread_slots = int(self.capacity[0]) * limits.num_sms  # RESOURCES[0]: threads
         # Resource by SM (RESOURCES x SMs): the per-block arithmetic runs along contiguous rows.
         self.used = np.zeros((len(self.capacity), limits.num_sms), dtype=np.int64)
         self.on_placed, self.on_done, self.on_room, self.observer = on_placed, on_done, on_room, observer
         self.partitions: list[np.ndarray] = []  # boolean SM masks, indexed by KernelRun.partition
         self.waiting: list[KernelRun] = []  # issued, with blocks still to place, in issue order
+        self.launching: deque[KernelRun] = deque()  # issued, in the front end, in issue order
         self._placing = self._again = False
 
     def set_partitions(self, sms_per_partition: list[int]) -> None:
@@ -64,9 +77,32 @@ class SimulatedGPU:
         self.partitions = [(index >= lo) & (index < hi) for lo, hi in zip(edges[:-1], edges[1:])]
 
     def issue(self, run: KernelRun) -> None:
-        """``run`` reaches the hardware: its blocks are placed as room allows, after those of
-        every kernel issued before it."""
+        """``run`` is launched: after its launch gap its blocks are placed as room allows,
+        after those of every kernel that reached the SMs before it."""
         run.issued = True
+        if run.launch_gap_s > 0:
+            self.launching.append(run)
+            if len(self.launching) == 1:
+                self._launch_head()
+        else:
+            self._arrive(run)
+
+    @property
+    def outstanding(self) -> int:
+        """Issued kernels not yet wholly placed: waiting for room or still being launched."""
+        return len(self.waiting) + len(self.launching)
+
+    def _launch_head(self) -> None:
+        run = self.launching[0]
+        self.env.timeout(run.launch_gap_s).callbacks.append(lambda _event: self._launched())
+
+    def _launched(self) -> None:
+        run = self.launching.popleft()
+        if self.launching:
+            self._launch_head()
+        self._arrive(run)
+
+    def _arrive(self, run: KernelRun) -> None:
         self.waiting.append(run)
         self._place()
 
@@ -110,6 +146,10 @@ class SimulatedGPU:
             return free
         alloc = fit if count == total else _spread(fit, count)
         taken = run.need[:, None] * alloc[None, :]
+        block_s = run.block_s
+        if run.interference:
+            others = int(self.used[0].sum()) - run.running * run.need_list[0]
+            block_s *= 1 + run.interference * others / self.thread_slots
         self.used += taken
         run.unplaced -= count
         run.running += count
@@ -117,7 +157,7 @@ class SimulatedGPU:
             run.first_placed = self.env.now
         if self.observer is not None:
             self.observer(self.env.now, self.used)
-        done = self.env.timeout(run.block_s)
+        done = self.env.timeout(block_s)
         done.callbacks.append(lambda _event: self._blocks_done(run, taken, count))
         if run.unplaced == 0:
             self.waiting.remove(run)

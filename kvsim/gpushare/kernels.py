@@ -9,6 +9,22 @@ shared memory added), and so how many of its blocks an SM holds at once.
 
 A chain comes from a profile file that ``simcli gpushare profile`` writes on the GPU (format
 below); nothing here invents a duration.
+
+**Launch gap and latency.** Kernels of one job run one after another, and the GPU does not
+start a kernel the instant the one it depends on ends: even replayed back to back from a CUDA
+graph, each start waits on the front end. The profile measures it: ``graph_pass_us``, the
+model's whole forward captured as one CUDA graph, timed with CUDA events queued behind another
+pass. The chain's ``launch_gap_s`` is what that pass takes beyond its kernels' durations, per
+kernel. A job launched whole on an idle GPU takes longer again, by its *launch latency* (the
+graph's submission): the profile's single copy of the co-location benchmark less the queued
+pass (``launch_latency_s``). A job alone takes both. A profile without these gives neither.
+
+**Interference.** Kernels of different jobs that run at once slow each other beyond sharing the
+SMs' slots (the memory system and the SMs' issue bandwidth are shared too). The profile
+measures it (``colocated_us``: the mean latency of k copies of the model launched together,
+each on its own stream) and kvsim.gpushare.interference fits one number per model to it:
+a block placed while other kernels hold a share u of the GPU's thread slots runs
+``1 + interference * u`` times its measured time. A profile without it gives none.
 """
 
 from __future__ import annotations
@@ -67,11 +83,16 @@ class KernelChain:
 
     model: str
     kernels: tuple[Kernel, ...]
+    launch_gap_s: float = 0.0  # before each kernel reaches the SMs (module docstring)
+    interference: float = 0.0  # a block's stretch per share of the GPU others hold (module docstring)
+    launch_latency_s: float = 0.0  # a whole job's submission (module docstring)
 
     @property
     def alone_s(self) -> float:
-        """The job's latency alone on the GPU: every kernel at the allocation it was measured with."""
-        return float(sum(k.duration_s for k in self.kernels))
+        """The job's latency alone on the GPU, launched whole: its launch latency, then every
+        kernel at the allocation it was measured with, each after its launch gap."""
+        kernels_s = float(sum(k.duration_s for k in self.kernels))
+        return self.launch_latency_s + kernels_s + len(self.kernels) * self.launch_gap_s
 
     def check_fits(self, limits: SMLimits, where: str) -> None:
         """Refuses a chain with a kernel of which no block fits an empty SM."""
@@ -136,9 +157,27 @@ def load_chain(path: Path, model: str, gpu: str) -> KernelChain:
     kernels = doc.get("kernels")
     if not isinstance(kernels, list) or not kernels:
         raise KvsimError(f"{where}: kernels must be a non-empty list")
-    return KernelChain(
-        model, tuple(_kernel_from_dict(k, f"{where}: kernels[{i}]") for i, k in enumerate(kernels))
-    )
+    chain = tuple(_kernel_from_dict(k, f"{where}: kernels[{i}]") for i, k in enumerate(kernels))
+    graph_pass_us = doc.get("graph_pass_us")
+    if graph_pass_us is not None and not (is_number(graph_pass_us) and graph_pass_us > 0):
+        raise KvsimError(f"{where}: graph_pass_us must be a positive number (got {graph_pass_us!r})")
+    interference = doc.get("interference", 0.0)
+    if not (is_number(interference) and interference >= 0):
+        raise KvsimError(f"{where}: interference must be a non-negative number (got {interference!r})")
+    gap = 0.0 if graph_pass_us is None else launch_gap_of(graph_pass_us * 1e-6, chain)
+    colocated = doc.get("colocated_us", {})
+    alone_us = colocated.get("1") if isinstance(colocated, dict) else None
+    if alone_us is not None and not (is_number(alone_us) and alone_us > 0):
+        raise KvsimError(f"{where}: colocated_us.1 must be a positive number (got {alone_us!r})")
+    latency = 0.0 if alone_us is None or graph_pass_us is None else max(0.0, alone_us - graph_pass_us) * 1e-6
+    return KernelChain(model, chain, gap, float(interference), latency)
+
+
+def launch_gap_of(graph_pass_s: float, kernels: tuple[Kernel, ...]) -> float:
+    """The launch gap per kernel that makes a job alone take ``graph_pass_s``: the pass beyond
+    its kernels' durations, shared evenly (never negative: a pass timed a little faster than
+    its kernels' medians leaves no gap)."""
+    return max(0.0, graph_pass_s - sum(k.duration_s for k in kernels)) / len(kernels)
 
 
 def load_chains(

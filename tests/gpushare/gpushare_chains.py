@@ -19,8 +19,8 @@ def kernel(
     return Kernel("k", duration_us * US, blocks, threads, registers, smem)
 
 
-def chain(model: str, *kernels: Kernel) -> KernelChain:
-    return KernelChain(model, tuple(kernels))
+def chain(model: str, *kernels: Kernel, launch_gap_s: float = 0.0) -> KernelChain:
+    return KernelChain(model, tuple(kernels), launch_gap_s)
 
 
 def write_profile(directory: Path, model: str, gpu: str, kernels: list[dict]) -> Path:

@@ -6,6 +6,7 @@ with one kernel of 4 blocks of 10 us. S fits beside L all along, so any wait of 
 """
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -64,6 +65,26 @@ def test_dispatch_overhead_delays_every_kernel():
     long_done, short_done = finish_times("paella-kernel-fifo", DispatchSettings(dispatch_overhead_s=2 * US))
     # L.k1 is issued at 2 us, S at 4 (the dispatcher is busy with L.k1 until 2), L.k2 at 104.
     assert (long_done, short_done) == pytest.approx((204, 14))
+
+
+def test_a_launch_gap_comes_before_every_kernel_and_holds_its_queue():
+    # A gap of 5 us per kernel; one hardware queue: L.k1 reaches the SMs at 5 and ends at 105,
+    # L.k2 is issued then and placed at 110; S waits behind it in the queue: issued at 110,
+    # placed at 115, done at 125. L: 110 + 100.
+    gapped = {
+        "long": chain("long", *LONG.kernels, launch_gap_s=5 * US),
+        "short": chain("short", *SHORT.kernels, launch_gap_s=5 * US),
+    }
+    long_done, short_done = finish_times("cuda-multi-stream", DispatchSettings(hardware_queues=1), gapped)
+    assert (long_done, short_done) == pytest.approx((210, 125))
+
+
+def test_the_host_submits_whole_jobs_one_after_another():
+    # A launch latency of 5 us per job, one launching thread: L reaches its queue at 5 (done at
+    # 205), S, admitted at 1, only when L's submission is over: at 10, done at 20.
+    slow = {m: replace(c, launch_latency_s=5 * US) for m, c in {"long": LONG, "short": SHORT}.items()}
+    long_done, short_done = finish_times("cuda-multi-stream", DispatchSettings(hardware_queues=2), slow)
+    assert (long_done, short_done) == pytest.approx((205, 20))
 
 
 def full_gpu(duration_us: float):

@@ -21,6 +21,25 @@ def test_a_profile_reads_back_as_its_chain(tmp_path):
     assert chain.alone_s == pytest.approx(15.5e-6)
 
 
+def test_a_graph_pass_gives_each_kernel_the_launch_gap_that_makes_a_job_alone_take_it(tmp_path):
+    path = write_profile(tmp_path, "resnet18", "h200-141gb", [profile_kernel(12.5, 64), profile_kernel(3, 2)])
+    doc = json.loads(path.read_text()) | {"graph_pass_us": 19.5}
+    path.write_text(json.dumps(doc))
+    chain = load_chain(path, "resnet18", "h200-141gb")
+    assert chain.launch_gap_s == pytest.approx(2e-6)  # (19.5 - 15.5) us over 2 kernels
+    assert chain.alone_s == pytest.approx(19.5e-6)
+    assert chain.launch_latency_s == 0  # no co-location benchmark: no launch latency
+    path.write_text(json.dumps(doc | {"colocated_us": {"1": 30.0, "2": 40.0}}))
+    launched = load_chain(path, "resnet18", "h200-141gb")
+    assert launched.launch_latency_s == pytest.approx(10.5e-6)  # alone from idle, less queued
+    assert launched.alone_s == pytest.approx(30e-6)
+    path.write_text(json.dumps(doc | {"graph_pass_us": 15.0}))  # faster than the kernels' medians
+    assert load_chain(path, "resnet18", "h200-141gb").launch_gap_s == 0
+    path.write_text(json.dumps(doc | {"graph_pass_us": -1}))
+    with pytest.raises(KvsimError, match="graph_pass_us must be a positive number"):
+        load_chain(path, "resnet18", "h200-141gb")
+
+
 @pytest.mark.parametrize(
     "field, value",
     [

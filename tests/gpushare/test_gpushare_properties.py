@@ -1,14 +1,15 @@
 """Invariants of every shared-GPU run, over random chains, arrivals and policies: no SM ever
-holds more than it has, every kernel of every job runs exactly once and in order, no job runs
-faster than alone, and a run repeats exactly."""
+holds more than it has, every kernel of every job runs exactly once and in order (each a launch
+gap after the one before), no job runs faster than alone, and a run repeats exactly, with
+launch latencies and interference or without."""
 
 import numpy as np
 import pandas as pd
-from gpushare_chains import SMALL_GPU, US, chain
+from gpushare_chains import SMALL_GPU, US
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kvsim.gpushare.kernels import Kernel, sm_capacity
+from kvsim.gpushare.kernels import Kernel, KernelChain, sm_capacity
 from kvsim.gpushare.policies.base import DispatchSettings
 from kvsim.gpushare.policies.registry import POLICIES
 from kvsim.gpushare.simulate import simulate
@@ -25,11 +26,23 @@ kernels = st.builds(
 ).filter(lambda k: k.blocks_per_sm(SMALL_GPU) >= 1)  # a real kernel's block fits an SM
 
 
+launch_gaps = st.sampled_from([0.0, 1 * US, 7 * US])
+
+
 @st.composite
 def scenarios(draw):
     num_models = draw(st.integers(1, 3))
     models = tuple(f"m{i}" for i in range(num_models))
-    chains = {m: chain(m, *draw(st.lists(kernels, min_size=1, max_size=5))) for m in models}
+    chains = {
+        m: KernelChain(
+            m,
+            tuple(draw(st.lists(kernels, min_size=1, max_size=5))),
+            launch_gap_s=draw(launch_gaps),
+            interference=draw(st.sampled_from([0.0, 0.5, 2.0])),
+            launch_latency_s=draw(launch_gaps) * 3,
+        )
+        for m in models
+    }
     caps = tuple(draw(st.lists(st.integers(1, 4), min_size=num_models, max_size=num_models)))
     mix = Mix("random", models, (1.0,) * num_models, caps)
     num_jobs = draw(st.integers(1, 12))
@@ -71,9 +84,11 @@ def test_capacity_order_and_completeness(scenario):
         (job, k) for job, model in enumerate(jobs.model) for k in range(len(chains[model].kernels))
     )
     assert sorted(zip(kernels.job, kernels.kernel)) == expected  # each exactly once
-    for _, runs in kernels.sort_values(["job", "kernel"]).groupby("job"):
-        assert (runs.started.to_numpy()[1:] >= runs.finished.to_numpy()[:-1]).all()  # in order
-    alone = jobs.model.map({m: c.alone_s for m, c in chains.items()})
+    for job, runs in kernels.sort_values(["job", "kernel"]).groupby("job"):
+        gap = chains[jobs.model[job]].launch_gap_s  # each kernel starts a launch gap after the one before
+        assert (runs.started.to_numpy()[1:] >= runs.finished.to_numpy()[:-1] + gap * (1 - 1e-9)).all()
+    # Only jobs launched whole pay the launch latency; none runs its kernels faster than alone.
+    alone = jobs.model.map({m: c.alone_s - c.launch_latency_s for m, c in chains.items()})
     assert (jobs.latency >= alone * (1 - 1e-9)).all()
     assert (jobs.admitted >= jobs.arrival).all()
 

@@ -34,6 +34,11 @@ def test_the_block_graphs_replayed_in_order_compute_the_forward(torch):
                 graph.replay()
             torch.cuda.synchronize()
             torch.testing.assert_close(slot.output, expected, rtol=1e-4, atol=1e-4)
+            with torch.inference_mode():
+                slot.whole_output.zero_()
+            slot.whole.replay()  # the whole job as one graph, as the hardware baselines launch it
+            torch.cuda.synchronize()
+            torch.testing.assert_close(slot.whole_output, expected, rtol=1e-4, atol=1e-4)
         assert len(gpu.block_names[m]) == len(gpu.slots[m][0].graphs) > 5
     blocks, whole = gpu.time_alone(0, passes=5)
     assert len(blocks) == len(gpu.block_names[0]) and all(t > 0 for t in blocks) and whole > 0

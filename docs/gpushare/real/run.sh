@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Issue 17 against the real GPU, in one device-machine call: the GPU tests of the real executor,
-# then `simcli gpushare measure` on the two extreme models (ResNet-18 0.952, Inception-v3 0.048)
+# `simcli gpushare profile` of Paella's eight models (the kernel chains and each model's pass as
+# one CUDA graph, into $OUT/gpushare-real/profiles: the profiles the measurement is simulated
+# with), then `simcli gpushare measure` on the two extreme models (ResNet-18 0.952, Inception-v3 0.048)
 # over a load sweep, for the hardware baselines (a stream per job, one stream for all) and the
 # real SRPT dispatcher, JOBS jobs per point. Each step is cut off at what is left of BUDGET_S;
 # a measurement cut short keeps the points it finished. `simcli gpushare compare-real` then runs
@@ -24,8 +26,10 @@ date -u > "$dir/date.txt"
 stamp "start"
 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/gpushare 2>&1 | tail -n 30 | tee "$dir/gpu-tests.log"
 stamp "gpu tests: exit ${PIPESTATUS[0]}"
+timeout "$(left)" python3 -m kvsim.cli gpushare profile --out "$dir/profiles" 2>&1 | tee "$dir/profile.log"
+stamp "profile: exit ${PIPESTATUS[0]}"
 timeout "$(left)" python3 -m kvsim.cli gpushare measure --mix extremes --policies "$POLICIES" --load "$LOADS" \
-  --num-jobs "$JOBS" --out "$dir/extremes" 2>&1 | tee "$dir/measure-extremes.log"
+  --num-jobs "$JOBS" --profiles "$dir/profiles" --out "$dir/extremes" 2>&1 | tee "$dir/measure-extremes.log"
 stamp "measure extremes: exit ${PIPESTATUS[0]}"
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw --format=csv \
   > "$dir/nvidia-smi-after.csv"

@@ -1,7 +1,10 @@
 """The GPU's own scheduling: CUDA streams mapped onto a few hardware queues, FIFO in each.
 
 Each job is launched whole when it is admitted, every kernel of it into its stream at once,
-as an application does that hands a request to a stream. A stream is mapped onto one of
+as an application does that hands a request to a stream. The application has one thread that
+launches: submitting a job takes its launch latency (kvsim.gpushare.kernels: measured as what a
+whole-graph pass on an idle GPU takes beyond one queued behind another), one job after another,
+so a burst of arrivals reaches the GPU spread out. A stream is mapped onto one of
 ``hardware_queues`` queues (stream number modulo the count, as CUDA assigns connections in
 turn; ``CUDA_DEVICE_MAX_CONNECTIONS`` sets the count). A queue hands its head kernel to the
 GPU once every earlier kernel of the head's stream has finished, and the next kernel becomes
@@ -24,8 +27,28 @@ class HardwareQueues(DispatchPolicy):
         self.queues: list[deque[KernelRun]] = [deque() for _ in range(hardware_queues)]
         self.single_stream, self.partition = single_stream, partition
         self.unfinished: Counter[int] = Counter()  # issued, unfinished kernels per stream
+        self.launching: deque[Job] = deque()  # admitted, being submitted by the host, in order
 
     def job_admitted(self, job: Job) -> None:
+        if job.launch_latency_s == 0 and not self.launching:
+            self._enqueue(job)
+            return
+        self.launching.append(job)
+        if len(self.launching) == 1:
+            self._submit_head()
+
+    def _submit_head(self) -> None:
+        latency = self.launching[0].launch_latency_s
+        self.env.timeout(latency).callbacks.append(lambda _event: self._submitted())
+
+    def _submitted(self) -> None:
+        job = self.launching.popleft()
+        if self.launching:
+            self._submit_head()
+        self._enqueue(job)
+
+    def _enqueue(self, job: Job) -> None:
+        """Every kernel of ``job`` into its stream's hardware queue."""
         stream = 0 if self.single_stream else job.id
         queue = self.queues[stream % len(self.queues)]
         while not job.all_launched:

@@ -154,9 +154,10 @@ class SoftwareDispatcher(DispatchPolicy):
 
     def _may_issue(self, job: Job) -> bool:
         """Whether ``job``'s next kernel may go now: it would start whole at once (whatever
-        else waits), or fewer than ``outstanding_limit`` issued kernels wait for room."""
+        else waits), or fewer than ``outstanding_limit`` issued kernels wait for room (or are
+        still on their way to it, in their launch gap)."""
         shape = job.shapes[job.next_kernel]
-        return self.gpu.starts_whole(shape.need, shape.blocks) or len(self.gpu.waiting) < self.limit
+        return self.gpu.starts_whole(shape.need, shape.blocks) or self.gpu.outstanding < self.limit
 
     def _poke(self) -> None:
         if not self._wake.triggered:
