@@ -33,7 +33,6 @@ The GPU decides nothing about which kernel goes first: that is the issuing polic
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 import numpy as np
@@ -41,6 +40,7 @@ import simpy
 
 from kvsim.gpushare.job import KernelRun
 from kvsim.gpushare.kernels import sm_capacity
+from kvsim.gpushare.serial import OneAtATime
 from kvsim.hardware import SMLimits
 
 
@@ -67,7 +67,8 @@ class SimulatedGPU:
         self.on_placed, self.on_done, self.on_room, self.observer = on_placed, on_done, on_room, observer
         self.partitions: list[np.ndarray] = []  # boolean SM masks, indexed by KernelRun.partition
         self.waiting: list[KernelRun] = []  # issued, with blocks still to place, in issue order
-        self.launching: deque[KernelRun] = deque()  # issued, in the front end, in issue order
+        # Issued kernels reach the SMs one at a time, each after its launch gap.
+        self.front_end = OneAtATime(env, lambda run: run.launch_gap_s, self._arrive)
         self._placing = self._again = False
 
     def set_partitions(self, sms_per_partition: list[int]) -> None:
@@ -80,27 +81,12 @@ class SimulatedGPU:
         """``run`` is launched: after its launch gap its blocks are placed as room allows,
         after those of every kernel that reached the SMs before it."""
         run.issued = True
-        if run.launch_gap_s > 0:
-            self.launching.append(run)
-            if len(self.launching) == 1:
-                self._launch_head()
-        else:
-            self._arrive(run)
+        self.front_end.put(run)
 
     @property
     def outstanding(self) -> int:
         """Issued kernels not yet wholly placed: waiting for room or still being launched."""
-        return len(self.waiting) + len(self.launching)
-
-    def _launch_head(self) -> None:
-        run = self.launching[0]
-        self.env.timeout(run.launch_gap_s).callbacks.append(lambda _event: self._launched())
-
-    def _launched(self) -> None:
-        run = self.launching.popleft()
-        if self.launching:
-            self._launch_head()
-        self._arrive(run)
+        return len(self.waiting) + len(self.front_end)
 
     def _arrive(self, run: KernelRun) -> None:
         self.waiting.append(run)

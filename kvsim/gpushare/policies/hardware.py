@@ -18,8 +18,12 @@ from __future__ import annotations
 
 from collections import Counter, deque
 
+import simpy
+
+from kvsim.gpushare.gpu import SimulatedGPU
 from kvsim.gpushare.job import Job, KernelRun
-from kvsim.gpushare.policies.base import DispatchPolicy
+from kvsim.gpushare.policies.base import DispatchPolicy, Workload
+from kvsim.gpushare.serial import OneAtATime
 
 
 class HardwareQueues(DispatchPolicy):
@@ -27,25 +31,13 @@ class HardwareQueues(DispatchPolicy):
         self.queues: list[deque[KernelRun]] = [deque() for _ in range(hardware_queues)]
         self.single_stream, self.partition = single_stream, partition
         self.unfinished: Counter[int] = Counter()  # issued, unfinished kernels per stream
-        self.launching: deque[Job] = deque()  # admitted, being submitted by the host, in order
+
+    def bind(self, env: simpy.Environment, gpu: SimulatedGPU, workload: Workload) -> None:
+        super().bind(env, gpu, workload)
+        self.host = OneAtATime(env, lambda job: job.launch_latency_s, self._enqueue)
 
     def job_admitted(self, job: Job) -> None:
-        if job.launch_latency_s == 0 and not self.launching:
-            self._enqueue(job)
-            return
-        self.launching.append(job)
-        if len(self.launching) == 1:
-            self._submit_head()
-
-    def _submit_head(self) -> None:
-        latency = self.launching[0].launch_latency_s
-        self.env.timeout(latency).callbacks.append(lambda _event: self._submitted())
-
-    def _submitted(self) -> None:
-        job = self.launching.popleft()
-        if self.launching:
-            self._submit_head()
-        self._enqueue(job)
+        self.host.put(job)
 
     def _enqueue(self, job: Job) -> None:
         """Every kernel of ``job`` into its stream's hardware queue."""
