@@ -149,6 +149,8 @@ def measure_sweep(
                     "host_busy_s": result.busy_s,
                     "release_late_p50_s": float(late.quantile(0.5)),
                     "release_late_p99_s": float(late.quantile(0.99)),
+                    # the host's launch path as the GPU saw it (queueing behind other work too)
+                    "launch_to_start_p50_s": float((jobs.started - jobs.launched).quantile(0.5)),
                     "clock_offset_s": gpu.clock_offset(),
                 }
             )
