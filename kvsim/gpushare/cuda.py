@@ -155,10 +155,10 @@ class CudaGPU:
         return self.torch.cuda.Event(enable_timing=True)
 
     def time_alone(self, model_index: int, passes: int) -> tuple[list[float], float]:
-        """Each block's time, and the whole job's as one graph (as whole jobs are launched),
-        alone on the idle GPU (seconds): medians over ``passes`` jobs on one stream, each waited
-        for before the next. A block's time runs from the end of the one before (the job's
-        start for the first) to its own end."""
+        """Each block's time, and the whole job's as its one graph (as whole jobs are launched)
+        queued behind the blocks, so without its launch latency, alone on the GPU (seconds):
+        medians over ``passes`` jobs on one stream, each waited for before the next. A block's
+        time runs from the end of the one before (the job's start for the first) to its own end."""
         slot = self.slots[model_index][0]
         stream = self.streams[0]
         blocks, wholes = [], []
