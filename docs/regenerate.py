@@ -1253,14 +1253,16 @@ def _(r):
     return f"```python\n{code}\n```\n\nprints\n\n```\n{printed}\n```"
 
 
-def _paper_page() -> dict:
-    """`simcli report paper --quick --out DIR`: the page and its figures, by name."""
+def _paper_page(*settings: str) -> dict:
+    """`simcli report paper [SETTINGS] --out DIR`: the page and its figures, by name."""
     with tempfile.TemporaryDirectory() as tmp:
-        _call([sys.executable, "-m", "kvsim.cli", "report", "paper", "--quick", "--out", tmp])
+        _call([sys.executable, "-m", "kvsim.cli", "report", "paper", *settings, "--out", tmp])
         return {path.name: path.read_bytes() for path in sorted(Path(tmp).iterdir())}
 
 
-PAPER = Local("paper", _paper_page, "simcli report paper --quick", cheap=False)
+PAPER = Local("paper", lambda: _paper_page("--quick"), "simcli report paper --quick", cheap=False)
+# The full settings: more rates and requests, and OPT-66B and OPT-175B over their GPUs.
+PAPER_FULL = Local("paper-full", _paper_page, "simcli report paper", cheap=False)
 PAPER_FILES = (
     "README.md",
     "fig2_kv_breakdown.png",
@@ -1276,6 +1278,10 @@ PAPER_FILES = (
     "fig18b_block_size.png",
     "fig19a_microbenchmark.png",
     "fig19b_end_to_end.png",
+)
+PAPER_FULL_FILES = (
+    *PAPER_FILES,
+    *(f"fig12_{model}_{trace}.png" for model in ("opt-66b", "opt-175b") for trace in ("sharegpt", "alpaca")),
 )
 
 # Shared GPU (docs/gpushare.md): Paella's load sweep and fairness sweep on the shipped H200 chains --
@@ -1519,7 +1525,7 @@ def _(r):
 
 
 # Generated files: docs/paper/ is `simcli report paper --quick --out docs/paper` (the page and its
-# figures); docs/compare/ is `simcli compare --out docs/compare` of POLICIES; docs/run/ is the
+# figures), docs/paper/full/ the same at the full settings; docs/compare/ is `simcli compare --out docs/compare` of POLICIES; docs/run/ is the
 # default run's figures (`--plots`) and the timeline of a small run of two replicas.
 RUN_PLOTS = RunFiles(_args("--plots"))
 RUN_TIMELINE = RunFiles(_args("--num-requests 60 --num-replicas 2 --timeline timeline.json"))
@@ -1534,6 +1540,7 @@ FILES = {
     },
     "docs/run/timeline.json": (RUN_TIMELINE, "timeline.json"),
     **{f"docs/paper/{name}": (PAPER, name) for name in PAPER_FILES},
+    **{f"docs/paper/full/{name}": (PAPER_FULL, name) for name in PAPER_FULL_FILES},
     **{f"docs/plan/{name}": (PLAN, name) for name in ("plan.csv", "pareto.png")},
     **{f"docs/gpushare/{name}": (GPUSHARE, name) for name in GPUSHARE_FILES},
 }
