@@ -22,10 +22,11 @@ run ``1 + interference * u`` times as long (the kernel's measured interference,
 kvsim.gpushare.kernels); the share is taken when they are placed and holds until they finish.
 Alone (u = 0) nothing changes.
 
-**Launch gap.** An issued kernel joins the kernels waiting for room only its launch gap after
-it was issued (kvsim.gpushare.kernels: measured per model as what a CUDA-graph pass alone takes
-beyond its kernels). Every policy issues a job's kernel no earlier than the one before it
-finished, so a job alone takes its kernels' durations plus a gap before each: its measured pass.
+**Launch gap.** Issued kernels pass the GPU's front end one at a time, each taking its launch
+gap (kvsim.gpushare.kernels: measured per model as what a CUDA-graph pass queued behind another
+takes beyond its kernels), and only then join the kernels waiting for room. Every policy issues
+a job's kernel no earlier than the one before it finished, so a job alone takes its kernels'
+durations plus a gap before each: the measured queued pass.
 
 The GPU decides nothing about which kernel goes first: that is the issuing policy's
 (kvsim.gpushare.policies), which only chooses when to call :meth:`SimulatedGPU.issue`.
