@@ -69,7 +69,7 @@ class SimulatedGPU:
         self.partitions: list[np.ndarray] = []  # boolean SM masks, indexed by KernelRun.partition
         self.waiting: list[KernelRun] = []  # issued, with blocks still to place, in issue order
         # Issued kernels reach the SMs one at a time, each after its launch gap.
-        self.front_end = OneAtATime(env, lambda run: run.launch_gap_s, self._arrive)
+        self.front_end = OneAtATime(env, lambda run: run.job.chain.launch_gap_s, self._arrive)
         self._placing = self._again = False
 
     def set_partitions(self, sms_per_partition: list[int]) -> None:
@@ -133,10 +133,10 @@ class SimulatedGPU:
             return free
         alloc = fit if count == total else _spread(fit, count)
         taken = run.need[:, None] * alloc[None, :]
-        block_s = run.block_s
-        if run.interference:
+        block_s, interference = run.block_s, run.job.chain.interference
+        if interference:
             others = int(self.used[0].sum()) - run.running * run.need_list[0]
-            block_s *= 1 + run.interference * others / self.thread_slots
+            block_s *= 1 + interference * others / self.thread_slots
         self.used += taken
         run.unplaced -= count
         run.running += count

@@ -17,16 +17,12 @@ from kvsim.hardware import SMLimits
 
 @dataclass(frozen=True)
 class KernelShape:
-    """A kernel as the GPU model needs it: what a block takes of an SM, how many blocks, how
-    long one block runs alone (see SimulatedGPU for the rule), how long after its issue it
-    reaches the SMs, and how much other kernels slow its blocks (its chain's launch gap and
-    interference, kvsim.gpushare.kernels)."""
+    """A kernel as the GPU model needs it: what a block takes of an SM, how many blocks, and
+    how long one block runs alone (see SimulatedGPU for the rule)."""
 
     need: np.ndarray
     blocks: int
     block_s: float
-    launch_gap_s: float = 0.0
-    interference: float = 0.0
 
     @property
     def need_list(self) -> list[int]:
@@ -41,47 +37,33 @@ def shapes_of(chain: KernelChain, limits: SMLimits) -> tuple[KernelShape, ...]:
     for kernel in chain.kernels:
         slots = limits.num_sms * kernel.blocks_per_sm(limits)
         waves = math.ceil(kernel.blocks / slots)
-        shapes.append(
-            KernelShape(
-                kernel.block_need(limits),
-                kernel.blocks,
-                kernel.duration_s / waves,
-                chain.launch_gap_s,
-                chain.interference,
-            )
-        )
+        shapes.append(KernelShape(kernel.block_need(limits), kernel.blocks, kernel.duration_s / waves))
     return tuple(shapes)
 
 
 def jobs_of(
-    models: tuple[str, ...],
-    arrivals,
-    model_index,
-    shapes: list[tuple[KernelShape, ...]],
-    launch_latencies_s: list[float] | None = None,
+    chains: list[KernelChain], arrivals, model_index, shapes: list[tuple[KernelShape, ...]]
 ) -> list["Job"]:
-    """A stream's jobs (``arrivals`` and each job's index into ``models``), job i of model m
-    running ``shapes[m]``, launched whole in ``launch_latencies_s[m]`` (none by default): what
-    the simulated GPU and the real replay both run."""
-    latencies = launch_latencies_s or [0.0] * len(models)
+    """A stream's jobs (``arrivals`` and each job's index into the models), job i of model m
+    a job of ``chains[m]`` running ``shapes[m]``: what the simulated GPU and the real replay
+    both run."""
     return [
-        Job(i, models[m], int(m), shapes[m], float(t), latencies[m])
-        for i, (t, m) in enumerate(zip(arrivals, model_index))
+        Job(i, chains[m], int(m), shapes[m], float(t)) for i, (t, m) in enumerate(zip(arrivals, model_index))
     ]
 
 
 class Job:
-    """One request to ``model``: its chain runs kernel after kernel. ``next_kernel`` is the
-    index of the next kernel to launch; ``in_flight`` whether a launched kernel of it has not
-    finished yet; ``launch_latency_s`` what submitting it whole takes (its chain's)."""
+    """One request to its chain's model: the chain runs kernel after kernel (the chain also
+    gives its launch latency, launch gap and interference). ``next_kernel`` is the index of the
+    next kernel to launch; ``in_flight`` whether a launched kernel of it has not finished yet."""
 
     __slots__ = (
         "id",
+        "chain",
         "model",
         "model_index",
         "shapes",
         "arrival",
-        "launch_latency_s",
         "admitted",
         "next_kernel",
         "in_flight",
@@ -90,14 +72,13 @@ class Job:
     def __init__(
         self,
         job_id: int,
-        model: str,
+        chain: KernelChain,
         model_index: int,
         shapes: tuple[KernelShape, ...],
         arrival: float,
-        launch_latency_s: float = 0.0,
     ):
-        self.id, self.model, self.model_index, self.shapes = job_id, model, model_index, shapes
-        self.arrival, self.launch_latency_s = arrival, launch_latency_s
+        self.id, self.chain, self.model, self.model_index = job_id, chain, chain.model, model_index
+        self.shapes, self.arrival = shapes, arrival
         self.admitted: float | None = None
         self.next_kernel = 0
         self.in_flight = False
@@ -128,8 +109,6 @@ class KernelRun:
         "need",
         "need_list",
         "block_s",
-        "launch_gap_s",
-        "interference",
         "unplaced",
         "running",
         "partition",
@@ -143,7 +122,6 @@ class KernelRun:
         shape = job.shapes[index]
         self.job, self.index, self.partition = job, index, partition
         self.need, self.need_list, self.block_s = shape.need, shape.need_list, shape.block_s
-        self.launch_gap_s, self.interference = shape.launch_gap_s, shape.interference
         self.unplaced, self.running = shape.blocks, 0
         self.stream: int | None = None
         self.issued = False

@@ -85,7 +85,7 @@ def step_jobs(mix: Mix, stream: JobStream, chains: dict[str, KernelChain]) -> li
     """The stream's jobs, each a chain of its model's steps (``chains``, from :func:`step_chain`)."""
     none = np.zeros(len(RESOURCES), dtype=np.int64)
     shapes = [tuple(KernelShape(none, 1, k.duration_s) for k in chains[m].kernels) for m in mix.models]
-    return jobs_of(mix.models, stream.arrivals, stream.model_index, shapes)
+    return jobs_of([chains[m] for m in mix.models], stream.arrivals, stream.model_index, shapes)
 
 
 @dataclass

@@ -45,8 +45,7 @@ def simulate(
 ) -> SharedRun:
     env = simpy.Environment()
     shapes = [shapes_of(chains[m], limits) for m in mix.models]
-    latencies = [chains[m].launch_latency_s for m in mix.models]
-    jobs = jobs_of(mix.models, stream.arrivals, stream.model_index, shapes, latencies)
+    jobs = jobs_of([chains[m] for m in mix.models], stream.arrivals, stream.model_index, shapes)
     finished = np.full(len(jobs), np.nan)
     kernel_rows: list[tuple] = []
     outstanding = [0] * len(mix.models)

@@ -126,8 +126,8 @@ def test_partition_sizes_are_whole_sms_in_proportion_at_least_one_each():
 
 def ready_job(job_id: int, model_index: int, remaining_kernels: int) -> Job:
     models = ("a", "b")
-    shapes = shapes_of(chain(models[model_index], *[kernel(10, 1)] * remaining_kernels), SMALL_GPU)
-    return Job(job_id, models[model_index], model_index, shapes, arrival=float(job_id))
+    made = chain(models[model_index], *[kernel(10, 1)] * remaining_kernels)
+    return Job(job_id, made, model_index, shapes_of(made, SMALL_GPU), arrival=float(job_id))
 
 
 def bound_order(threshold: float, alpha: float = 0.25) -> ShortestRemaining:

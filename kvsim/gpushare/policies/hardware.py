@@ -34,7 +34,7 @@ class HardwareQueues(DispatchPolicy):
 
     def bind(self, env: simpy.Environment, gpu: SimulatedGPU, workload: Workload) -> None:
         super().bind(env, gpu, workload)
-        self.host = OneAtATime(env, lambda job: job.launch_latency_s, self._enqueue)
+        self.host = OneAtATime(env, lambda job: job.chain.launch_latency_s, self._enqueue)
 
     def job_admitted(self, job: Job) -> None:
         self.host.put(job)
