@@ -112,12 +112,10 @@ def pass_spans_us(kernels: list[dict], repeats: int) -> float:
 
 def capture_graphs(network, batch, count: int, stream) -> list:
     """``count`` CUDA graphs of ``network(batch)``, each in a memory pool of its own (so copies
-    may run at once), captured on ``stream``."""
+    may run at once), captured on ``stream`` (where the forward has run already: see
+    ``profile_models``)."""
     import torch
 
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        network(batch)  # the capture stream's own warm-up
     torch.cuda.synchronize()
     graphs = []
     for _ in range(count):
@@ -163,13 +161,11 @@ def queued_pass_seconds(ahead, graph, stream) -> float:
     return start.elapsed_time(end) * 1e-3
 
 
-def graph_timings(network, batch, rounds: int) -> tuple[float, dict[int, float]]:
-    """The forward as one graph: its pass queued behind another (queued_pass_seconds) and the
-    co-location benchmark, whose single copy is a pass launched on an idle GPU (seconds), each
-    the median over ``rounds`` rounds, after WARM_S of untimed replays."""
-    import torch
-
-    streams = [torch.cuda.Stream() for _ in range(max(COPIES))]
+def graph_timings(network, batch, rounds: int, streams: list) -> tuple[float, dict[int, float]]:
+    """The forward as one graph, captured on ``streams[0]``: its pass queued behind another
+    (queued_pass_seconds) and the co-location benchmark on ``max(COPIES)`` streams, whose single
+    copy is a pass launched on an idle GPU (seconds), each the median over ``rounds`` rounds,
+    after WARM_S of untimed replays."""
     graphs = capture_graphs(network, batch, max(COPIES), streams[0])
     warm_until = time.perf_counter() + WARM_S
     while time.perf_counter() < warm_until:
@@ -224,7 +220,13 @@ def profile_models(
         network = getattr(torchvision.models, model)(weights=None, **BUILD_OPTIONS.get(model, {}))
         network = network.eval().to("cuda", getattr(torch, dtype))
         batch = torch.randn(INPUT_SHAPE, device="cuda", dtype=getattr(torch, dtype))
-        with torch.inference_mode():
+        # Every pass runs on the stream the graphs are captured on, as the real executor runs
+        # them (kvsim/gpushare/cuda.py): on an H200, forward passes on the default stream before
+        # a capture on another stream left the whole-job graphs slower than the executor's, so
+        # graph_pass_us priced jobs longer than the real runs took.
+        streams = [torch.cuda.Stream() for _ in range(max(COPIES))]
+        streams[0].wait_stream(torch.cuda.current_stream())
+        with torch.inference_mode(), torch.cuda.stream(streams[0]):
             for _ in range(warmup):
                 network(batch)
             torch.cuda.synchronize()
@@ -232,7 +234,7 @@ def profile_models(
                 for _ in range(repeats):
                     network(batch)
                     torch.cuda.synchronize()
-            graph_pass_s, colocated_s = graph_timings(network, batch, graph_passes)
+            graph_pass_s, colocated_s = graph_timings(network, batch, graph_passes, streams)
         with tempfile.TemporaryDirectory() as tmp:
             trace_file = Path(tmp) / "trace.json"
             profiler.export_chrome_trace(str(trace_file))
