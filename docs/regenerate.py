@@ -1393,6 +1393,53 @@ def _(r):
     return "\n".join(lines)
 
 
+# A job's whole graph queued behind another, as the profile priced it and as the measurement
+# timed it (queued behind the job's blocks), per model of the measured mix.
+GPUSHARE_REAL_PASSES = Local(
+    "gpushare-real-passes",
+    lambda: json.dumps(
+        {
+            "measured": (measure := json.loads((GPUSHARE_REAL_DIR / "measure.json").read_text()))["alone_s"][
+                "measured"
+            ],
+            "profiled": {
+                model: json.loads((GPUSHARE_PROFILES_DIR / f"{model}@{measure['gpu']}.json").read_text())[
+                    "graph_pass_us"
+                ]
+                for model in measure["alone_s"]["measured"]
+            },
+        }
+    ).encode(),
+    "docs/gpushare/real/extremes/measure.json (alone_s) and the shipped kernel profiles (graph_pass_us)",
+)
+
+
+@figure("gpushare.real.passes", GPUSHARE_REAL_PASSES)
+def _(r):
+    passes = json.loads(r[GPUSHARE_REAL_PASSES])
+    return ", ".join(
+        f"{model} {profiled:.0f} us in the profile against {passes['measured'][model] * 1e6:.0f} us measured"
+        for model, profiled in passes["profiled"].items()
+    )
+
+
+# Per measured point of the real run: the host's launch call to the job's start on the GPU
+# (host clock against the GPU's), and the two clocks' offset at the point's end.
+GPUSHARE_REAL_POINTS = Local(
+    "gpushare-real-points",
+    lambda: json.dumps(json.loads((GPUSHARE_REAL_DIR / "measure.json").read_text())["points"]).encode(),
+    "docs/gpushare/real/extremes/measure.json (points)",
+)
+
+
+@figure("gpushare.real.multi-stream-launch", GPUSHARE_REAL_POINTS)
+def _(r):
+    points = [p for p in json.loads(r[GPUSHARE_REAL_POINTS]) if p["policy"] == "cuda-multi-stream"]
+    launch = spread([p["launch_to_start_p50_s"] * 1e6 for p in points], "{:.0f}", " us")
+    offset = spread([abs(p["clock_offset_s"]) * 1e6 for p in points], "{:.0f}", " us")
+    return f"{launch} (medians by point), while the host's and the GPU's clocks were {offset} apart at the points' ends"
+
+
 @figure("gpushare.load", GPUSHARE, block=True)
 def _(r):
     """Per mix and policy: p99 over all jobs at the lowest load, and the highest swept load whose p99
@@ -1697,6 +1744,32 @@ def _(r):
     )
     docs = {m: [d for _, d in measured(r[PROFILES]) if d["model"]["name"] == m] for m in miss}
     return text + "".join(f" {MODEL_NAMES.get(m, m)} misses on {_missed_on(docs[m])}." for m in miss)
+
+
+# The decode step against its floor, from the committed runner benchmark (benchmarks/KERNELS.md).
+RUNNER_H200 = Local(
+    "runner-h200",
+    lambda: (ROOT / "benchmarks" / "results" / "runner_h200.json").read_bytes(),
+    "benchmarks/results/runner_h200.json (python3 benchmarks/bench_kernels.py --only runner "
+    "--models opt-13b llama-2-7b)",
+)
+
+
+@figure("kernels.runner-h200", RUNNER_H200)
+def _(r):
+    bench = json.loads(r[RUNNER_H200])
+    rows = {(row["model"], row["batch"], row["context"]): row for row in bench["runner"]}
+
+    def point(model: str, batch: int) -> str:
+        row = rows[model, batch, 512]
+        over = row["graph_ms"] / row["weight_kv_floor_ms"] - 1
+        return f"{row['graph_ms']:.2f} ms against {row['weight_kv_floor_ms']:.2f} ms ({over:+.0%})"
+
+    env = bench["environment"]
+    return f"{env['gpu']}, {env['date']}: " + "; ".join(
+        f"{MODEL_NAMES[m]} {point(m, 1)} at batch 1 and {point(m, 64)} at batch 64"
+        for m in ("opt-13b", "llama-2-7b")
+    )
 
 
 @figure("calibration.time", PROFILES)
