@@ -29,3 +29,23 @@ def test_resnet18_profile_reads_back(tmp_path):
     launch_latency_s = max(0.0, doc["colocated_us"]["1"] * 1e-6 - graph_pass_s)
     kernels_s = sum(k.duration_s for k in chain.kernels)
     assert chain.alone_s == pytest.approx(launch_latency_s + max(graph_pass_s, kernels_s))
+
+
+def test_the_profiled_pass_is_the_one_the_executor_runs(tmp_path):
+    """A whole job is priced by the profile's graph pass queued behind other work; the real
+    executor's graph of the same model (captured its own way, kvsim/gpushare/cuda.py), queued
+    behind its blocks, must take as long. When the profiler ran its passes on the default
+    stream before capturing on another, its ResNet-18 graph ran slower than the executor's
+    on an H200, by more than this bound, and the simulated single stream queued too fast."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available() or importlib.util.find_spec("torchvision") is None:
+        pytest.skip("needs CUDA and torchvision")
+    from kvsim.calibration.kernel_chains import profile_models
+    from kvsim.gpushare.cuda import CudaGPU
+
+    (path,) = profile_models(tmp_path, ("resnet18",), repeats=2, warmup=10, log=lambda line: None)
+    profiled_s = json.loads(path.read_text())["graph_pass_us"] * 1e-6
+    gpu = CudaGPU(["resnet18"], [1], 1)
+    gpu.time_alone(0, 20)  # warm
+    _, executed_s = gpu.time_alone(0, 50)
+    assert profiled_s == pytest.approx(executed_s, rel=0.04)
