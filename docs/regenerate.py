@@ -1772,6 +1772,43 @@ def _(r):
     )
 
 
+def _stale_decode() -> dict:
+    """The batch-1 decode step at 512 tokens of context (the runner's synchronous wall time) as
+    the shipped H200 profiles of the runner benchmark's models measured it, and as the runner
+    benchmark did."""
+    bench = json.loads(RUNNER_H200.fn())
+    out = {}
+    for row in bench["runner"]:
+        if (row["batch"], row["context"]) != (1, 512):
+            continue
+        path = ROOT / "kvsim" / "cost" / "profiles" / f"{row['model']}@h200-141gb.json"
+        doc = json.loads(path.read_text())
+        (step,) = (m for m in doc["measurements"]["decode"] if (m["batch"], m["total_context"]) == (1, 512))
+        out[row["model"]] = {
+            "profile_s": step["wall_s"],
+            "profile_date": doc["created"][:10],
+            "runner_ms": row["graph_ms"],
+        }
+    return {"date": bench["environment"]["date"], "models": out}
+
+
+STALE_DECODE = Local(
+    "stale-decode",
+    _stale_decode,
+    "the shipped H200 profiles' decode measurements and benchmarks/results/runner_h200.json",
+)
+
+
+@figure("calibration.h200-runner-since", STALE_DECODE)
+def _(r):
+    models = r[STALE_DECODE]["models"]
+    return "; ".join(
+        f"{MODEL_NAMES[m]} {v['profile_s'] * 1e3:.2f} ms in its profile of {v['profile_date']}, "
+        f"{v['runner_ms']:.2f} ms in the runner benchmark of {r[STALE_DECODE]['date']}"
+        for m, v in models.items()
+    )
+
+
 @figure("calibration.time", PROFILES)
 def _(r):
     return spread([d["calibration"]["total_seconds"] for _, d in measured(r[PROFILES])], "{:.0f}", " s")
