@@ -1393,48 +1393,34 @@ def _(r):
     return "\n".join(lines)
 
 
-# A job's whole graph queued behind another, as the profile priced it and as the measurement
-# timed it (queued behind the job's blocks), per model of the measured mix.
-GPUSHARE_REAL_PASSES = Local(
-    "gpushare-real-passes",
-    lambda: json.dumps(
-        {
-            "measured": (measure := json.loads((GPUSHARE_REAL_DIR / "measure.json").read_text()))["alone_s"][
-                "measured"
-            ],
-            "profiled": {
-                model: json.loads((GPUSHARE_PROFILES_DIR / f"{model}@{measure['gpu']}.json").read_text())[
-                    "graph_pass_us"
-                ]
-                for model in measure["alone_s"]["measured"]
-            },
-        }
-    ).encode(),
-    "docs/gpushare/real/extremes/measure.json (alone_s) and the shipped kernel profiles (graph_pass_us)",
+# The real run's own record (docs/gpushare/real/extremes/measure.json): each model's whole graph
+# alone, and per point the host's launch call to the job's start on the GPU (host clock against
+# the GPU's) and the two clocks' offset at the point's end.
+GPUSHARE_REAL_MEASURE = Local(
+    "gpushare-real-measure",
+    lambda: (GPUSHARE_REAL_DIR / "measure.json").read_bytes(),
+    "docs/gpushare/real/extremes/measure.json (written by simcli gpushare measure)",
 )
 
 
-@figure("gpushare.real.passes", GPUSHARE_REAL_PASSES)
+@figure("gpushare.real.passes", GPUSHARE_REAL_MEASURE, GPUSHARE_COLOCATION)
 def _(r):
-    passes = json.loads(r[GPUSHARE_REAL_PASSES])
+    """A job's whole graph queued behind other work, as its shipped profile prices it and as the
+    measurement timed it (queued behind the job's blocks), per model of the measured mix."""
+    measure, profiles = json.loads(r[GPUSHARE_REAL_MEASURE]), json.loads(r[GPUSHARE_COLOCATION])
+    profiled_us = {
+        m: profiles[f"{m}@{measure['gpu']}.json"]["graph_pass_us"] for m in measure["alone_s"]["measured"]
+    }
     return ", ".join(
-        f"{model} {profiled:.0f} us in the profile against {passes['measured'][model] * 1e6:.0f} us measured"
-        for model, profiled in passes["profiled"].items()
+        f"{model} {profiled_us[model]:.0f} us in the profile against {seconds * 1e6:.0f} us measured"
+        for model, seconds in measure["alone_s"]["measured"].items()
     )
 
 
-# Per measured point of the real run: the host's launch call to the job's start on the GPU
-# (host clock against the GPU's), and the two clocks' offset at the point's end.
-GPUSHARE_REAL_POINTS = Local(
-    "gpushare-real-points",
-    lambda: json.dumps(json.loads((GPUSHARE_REAL_DIR / "measure.json").read_text())["points"]).encode(),
-    "docs/gpushare/real/extremes/measure.json (points)",
-)
-
-
-@figure("gpushare.real.multi-stream-launch", GPUSHARE_REAL_POINTS)
+@figure("gpushare.real.multi-stream-launch", GPUSHARE_REAL_MEASURE)
 def _(r):
-    points = [p for p in json.loads(r[GPUSHARE_REAL_POINTS]) if p["policy"] == "cuda-multi-stream"]
+    points = json.loads(r[GPUSHARE_REAL_MEASURE])["points"]
+    points = [p for p in points if p["policy"] == "cuda-multi-stream"]
     launch = spread([p["launch_to_start_p50_s"] * 1e6 for p in points], "{:.0f}", " us")
     offset = spread([abs(p["clock_offset_s"]) * 1e6 for p in points], "{:.0f}", " us")
     return f"{launch} (medians by point), while the host's and the GPU's clocks were {offset} apart at the points' ends"
@@ -1755,57 +1741,56 @@ RUNNER_H200 = Local(
 )
 
 
+def _runner_at_512(r) -> dict[tuple[str, int], dict]:
+    """The runner benchmark's rows at 512 tokens of context, by (model, batch)."""
+    return {
+        (row["model"], row["batch"]): row
+        for row in json.loads(r[RUNNER_H200])["runner"]
+        if row["context"] == 512
+    }
+
+
 @figure("kernels.runner-h200", RUNNER_H200)
 def _(r):
-    bench = json.loads(r[RUNNER_H200])
-    rows = {(row["model"], row["batch"], row["context"]): row for row in bench["runner"]}
+    rows = _runner_at_512(r)
 
     def point(model: str, batch: int) -> str:
-        row = rows[model, batch, 512]
+        row = rows[model, batch]
         over = row["graph_ms"] / row["weight_kv_floor_ms"] - 1
         return f"{row['graph_ms']:.2f} ms against {row['weight_kv_floor_ms']:.2f} ms ({over:+.0%})"
 
-    env = bench["environment"]
+    env = json.loads(r[RUNNER_H200])["environment"]
     return f"{env['gpu']}, {env['date']}: " + "; ".join(
         f"{MODEL_NAMES[m]} {point(m, 1)} at batch 1 and {point(m, 64)} at batch 64"
         for m in ("opt-13b", "llama-2-7b")
     )
 
 
-def _stale_decode() -> dict:
+def _h200_decode_batch_1() -> dict[str, dict]:
     """The batch-1 decode step at 512 tokens of context (the runner's synchronous wall time) as
-    the shipped H200 profiles of the runner benchmark's models measured it, and as the runner
-    benchmark did."""
-    bench = json.loads(RUNNER_H200.fn())
+    the shipped single-GPU H200 profiles of OPT-13B and Llama-2-7B measured it, with their dates."""
     out = {}
-    for row in bench["runner"]:
-        if (row["batch"], row["context"]) != (1, 512):
-            continue
-        path = ROOT / "kvsim" / "cost" / "profiles" / f"{row['model']}@h200-141gb.json"
-        doc = json.loads(path.read_text())
+    for model in ("opt-13b", "llama-2-7b"):
+        doc = json.loads((ROOT / "kvsim" / "cost" / "profiles" / f"{model}@h200-141gb.json").read_text())
         (step,) = (m for m in doc["measurements"]["decode"] if (m["batch"], m["total_context"]) == (1, 512))
-        out[row["model"]] = {
-            "profile_s": step["wall_s"],
-            "profile_date": doc["created"][:10],
-            "runner_ms": row["graph_ms"],
-        }
-    return {"date": bench["environment"]["date"], "models": out}
+        out[model] = {"wall_s": step["wall_s"], "date": doc["created"][:10]}
+    return out
 
 
-STALE_DECODE = Local(
-    "stale-decode",
-    _stale_decode,
-    "the shipped H200 profiles' decode measurements and benchmarks/results/runner_h200.json",
+H200_DECODE_BATCH_1 = Local(
+    "h200-decode-batch-1",
+    _h200_decode_batch_1,
+    "the shipped H200 profiles' decode measurements (kvsim/cost/profiles/*@h200-141gb.json)",
 )
 
 
-@figure("calibration.h200-runner-since", STALE_DECODE)
+@figure("calibration.h200-runner-since", H200_DECODE_BATCH_1, RUNNER_H200)
 def _(r):
-    models = r[STALE_DECODE]["models"]
+    rows, date = _runner_at_512(r), json.loads(r[RUNNER_H200])["environment"]["date"]
     return "; ".join(
-        f"{MODEL_NAMES[m]} {v['profile_s'] * 1e3:.2f} ms in its profile of {v['profile_date']}, "
-        f"{v['runner_ms']:.2f} ms in the runner benchmark of {r[STALE_DECODE]['date']}"
-        for m, v in models.items()
+        f"{MODEL_NAMES[m]} {v['wall_s'] * 1e3:.2f} ms in its profile of {v['date']}, "
+        f"{rows[m, 1]['graph_ms']:.2f} ms in the runner benchmark of {date}"
+        for m, v in r[H200_DECODE_BATCH_1].items()
     )
 
 

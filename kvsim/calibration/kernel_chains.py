@@ -19,7 +19,8 @@ single copy, launched on an idle GPU, takes longer than the queued pass by the j
 latency (the graph's submission); kvsim.gpushare.interference fits the model's
 ``interference`` to the rest, and the fit and its errors are written beside the measurement.
 Graph timings start after WARM_S of untimed replays: a GPU idle a moment before runs its
-first passes at lower clocks.
+first passes at lower clocks. Every pass, eager or graphed, runs on the stream the graphs are
+captured on, as the real executor (kvsim.gpushare.cuda) runs its jobs.
 
 The output is one file per model, ``MODEL@GPU.json`` (kvsim.gpushare.kernels describes the
 format), with the GPU, driver, CUDA, torch and torchvision versions and the date. Imports torch
@@ -145,9 +146,9 @@ def colocated_seconds(graphs: list, streams: list, copies: int) -> float:
 
 
 def queued_pass_seconds(ahead, graph, stream) -> float:
-    """One pass of ``graph`` launched while the stream is still busy with ``ahead`` (a copy of
-    it: relaunching the same graph would wait on its own last launch), so the GPU starts it the
-    moment that one ends: its time holds no launch latency."""
+    """One pass of ``graph`` launched while the stream is still busy with ``ahead`` (another
+    copy of it), so the GPU starts it the moment that one ends: its time holds no launch
+    latency."""
     import torch
 
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
@@ -220,10 +221,8 @@ def profile_models(
         network = getattr(torchvision.models, model)(weights=None, **BUILD_OPTIONS.get(model, {}))
         network = network.eval().to("cuda", getattr(torch, dtype))
         batch = torch.randn(INPUT_SHAPE, device="cuda", dtype=getattr(torch, dtype))
-        # Every pass runs on the stream the graphs are captured on, as the real executor runs
-        # them (kvsim/gpushare/cuda.py): on an H200, forward passes on the default stream before
-        # a capture on another stream left the whole-job graphs slower than the executor's, so
-        # graph_pass_us priced jobs longer than the real runs took.
+        # On an H200, forward passes on the default stream before a capture on another stream
+        # left the whole-job graphs slower than the executor's, which never runs one there.
         streams = [torch.cuda.Stream() for _ in range(max(COPIES))]
         streams[0].wait_stream(torch.cuda.current_stream())
         with torch.inference_mode(), torch.cuda.stream(streams[0]):
