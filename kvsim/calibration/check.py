@@ -79,7 +79,8 @@ def predict(doc: dict, anchor: dict) -> float:
     if anchor["kind"] == "prefill":
         new = np.array(anchor["new_tokens"])
         tokens = PrefillTokens(doc["prefill_tokens"], doc["prefill_padding"])
-        return tokens(float(new.sum())) + float(prefill_features(new, new) @ coef["prefill"])
+        features = prefill_features(new, new, doc["model"]["num_heads"], doc["prefill_attention"])
+        return tokens(float(new.sum())) + float(features @ coef["prefill"])
     batch = anchor["batch"]
     rows, partition = graph_for(doc["graph_batch_sizes"], doc["attention_partition"], batch)
     gpu = float(

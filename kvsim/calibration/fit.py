@@ -3,7 +3,8 @@
 Coefficients are fitted with ``scipy.optimize.nnls`` on relative errors (each row divided
 by its measured time), so short and long steps weigh alike and every coefficient is >= 0,
 which keeps the cost monotone. Prefill's cost in its token count is not fitted but read from
-the measured token table (made monotone); its terms fit what the table leaves. The constant
+the measured token table (made monotone); its terms fit what the table leaves, with attention's
+solo rate searched on a grid (the one whose fit leaves the least error). The constant
 of decode (and the token table's first entry) is split into the time to stream the weights
 once at the bandwidth measured in the same run (memory-bound: scales with HBM bandwidth on
 another GPU) and the rest (launches and host work: kept).
@@ -15,15 +16,19 @@ from __future__ import annotations
 
 import datetime
 import json
+import warnings
 from dataclasses import asdict
 
 import numpy as np
 from scipy.optimize import nnls
 
 from kvsim.cost.profile import (
+    ATTENTION_HEAD_DIM,
     FORMAT,
+    SOLO_RATE_RANGE,
     TERMS,
     VERSION,
+    PrefillAttention,
     PrefillTokens,
     block_features,
     decode_features,
@@ -36,7 +41,8 @@ from kvsim.cost.profile import (
     prefill_features,
     profile_name,
 )
-from kvsim.hardware import GPUSpec
+from kvsim.errors import KvsimError
+from kvsim.hardware import SM_LIMITS, GPUSpec
 from kvsim.models import ModelSpec
 
 SPLIT_TERMS = ("fixed", "weights")  # one fitted intercept, split by the measured weight read
@@ -44,6 +50,9 @@ SPLIT_TERMS = ("fixed", "weights")  # one fitted intercept, split by the measure
 # paced by the host (the GPU only finishes the last launches after it); beyond it, by the
 # GPU's own work. The tenth leaves room for the last layer's kernels and the head.
 HOST_PACED = 1.1
+#: The solo rates (``prefill_attention.solo_rate``) the prefill fit tries: SOLO_RATE_RANGE in
+#: twentieths. The rate enters the attention feature inside a maximum, not as a coefficient.
+SOLO_RATES = tuple(round(float(r), 2) for r in np.linspace(*SOLO_RATE_RANGE, 11))
 
 
 def nnls_fit(
@@ -74,6 +83,36 @@ def _fit_kind(
         coef["weights"] = min(coef["fixed"], weight_read_s)
         coef["fixed"] -= coef["weights"]
     return {t: float(coef[t]) for t in names}
+
+
+def multiprocessors(raw: dict, gpu: GPUSpec) -> int:
+    """The measured GPU's SM count: as calibration recorded it, else the built-in GPU's."""
+    recorded = raw["environment"].get("multiprocessors")
+    if recorded:
+        return int(recorded)
+    if gpu.name in SM_LIMITS:
+        return SM_LIMITS[gpu.name].num_sms
+    raise KvsimError(f"the SM count of GPU {gpu.name!r} is neither recorded nor built in")
+
+
+def _fit_prefill(
+    points: list[dict], linear: PrefillTokens, heads: int, sms: int, weight_read_s: float
+) -> tuple[dict[str, float], PrefillAttention]:
+    """The prefill terms beyond the token table ``linear`` and the attention's solo rate: the
+    terms fitted at each rate of SOLO_RATES, and the rate whose fit leaves the least relative
+    squared error on ``points`` (the fitted ones: held-out points never choose)."""
+    measured = np.array([p["wall_s"] for p in points])
+    known = np.array([linear(sum(p["new_tokens"])) for p in points])
+    best = None
+    for rate in SOLO_RATES:
+        attention: PrefillAttention = {"multiprocessors": sms, "solo_rate": rate}
+        rows = np.array([prefill_features(*_prefill_args(p), heads, attention) for p in points])
+        coef = _fit_kind("prefill", rows, measured, weight_read_s, known=known)
+        predicted = rows @ np.array([coef[t] for t, _ in TERMS["prefill"]]) + known
+        error = float(np.sum((predicted / measured - 1.0) ** 2))
+        if best is None or error < best[0]:
+            best = (error, coef, attention)
+    return best[1], best[2]
 
 
 def _host_paced(point: dict) -> bool:
@@ -212,6 +251,13 @@ def fit_profile(
     pre = [p for p in raw["prefill"] if not p["heldout"]]
     table = token_table(raw["prefill_tokens"], weight_read_s)
     linear = PrefillTokens(table, raw["prefill_padding"])
+    if spec.head_dim != ATTENTION_HEAD_DIM:
+        warnings.warn(
+            f"{spec.name}: head size {spec.head_dim}; prefill attention's thread blocks are those of "
+            f"head size {ATTENTION_HEAD_DIM}, so its attention term is fitted to another kernel's tiling",
+            stacklevel=2,
+        )
+    prefill, attention = _fit_prefill(pre, linear, spec.num_heads, multiprocessors(raw, gpu), weight_read_s)
     coefficients = {
         "decode": _fit_kind(
             "decode",
@@ -232,13 +278,7 @@ def fit_profile(
             weight_read_s,
             relative=False,
         ),
-        "prefill": _fit_kind(
-            "prefill",
-            np.array([prefill_features(*_prefill_args(p)) for p in pre]),
-            np.array([p["wall_s"] for p in pre]),
-            weight_read_s,
-            known=np.array([linear(sum(p["new_tokens"])) for p in pre]),
-        ),
+        "prefill": prefill,
         "copy": _fit_kind(
             "copy",
             np.array([block_features(p["blocks"]) for p in raw["copy"]]),
@@ -262,14 +302,17 @@ def fit_profile(
     }
     if raw.get("mixed"):  # the mixed steps' own cost, beyond the prefill and decode terms in them
         context_s = coefficients["decode"]["context"]
-        prefill = np.array([coefficients["prefill"][t] for t, _ in TERMS["prefill"]])
+        prefill_coef = np.array([prefill[t] for t, _ in TERMS["prefill"]])
+        prefill_s = lambda new, context: float(
+            prefill_features(new, context, spec.num_heads, attention) @ prefill_coef
+        )
         coefficients["mixed"] = _fit_kind(
             "mixed",
             np.array([mixed_features(len(p["decode_contexts"])) for p in raw["mixed"]]),
             np.array([p["wall_s"] for p in raw["mixed"]]),
             weight_read_s,
             known=np.array(
-                [mixed_composition(linear, prefill, context_s, *_mixed_args(p)) for p in raw["mixed"]]
+                [mixed_composition(linear, prefill_s, context_s, *_mixed_args(p)) for p in raw["mixed"]]
             ),
         )
     if host_paced:
@@ -330,6 +373,7 @@ def fit_profile(
         "prefill_padding": raw["prefill_padding"],
         "coefficients": coefficients,
         "prefill_tokens": table,
+        "prefill_attention": attention,
         "term_classes": {kind: dict(terms) for kind, terms in TERMS.items()},
         "fit_report": {},
         "measurements": {

@@ -10,7 +10,8 @@ the prefill token table's first entry splits into the weight read (memory) and t
 all from the datasheets (``kvsim.hardware``): the measured GPU's efficiency at each
 rate is assumed to carry over. The decode kernel's block-size table (``decode_block_size``)
 is kept as it is: its factors are ratios of one kernel's times on one GPU, assumed to hold on
-another. An eager profile stays eager (``MODEL-eager@GPU``). The result says it is derived,
+another; so is prefill attention's solo rate (a ratio of paces on one SM), while its SM count
+becomes the target's (built in: ``kvsim.hardware.SM_LIMITS``). An eager profile stays eager (``MODEL-eager@GPU``). The result says it is derived,
 from what, and by which ratios; it carries no measurements of its own.
 
 ``python -m kvsim.calibration.transfer SRC.json GPU [--out FILE] [--block-sizes-from P.json]``
@@ -28,7 +29,7 @@ from pathlib import Path
 from kvsim.calibration.fit import prediction_errors
 from kvsim.cost.profile import TERMS, check_model, is_eager, load_profile, profile_name, save_profile
 from kvsim.errors import KvsimError
-from kvsim.hardware import GPUSpec, load_gpu
+from kvsim.hardware import SM_LIMITS, GPUSpec, load_gpu
 from kvsim.models import ModelSpec
 
 RULE = (
@@ -81,6 +82,11 @@ def derive_profile(
                 f"--block-sizes-from {block_sizes['name']}: it holds no decode_block_size table "
                 f"relative to block size {source['block_size']}"
             )
+    if target.name not in SM_LIMITS:
+        raise KvsimError(
+            f"GPU {target.name!r} has no built-in SM count, which prefill attention's term needs "
+            f"(GPUs with one: {', '.join(SM_LIMITS)})"
+        )
     ratios = scaling_ratios(source["gpu"], target)
     coefficients, prefill_tokens = scaled_terms(source, ratios)
     keep = (
@@ -116,6 +122,10 @@ def derive_profile(
             },
             "coefficients": coefficients,
             "prefill_tokens": prefill_tokens,
+            "prefill_attention": {
+                **source["prefill_attention"],
+                "multiprocessors": SM_LIMITS[target.name].num_sms,
+            },
             # What the source's fit achieved; the transfer's own error is in docs/calibration.md.
             "fit_report": {"source": source["fit_report"]},
         }

@@ -25,8 +25,20 @@ from kvsim.hardware import gpu_from_dict, is_number
 from kvsim.models import ModelSpec
 
 FORMAT = "kvsim-step-profile"
-VERSION = 3  # 2: the engine's per-step term, prefill's token table; 3: padded prefills
+VERSION = 4  # 2: the engine's per-step term, prefill's token table; 3: padded prefills;
+# 4: prefill attention in the attention kernel's thread blocks (prefill_attention)
 SHIPPED_DIR = Path(__file__).parent / "profiles"
+
+#: Prefill attention's thread block (FlashAttention-2's forward kernel at head size 128, as the
+#: runner calls it): query rows of one head, and the keys it takes per step of its walk. Other
+#: head sizes tile differently; calibration warns when it fits another (kvsim.calibration.fit).
+ATTENTION_HEAD_DIM = 128
+ATTENTION_QUERY_TILE, ATTENTION_KEY_TILE = 128, 64
+STRIDE = ATTENTION_QUERY_TILE // ATTENTION_KEY_TILE  # key tiles one query tile adds to the next's walk
+#: The range of ``prefill_attention.solo_rate``: a block alone on its SM runs at least at its
+#: pace beside another (half the SM) and at most at the whole SM's; within it the attention
+#: feature grows with every token (calibration searches it: kvsim.calibration.fit).
+SOLO_RATE_RANGE = (0.5, 1.0)
 
 # Per step kind: (term, scaling class). A term's coefficient multiplies its feature (see
 # kvsim.calibration.fit) and is in seconds per unit of it. Classes: "fixed" (host work,
@@ -47,10 +59,9 @@ TERMS: dict[str, tuple[tuple[str, str], ...]] = {
     # these terms add what the table's short sequences leave out.
     "prefill": (
         ("seqs", "fixed"),
-        ("pairs", "compute"),
+        ("attention", "compute"),
         ("gathered", "memory"),
         ("cached", "fixed"),
-        ("longest", "compute"),
     ),
     "copy": (("fixed", "fixed"), ("blocks", "memory")),
     "swap": (("fixed", "fixed"), ("blocks", "pcie")),
@@ -140,19 +151,62 @@ def engine_features(num_seqs: int) -> np.ndarray:
     return np.array([1.0, float(num_seqs)])
 
 
-def prefill_features(new_tokens: np.ndarray, context_lens: np.ndarray) -> np.ndarray:
-    """Prefill beyond the token table: per sequence, per causal attention pair, per token
-    gathered from the paged cache (a batch with any cached prefix gathers every context),
-    once for the gather's own launches when there is one, and per token of the longest
-    context: attention's critical path, since one SM walks a (query tile, head)'s whole
-    context in every layer; it sets the pace when few sequences leave SMs idle (a short
-    prompt after a long cached prefix)."""
+def attention_blocks(new_tokens, context_lens, heads: int, attention: PrefillAttention) -> float:
+    """Prefill attention's work, in the kernel's (query tile, key tile) blocks, as the GPU's
+    SMs get through it. The kernel (FlashAttention-2, variable length, causal) gives each
+    thread block one query tile of one head; it walks the keys a key tile at a time up to
+    its last query's position. The grid is every head x sequence x the longest sequence's
+    tile count (a shorter sequence's extra blocks exit at once). Two blocks share an SM.
+    The step lasts the longer of two times: all the blocks spread evenly over the SMs (the
+    throughput), and the slowest SM at launch (the critical path: a few sequences leave SMs
+    idle, or a short prompt after a long cached prefix makes one tile long). With no more
+    blocks than SMs each runs alone, at ``solo_rate`` of an SM's pace with two; with more,
+    the two longest tiles share an SM until the shorter ends, then the longer runs alone.
+    The slowest SM's blocks count times the SM count, so that one coefficient, the GPU's
+    seconds per block with every SM busy, prices both (and scales by FLOP/s on another GPU)."""
+    longest: list[int] = []  # each sequence's two longest tiles (its last two)
+    total = tiles = 0
+    for n, c in zip(new_tokens, context_lens):
+        count = -(-n // ATTENTION_QUERY_TILE)
+        keys = -(-c // ATTENTION_KEY_TILE)  # the last tile walks the whole context
+        # Every other tile ends on a key-tile boundary: the cached prefix's key tiles, then
+        # STRIDE more per query tile.
+        prefix = -(-(c - n) // ATTENTION_KEY_TILE)
+        total += (count - 1) * prefix + STRIDE * count * (count - 1) // 2 + keys
+        longest.append(keys)
+        if count > 1:
+            longest.append(prefix + STRIDE * (count - 1))
+        tiles = max(tiles, count)
+    longest.sort(reverse=True)
+    first = longest[0]
+    second = longest[1] if len(longest) > 1 else first if heads > 1 else 0
+    solo = attention["solo_rate"]
+    if heads * len(new_tokens) * tiles > attention["multiprocessors"]:
+        slowest = 2 * second + (first - second) / solo
+    else:
+        slowest = first / solo
+    return max(float(heads * total), attention["multiprocessors"] * slowest)
+
+
+def prefill_features(
+    new_tokens: np.ndarray, context_lens: np.ndarray, heads: int, attention: PrefillAttention
+) -> np.ndarray:
+    """Prefill beyond the token table, per sequence: one each, attention's blocks
+    (:func:`attention_blocks`, ``heads`` query heads), every token gathered from the paged
+    cache (a batch with any cached prefix gathers every context), and once the gather's own
+    launches when there is one."""
     # Plain Python over the batch: a prefill holds a few sequences, and numpy's per-call
     # overhead is what the simulator would pay (the values are integers, so exact either way).
     new, context = np.asarray(new_tokens).tolist(), np.asarray(context_lens).tolist()
-    pairs = float(sum(n * (c - n + (n + 1) / 2) for n, c in zip(new, context)))
     cached = float(any(c > n for n, c in zip(new, context)))
-    return np.array([float(len(new)), pairs, cached * float(sum(context)), cached, float(max(context))])
+    return np.array(
+        [
+            float(len(new)),
+            attention_blocks(new, context, heads, attention),
+            cached * float(sum(context)),
+            cached,
+        ]
+    )
 
 
 class PrefillTokens:
@@ -186,16 +240,17 @@ def block_features(num_blocks: float) -> np.ndarray:
 
 
 def mixed_composition(
-    table: "PrefillTokens", prefill_coef: np.ndarray, decode_context_s: float, new_tokens, context_lens
+    table: "PrefillTokens", prefill_terms_s, decode_context_s: float, new_tokens, context_lens
 ) -> float:
     """A mixed step priced by the other kinds' terms: every token through the dense layers
-    (``table`` at the step's total tokens), the chunks' prefill terms, and the decodes' (the
-    entries of one new token) context read at the decode rate. The cost model adds the
-    mixed term to it; calibration fits that term to what this leaves of a measured step."""
+    (``table`` at the step's total tokens), the chunks' prefill terms (``prefill_terms_s(new,
+    context)``: the prefill features priced), and the decodes' (the entries of one new token)
+    context read at the decode rate. The cost model adds the mixed term to it; calibration
+    fits that term to what this leaves of a measured step."""
     decode = new_tokens == 1
     seconds = table(float(new_tokens.sum())) + decode_context_s * float(context_lens[decode].sum())
     if not decode.all():
-        seconds += float(prefill_features(new_tokens[~decode], context_lens[~decode]) @ prefill_coef)
+        seconds += prefill_terms_s(new_tokens[~decode], context_lens[~decode])
     return seconds
 
 
@@ -215,6 +270,11 @@ class PrefillPadding(TypedDict):
     sizes: list[int]  # a prefill up to the last of these runs as the next of them
     multiple: int  # above them, as the next multiple of this
     graphs: list[int]  # the padded sizes replayed as CUDA graphs
+
+
+class PrefillAttention(TypedDict):
+    multiprocessors: int  # SMs of the profile's GPU
+    solo_rate: float  # a block's pace alone on its SM over the SM's pace with two (SOLO_RATE_RANGE)
 
 
 class PrefillTable(TypedDict):
@@ -242,6 +302,7 @@ class ProfileDoc(TypedDict):
     attention_partition: list[int]
     coefficients: dict[str, dict[str, float]]  # kind -> term -> seconds per unit (TERMS)
     prefill_tokens: PrefillTable
+    prefill_attention: PrefillAttention
     fit_report: dict  # held-out and fitted errors per kind, as fit.fit_report writes them
 
 
@@ -306,7 +367,9 @@ def validate(doc: object, where: str) -> ProfileDoc:
         raise _fail(where, f"not a kvsim step profile (format {doc.get('format')!r}, expected {FORMAT!r})")
     if doc.get("version") != VERSION:
         raise _fail(
-            where, f"format version {doc.get('version')!r} is not supported (this kvsim reads {VERSION})"
+            where,
+            f"format version {doc.get('version')!r} is not supported (this kvsim reads {VERSION}): "
+            "refit a measured profile (python -m kvsim.calibration.fit FILE), derive or check the others again",
         )
     missing = [k for k in REQUIRED if k not in doc]
     if missing:
@@ -358,6 +421,18 @@ def validate(doc: object, where: str) -> ProfileDoc:
             where,
             "prefill_tokens must give increasing token counts (positive) with "
             "non-decreasing seconds, the first at least weights_s (non-negative)",
+        )
+    attention = doc["prefill_attention"]
+    low, high = SOLO_RATE_RANGE
+    if not (
+        isinstance(attention, dict)
+        and _count(attention.get("multiprocessors"))
+        and is_number(attention.get("solo_rate"))
+        and low <= attention["solo_rate"] <= high
+    ):
+        raise _fail(
+            where,
+            f"prefill_attention must give multiprocessors (a positive integer) and solo_rate (from {low} to {high})",
         )
     increasing = lambda v: isinstance(v, list) and all(map(_count, v)) and v == sorted(set(v))
     if not increasing(doc["graph_batch_sizes"]):

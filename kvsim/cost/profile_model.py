@@ -2,7 +2,8 @@
 
 A decode step costs its GPU time (graph replay) plus the runner's host work; a prefill
 step its measured wall time by token count (the token table: graphed pieces up to ~1k
-tokens, eager above, launch gaps included) plus attention, gathering and per-sequence terms. Every step
+tokens, eager above, launch gaps included) plus attention (in the kernel's thread blocks, as
+the SMs get through them), gathering and per-sequence terms. Every step
 also pays the engine's own work around the runner (scheduling, bookkeeping). Every
 coefficient is non-negative and every feature grows with tokens, context and blocks, so
 the cost is monotone; the floor (datasheet FLOP/s and bandwidth at 100% efficiency)
@@ -78,6 +79,7 @@ class ProfileCostModel(CostModel):
         ]
         self.engine = engine
         self.prefill_tokens = PrefillTokens(doc["prefill_tokens"], doc["prefill_padding"])
+        self._heads, self._attention = doc["model"]["num_heads"], doc["prefill_attention"]
         self.floor = RooflineCostModel(model, gpu_of(doc), block_size, PHYSICAL_FLOOR)
         self.graph_sizes = np.asarray(doc["graph_batch_sizes"])
         self.partitions = np.asarray(doc["attention_partition"])
@@ -183,15 +185,18 @@ class ProfileCostModel(CostModel):
     def _prefill_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
         tokens = float(new_tokens.sum())
         self._check("prefill", tokens=tokens, seqs=len(new_tokens), context=float(context_lens.sum()))
-        fitted = self.prefill_tokens(tokens) + float(
-            prefill_features(new_tokens, context_lens) @ self.coef["prefill"]
-        )
+        fitted = self.prefill_tokens(tokens) + self._prefill_terms(new_tokens, context_lens)
         return max(fitted, self.floor.prefill_time(new_tokens, context_lens)) + self._engine(len(new_tokens))
+
+    def _prefill_terms(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
+        """The prefill terms beyond the token table, priced (a prefill's, or a mixed step's chunks')."""
+        features = prefill_features(new_tokens, context_lens, self._heads, self._attention)
+        return float(features @ self.coef["prefill"])
 
     def mixed_time(self, new_tokens: np.ndarray, context_lens: np.ndarray) -> float:
         """One forward pass over chunks and decodes, from the terms calibration measured:
         every token through the dense layers (the token table at the step's total tokens),
-        the chunks' attention as a prefill prices it (pairs, cached context, longest), and
+        the chunks' attention and gather as a prefill prices them, and
         the decodes' attention as a decode prices it (HBM reads of their context). Mixed
         steps' own cost beyond those (the decodes' attention launched beside the chunks', per
         step and per decode) is the profile's mixed term, measured on mixed steps where the
@@ -204,7 +209,7 @@ class ProfileCostModel(CostModel):
             context=float(context_lens[~decode].sum()),
         )
         fitted = mixed_composition(
-            self.prefill_tokens, self.coef["prefill"], self._decode_context_s, new_tokens, context_lens
+            self.prefill_tokens, self._prefill_terms, self._decode_context_s, new_tokens, context_lens
         )
         num_decodes = int(decode.sum())
         if "mixed" in self.coef:

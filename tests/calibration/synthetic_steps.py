@@ -2,6 +2,8 @@
 of kvsim's feature functions: a wrong feature in kvsim then shows as a misfit, not as a
 mistake made twice. Measurements carry seeded multiplicative noise, as real timings do."""
 
+import math
+
 import numpy as np
 
 from kvsim.calibration.fit import fit_profile
@@ -10,6 +12,7 @@ from kvsim.models import load_model
 
 SPEC = load_model("opt-13b")
 H100 = BUILTIN_GPUS["h100-sxm-80gb"]
+H100_SMS = 132  # the H100 SXM's streaming multiprocessors (its datasheet)
 BLOCK_SIZE = 16
 COPY_BANDWIDTH = 3.0e12
 WEIGHT_READ_S = SPEC.weight_bytes / COPY_BANDWIDTH  # the weights streamed once
@@ -26,11 +29,14 @@ TRUE = {
     },
     "host": {"fixed": 3e-4, "batch": 1.5e-5},
     "engine": {"fixed": 4e-4, "seqs": 6e-6},
-    "prefill": {"seqs": 1e-3, "pairs": 6e-8, "gathered": 3e-6, "cached": 4e-3, "longest": 1e-6},
+    # attention: seconds per (128 queries x 64 keys) block of one head, every SM busy
+    "prefill": {"seqs": 1e-3, "attention": 4e-7, "gathered": 3e-6, "cached": 4e-3},
     "copy": {"fixed": 4e-4, "blocks": 9e-6},
     "swap": {"fixed": 5e-4, "blocks": 2.5e-4},
     "mixed": {"fixed": 1.2e-3, "decodes": 2e-5},
 }
+# A block of prefill attention alone on its SM runs at this fraction of the SM's pace with two.
+SOLO_RATE = 0.7
 SIZES = [1, 2, 4, *range(8, 257, 8)]  # decode graphs' batch sizes
 PARTITIONS = [128, 256] + [512] * (len(SIZES) - 2)  # each graph's attention partition
 PADDING = {"sizes": [16, 32, 64], "multiple": 128, "graphs": [16, 32, 64, *range(128, 1025, 128)]}
@@ -75,19 +81,45 @@ def causal_pairs(new: int, cached: int) -> int:
     return sum(q + 1 for q in range(cached, cached + new))
 
 
-def prefill_terms_s(coef: dict, new, cached) -> float:
-    """What a prefill costs beyond its token table: per sequence, per causal pair, per context
-    token gathered when any prefix is cached (plus the gather's launches), per token of the
-    longest context."""
+def attention_grid(new, cached) -> list[int]:
+    """One head's thread blocks of the prefill attention kernel, as the key tiles (64 keys)
+    each walks: every sequence gets as many blocks as the longest sequence has query tiles
+    (128 queries); a block past its sequence's end walks none, the others walk up to their
+    last query's position (query q, 0-based after the cached prefix, sees keys 0..q)."""
+    tiles = max(math.ceil(n / 128) for n in new)
+    grid = []
+    for n, c in zip(new, cached):
+        for tile in range(tiles):
+            last_query = min(c + (tile + 1) * 128, c + n)
+            grid.append(math.ceil(last_query / 64) if tile * 128 < n else 0)
+    return grid
+
+
+def attention_s(coef: dict, new, cached, sms: int = H100_SMS, solo_rate: float = SOLO_RATE) -> float:
+    """Prefill attention on a GPU of ``sms`` SMs: its blocks (every head's) spread over the SMs, or the
+    slowest SM at launch if longer (the coefficient is per block with every SM busy): with no more
+    blocks than SMs the longest block alone (at the solo rate), else the two longest walks
+    sharing one SM until the shorter ends, then the longer alone."""
+    grid = attention_grid(new, cached)
+    heads = SPEC.num_heads
+    walks = sorted((w for w in grid if w), reverse=True)
+    longest = walks[0]
+    second = walks[1] if len(walks) > 1 else longest  # opt-13b has many heads
+    if heads * len(grid) <= sms:
+        slowest = longest / solo_rate
+    else:
+        slowest = 2 * second + (longest - second) / solo_rate
+    sm_block_s = coef["prefill"]["attention"] * sms  # one SM's seconds per block, two resident
+    return max(heads * sum(grid) / sms, slowest) * sm_block_s
+
+
+def prefill_terms_s(coef: dict, new, cached, sms: int = H100_SMS) -> float:
+    """What a prefill costs beyond its token table: per sequence, its attention, per context
+    token gathered when any prefix is cached (plus the gather's launches)."""
     p = coef["prefill"]
     context = [n + c for n, c in zip(new, cached)]
     gather = p["gathered"] * sum(context) + p["cached"] if any(cached) else 0.0
-    return (
-        p["seqs"] * len(new)
-        + p["pairs"] * sum(causal_pairs(n, c) for n, c in zip(new, cached))
-        + gather
-        + p["longest"] * max(context)
-    )
+    return p["seqs"] * len(new) + attention_s(coef, new, cached, sms) + gather
 
 
 def token_table_s(tokens: int) -> float:
@@ -99,13 +131,15 @@ def token_table_s(tokens: int) -> float:
     )
 
 
-def mixed_step_s(coef: dict, new: int, cached: int, decode_contexts: list[int], table_s) -> float:
+def mixed_step_s(
+    coef: dict, new: int, cached: int, decode_contexts: list[int], table_s, sms: int = H100_SMS
+) -> float:
     """A chunk beside decodes: every token through the linear layers, the chunk's prefill
     terms, the decodes' context read at the decode rate, and the mixed step's own cost."""
     tokens = new + len(decode_contexts)
     return (
         table_s(tokens)
-        + prefill_terms_s(coef, [new], [cached])
+        + prefill_terms_s(coef, [new], [cached], sms)
         + coef["decode"]["context"] * sum(decode_contexts)
         + coef["mixed"]["fixed"]
         + coef["mixed"]["decodes"] * len(decode_contexts)
@@ -123,10 +157,11 @@ def synthetic_raw(
     coef: dict = TRUE,
     table_s=token_table_s,
     noise: float = NOISE,
+    sms: int = H100_SMS,
 ) -> dict:
-    """What the calibrator would return for a GPU whose steps cost exactly ``coef`` plus the
-    token table ``table_s``, timed with ``noise``: ``train`` decode and prefill points to fit
-    and ``heldout`` more of each."""
+    """What the calibrator would return for a GPU of ``sms`` SMs whose steps cost exactly
+    ``coef`` plus the token table ``table_s``, timed with ``noise``: ``train`` decode and
+    prefill points to fit and ``heldout`` more of each."""
     rng = np.random.default_rng(seed)
     timed = lambda seconds: float(seconds * (1 + noise * rng.standard_normal()))
     decode, prefill = [], []
@@ -149,8 +184,8 @@ def synthetic_raw(
         for _ in range(count):
             s = int(rng.integers(1, 33))
             new = rng.integers(1, 2048 // s + 2, s).tolist()
-            cached = (rng.integers(0, 1024, s) * (rng.random(s) < 0.5)).tolist()
-            wall = timed(table_s(sum(new)) + prefill_terms_s(coef, new, cached))
+            cached = (rng.integers(0, 8192, s) * (rng.random(s) < 0.5)).tolist()
+            wall = timed(table_s(sum(new)) + prefill_terms_s(coef, new, cached, sms))
             prefill.append({"new_tokens": new, "cached_tokens": cached, "heldout": held, "wall_s": wall})
     blocks = [1, 4, 16, 64, 256]
     mixed = []
@@ -158,12 +193,12 @@ def synthetic_raw(
         new, decodes = int(rng.integers(16, 1500)), int(rng.integers(1, 129))
         cached = int(rng.integers(0, 1024)) if rng.random() < 0.5 else 0
         contexts = rng.integers(16, 2048, decodes).tolist()
-        wall = timed(mixed_step_s(coef, new, cached, contexts, table_s))
+        wall = timed(mixed_step_s(coef, new, cached, contexts, table_s, sms))
         mixed.append(
             {"new_tokens": [new], "cached_tokens": [cached], "decode_contexts": contexts, "wall_s": wall}
         )
     return {
-        "environment": {"device_name": "synthetic"},
+        "environment": {"device_name": "synthetic", "multiprocessors": sms},
         "ceilings": {"copy_bandwidth": COPY_BANDWIDTH, "matmul_flops": 7e14},
         "attention_partition": PARTITIONS,
         "graph_batch_sizes": SIZES,

@@ -32,7 +32,7 @@ from kvsim.cost.profile import load_profile, save_profile
 MEMORY, COMPUTE, FIXED = 1.08, 0.95, 1.10
 # The terms of each class, named here rather than read from kvsim's TERMS.
 MEMORY_TERMS = {"decode": ("weights", "context", "partition"), "prefill": ("gathered",)}
-COMPUTE_TERMS = {"decode": ("batch", "batch_squared"), "prefill": ("pairs", "longest")}
+COMPUTE_TERMS = {"decode": ("batch", "batch_squared"), "prefill": ("attention",)}
 MACHINE = {"environment": {}, "ceilings": {}, "under_load": {"samples": 0}, "setup_seconds": 0.0}
 ENGINE_SLOWER = 1.3
 

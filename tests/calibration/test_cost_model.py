@@ -269,7 +269,10 @@ def test_a_mixed_step_is_its_chunks_prefill_plus_its_decodes_reads(gpu, chunks, 
     reads = model.coef["decode"][names.index("context")] * sum(decode_contexts)
     fitted = (
         model.prefill_tokens(float(new.sum()))
-        + float(prefill_features(new[:k], context[:k]) @ model.coef["prefill"])
+        + float(
+            prefill_features(new[:k], context[:k], SPEC.num_heads, model.doc["prefill_attention"])
+            @ model.coef["prefill"]
+        )
         + reads
     )
     engine = float(engine_features(len(new)) @ model.coef["engine"])

@@ -38,6 +38,16 @@ def test_round_trip(tmp_path, synthetic_profile):
         (lambda d: [1, 2], "not a JSON object"),
         (lambda d: {**d, "format": "other"}, "not a kvsim step profile"),
         (lambda d: {**d, "version": 99}, "version 99 is not supported"),
+        # the format before prefill attention's blocks: says how to bring it up to date
+        (lambda d: {**d, "version": 3}, "refit a measured profile (python -m kvsim.calibration.fit FILE)"),
+        (
+            lambda d: {**d, "prefill_attention": {"solo_rate": 0.8}},
+            "prefill_attention must give multiprocessors",
+        ),
+        (  # below half, a block alone would run slower than beside another: not monotone
+            lambda d: {**d, "prefill_attention": {"multiprocessors": 132, "solo_rate": 0.4}},
+            "solo_rate (from 0.5 to 1.0)",
+        ),
         (lambda d: {k: v for k, v in d.items() if k != "coefficients"}, "missing field(s) coefficients"),
         (
             lambda d: {**d, "coefficients": {**d["coefficients"], "copy": {"fixed": -1, "blocks": 1}}},
