@@ -6,11 +6,15 @@ Steps are recorded as runs: a decode run of ``steps`` identical-batch steps is o
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 
 from kvsim.policies.request import Request
 from kvsim.policies.scheduler import DECODE, EventCounts
+
+if TYPE_CHECKING:  # pandas is imported where a frame is asked for: a run's summary and files need none
+    import pandas as pd
 
 # The cache's token slots by use, averaged over the run of steps (see ``CacheUsage``).
 KV_SLOT_COLUMNS = ("kv_token_states", "kv_reserved", "kv_internal_fragmentation", "kv_free")
@@ -62,7 +66,7 @@ class Recorder:
         self.status = np.full(n, STATUS_PENDING, dtype=object)
         self.reject_reason = np.full(n, "", dtype=object)
         self.steps: list[tuple] = []
-        self._steps_frame: pd.DataFrame | None = None
+        self._step_columns: tuple[int, dict[str, np.ndarray]] = (-1, {})  # (of so many steps, columns)
         self.counters = EventCounts()  # the schedulers' sharing and preemption events, summed
 
     def arrive(self, request: Request, now: float) -> None:
@@ -150,32 +154,43 @@ class Recorder:
             self.recomputed_tokens[rid] = request.recomputed_tokens
 
     # -- outputs --------------------------------------------------------------------------
+    def request_columns(self) -> dict[str, np.ndarray]:
+        """requests.csv's columns, in order."""
+        return {
+            "request_id": np.arange(len(self.arrival)),
+            "status": self.status.astype(str),
+            "replica": self.replica,
+            "prompt_len": self.prompt_len,
+            "output_len": self.output_len,
+            "arrival": self.arrival,
+            "admitted": self.admitted,
+            "first_token": self.first_token,
+            "finish": self.finish,
+            "ttft": self.first_token - self.arrival,
+            "e2e_latency": self.finish - self.arrival,
+            "preemptions": self.preemptions,
+            "recomputed_tokens": self.recomputed_tokens,
+            "reject_reason": self.reject_reason.astype(str),
+        }
+
+    def step_columns(self) -> dict[str, np.ndarray]:
+        """iterations.csv's columns (``STEP_COLUMNS``), built once per number of steps (the
+        summary and the written outputs both read them)."""
+        if self._step_columns[0] != len(self.steps):
+            columns = zip(*self.steps) if self.steps else ((),) * len(STEP_COLUMNS)
+            arrays = {name: np.array(values) for name, values in zip(STEP_COLUMNS, columns)}
+            self._step_columns = (len(self.steps), arrays)
+        return self._step_columns[1]
+
     def requests_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "request_id": np.arange(len(self.arrival)),
-                "status": self.status.astype(str),
-                "replica": self.replica,
-                "prompt_len": self.prompt_len,
-                "output_len": self.output_len,
-                "arrival": self.arrival,
-                "admitted": self.admitted,
-                "first_token": self.first_token,
-                "finish": self.finish,
-                "ttft": self.first_token - self.arrival,
-                "e2e_latency": self.finish - self.arrival,
-                "preemptions": self.preemptions,
-                "recomputed_tokens": self.recomputed_tokens,
-                "reject_reason": self.reject_reason.astype(str),
-            }
-        )
+        import pandas as pd
+
+        return pd.DataFrame(self.request_columns())
 
     def steps_frame(self) -> pd.DataFrame:
-        """The steps as a table, built once per number of steps (the summary and the
-        written outputs both read it)."""
-        if self._steps_frame is None or len(self._steps_frame) != len(self.steps):
-            self._steps_frame = pd.DataFrame.from_records(self.steps, columns=STEP_COLUMNS)
-        return self._steps_frame
+        import pandas as pd
+
+        return pd.DataFrame(self.step_columns())
 
 
 def _percentiles(values: np.ndarray, prefix: str) -> dict:
@@ -198,12 +213,12 @@ def time_per_output_token(first_token: np.ndarray, finish: np.ndarray, output_le
     return (finish[multi] - first_token[multi]) / (output_len[multi] - 1)
 
 
-def _waste_breakdown(steps: pd.DataFrame) -> dict:
+def _waste_breakdown(steps: dict[str, np.ndarray]) -> dict:
     """Time-averaged share of the cache per use; the shares sum to 1 by construction, since
     every step's categories account for every slot."""
-    slots = steps[list(KV_SLOT_COLUMNS)]
-    measured = slots.notna().all(axis=1)
-    slot_seconds = slots[measured].mul(steps["duration"][measured], axis=0).sum().to_numpy()
+    measured = ~np.isnan(np.array([steps[column] for column in KV_SLOT_COLUMNS], dtype=float)).any(axis=0)
+    duration = steps["duration"][measured]
+    slot_seconds = np.array([(steps[column][measured] * duration).sum() for column in KV_SLOT_COLUMNS])
     total = slot_seconds.sum()
     return {key: float(v / total) if total > 0 else float("nan") for key, v in zip(WASTE_KEYS, slot_seconds)}
 
@@ -288,9 +303,9 @@ def summarize(recorder: Recorder, num_blocks: int, num_replicas: int = 1) -> dic
     )
     span = served["duration_s"]
 
-    steps = recorder.steps_frame()
-    num_steps = int(steps["steps"].sum()) if len(steps) else 0
-    busy = float(steps["duration"].sum()) if len(steps) else 0.0
+    steps = recorder.step_columns()
+    num_steps = int(steps["steps"].sum())
+    busy = float(steps["duration"].sum())
     if num_steps:
         mean_batch = float((steps["batch_size"] * steps["steps"]).sum() / num_steps)
         mean_kv = float((steps["kv_blocks_used"] * steps["duration"]).sum() / busy) / num_blocks
@@ -304,7 +319,7 @@ def summarize(recorder: Recorder, num_blocks: int, num_replicas: int = 1) -> dic
         **steady_state(recorder),
         "mean_batch_size": mean_batch,
         "num_steps": num_steps,
-        "num_step_events": len(steps),
+        "num_step_events": len(recorder.steps),
         "busy_fraction": busy / (span * num_replicas) if span > 0 else float("nan"),
         # of the busy time, collectives between a tensor-parallel replica's GPUs
         "comm_fraction": float(steps["comm_s"].sum()) / busy if busy > 0 else float("nan"),
@@ -317,7 +332,7 @@ def summarize(recorder: Recorder, num_blocks: int, num_replicas: int = 1) -> dic
     }
 
 
-def sharing_summary(recorder: Recorder, steps: pd.DataFrame) -> dict:
+def sharing_summary(recorder: Recorder, steps: dict[str, np.ndarray]) -> dict:
     """Copy-on-write, prefix-sharing and preemption counters, and the memory sharing saved.
 
     ``sharing_memory_saving`` = 1 - (time-averaged blocks used) / (time-averaged blocks the
@@ -327,15 +342,15 @@ def sharing_summary(recorder: Recorder, steps: pd.DataFrame) -> dict:
     logical / physical blocks), every step weighing the same.
     """
     c = recorder.counters
-    busy = steps["duration"] if len(steps) else None
-    logical = float((steps["kv_blocks_logical"] * busy).sum()) if busy is not None else 0.0
-    used = float((steps["kv_blocks_used"] * busy).sum()) if busy is not None else 0.0
+    logical = float((steps["kv_blocks_logical"] * steps["duration"]).sum())
+    used = float((steps["kv_blocks_used"] * steps["duration"]).sum())
     lookups = c.prefix_lookup_blocks
-    holding = steps[steps["kv_blocks_used"] > 0] if len(steps) else steps
-    ratio = (holding["kv_blocks_logical"] / holding["kv_blocks_used"] * holding["steps"]).sum()
+    holding = steps["kv_blocks_used"] > 0
+    held_steps = steps["steps"][holding]
+    ratio = (steps["kv_blocks_logical"][holding] / steps["kv_blocks_used"][holding] * held_steps).sum()
     return {
         "sharing_memory_saving": 1 - used / logical if logical > 0 else 0.0,
-        "sharing_saving_per_step": 1 - float(holding["steps"].sum() / ratio) if len(holding) else 0.0,
+        "sharing_saving_per_step": 1 - float(held_steps.sum() / ratio) if holding.any() else 0.0,
         "block_copies": c.block_copies,
         "forks": c.forks,
         "prefix_hit_rate": c.prefix_hit_blocks / lookups if lookups else float("nan"),
