@@ -198,7 +198,7 @@ def run(
     **settings,
 ):
     """Simulate one configuration and print its summary."""
-    from kvsim.api import Result
+    # kvsim.api (pandas) only for figures and timelines: importing it takes longer than a small run.
     from kvsim.experiments.run import run as simulate_run
     from kvsim.reports.tables import print_run_summary
 
@@ -219,6 +219,8 @@ def run(
     if out is not None:
         written = result.write(out)
         console.print(f"wrote {written}/requests.csv, iterations.csv, summary.json, config.json")
+    if plots or timeline is not None:
+        from kvsim.api import Result
     if plots:
         figures = Result.of(result).write_figures(out)
         console.print(f"wrote {out}/" + ", ".join(f.name for f in figures))
@@ -929,11 +931,24 @@ def gpushare_profile(
     gpu: Optional[str] = typer.Option(
         None, help="GPU spec the profiles are for.", show_default="the one detected"
     ),
+    llm: Optional[str] = typer.Option(
+        None,
+        help="Comma-separated kvsim LLMs (e.g. llama-2-7b,opt-13b): measure their decode and prefill "
+        "steps instead, into MODEL@GPU.steps.json.",
+    ),
 ):
-    """Measure each model's kernel chain at batch 1 with torch.profiler (needs CUDA and torchvision)."""
+    """Measure each model's kernel chain at batch 1 with torch.profiler (needs CUDA and torchvision),
+    or with --llm each LLM's steps (needs CUDA)."""
     from kvsim.calibration.kernel_chains import PAELLA_MODELS, profile_models
 
     check_out(out)
+    if llm is not None:
+        from kvsim.calibration.llm_chains import profile_llms
+
+        names = _split("gpushare profile", "--llm", llm)
+        log = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
+        profile_llms(out, [n.strip() for n in names], gpu, repeats, warmup, log=log)
+        return
     names = PAELLA_MODELS if models == "paella" else tuple(_split("gpushare profile", "--models", models))
     profile_models(
         out,
@@ -944,6 +959,52 @@ def gpushare_profile(
         gpu,
         log=lambda line: console.print(line, highlight=False, markup=False),
     )
+
+
+@gpushare_app.command("llm")
+def gpushare_llm(
+    models: str = typer.Option("llama-2-7b,opt-13b", help="Comma-separated LLMs sharing the GPU."),
+    rates: str = typer.Option("2,2", help="ShareGPT requests per second, one per model."),
+    memory_shares: str = typer.Option(
+        "0.5,0.5", help="Each model's share of the GPU memory one server uses, summing to at most 1."
+    ),
+    policy: str = typer.Option(
+        "paella-srpt", help="Dispatch policy (gpushare load --help lists them; not mps)."
+    ),
+    num_requests: int = typer.Option(200, help="Requests per model."),
+    seed: int = typer.Option(0, help="Seed of the first model's requests (model i: seed + i)."),
+    gpu: str = typer.Option("h200-141gb", help="GPU (its memory, SM limits and measured step profiles)."),
+    profiles: Optional[Path] = typer.Option(
+        None, help="Folder of MODEL@GPU.steps.json step profiles.", show_default="the shipped ones"
+    ),
+    hardware_queues: int = typer.Option(8, help="Hardware queues (CUDA_DEVICE_MAX_CONNECTIONS)."),
+    outstanding_limit: int = typer.Option(2, help="Paella: issued kernels allowed to wait for SM room."),
+    dispatch_overhead_us: float = typer.Option(0.0, help="Paella: the dispatcher's time per kernel (us)."),
+    ewma_alpha: float = typer.Option(0.25, help="Paella SRPT: weight of the newest kernel length."),
+    out: Path = typer.Option(Path("gpushare-llm"), help="Folder for llm.csv and llm-steps.csv."),
+):
+    """LLMs served by kvsim's engines on one simulated GPU, each step a kernel chain: TTFT, TPOT,
+    normalized latency and throughput per model, shared and alone, and the slowdowns."""
+    from kvsim.experiments.gpushare_llm import placements_of, run_colocation
+    from kvsim.gpushare.policies.base import DispatchSettings
+
+    check_out(out)
+    names = [n.strip() for n in _split("gpushare llm", "--models", models)]
+    placements = placements_of(
+        names,
+        [_number("gpushare llm", "--rates", r) for r in _split("gpushare llm", "--rates", rates)],
+        [
+            _number("gpushare llm", "--memory-shares", m)
+            for m in _split("gpushare llm", "--memory-shares", memory_shares)
+        ],
+    )
+    settings = DispatchSettings(hardware_queues, outstanding_limit, dispatch_overhead_us * 1e-6, ewma_alpha)
+    table, steps = run_colocation(placements, policy, gpu, profiles, num_requests, seed, settings)
+    out.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out / "llm.csv", index=False)
+    steps.to_csv(out / "llm-steps.csv", index=False)
+    console.print(table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    console.print(f"wrote {out / 'llm.csv'}, {out / 'llm-steps.csv'}")
 
 
 @gpushare_app.command("measure")

@@ -39,6 +39,10 @@ class SharedGPUSetup:
     seed: int = 0
     settings: DispatchSettings = DispatchSettings()
     profiles: str = ""  # where the chains were read from, for captions
+    #: Seconds of one-job-at-a-time serving that load 1 stands for; None: the chains' own
+    #: (rate_for_load). A comparison with a measurement fixes it to what the measurement's
+    #: profiles gave, so that its loads offer the jobs the GPU ran, whatever profiles price them.
+    load_unit_s: float | None = None
 
     @property
     def alone_s(self) -> dict[str, float]:
@@ -46,6 +50,8 @@ class SharedGPUSetup:
 
     def rate_for_load(self, load: float) -> float:
         """Jobs per second that offer ``load`` times what one-job-at-a-time serving handles."""
+        if self.load_unit_s is not None:
+            return load / self.load_unit_s
         probabilities = [p / sum(self.mix.probabilities) for p in self.mix.probabilities]
         mean_alone = sum(p * self.chains[m].alone_s for m, p in zip(self.mix.models, probabilities))
         return load / mean_alone
@@ -69,27 +75,30 @@ def load_setup(
     """The setup, every input checked (one-line KvsimError) before anything runs."""
     if gpu not in SM_LIMITS:
         raise KvsimError(f"no SM limits for GPU {gpu!r} (GPUs with them: {', '.join(SM_LIMITS)})")
-    for name, value, least in (
-        ("--num-jobs", num_jobs, 1),
-        ("--hardware-queues", settings.hardware_queues, 1),
-    ):
-        if value < least:
-            raise KvsimError(f"{name} must be at least {least} (got {value})")
-    if settings.outstanding_limit < 0:
-        raise KvsimError(f"--outstanding-limit must be at least 0 (got {settings.outstanding_limit})")
+    if num_jobs < 1:
+        raise KvsimError(f"--num-jobs must be at least 1 (got {num_jobs})")
     if not (math.isfinite(sigma) and sigma > 0):
         raise KvsimError(f"--sigma must be a positive number (got {sigma})")
+    check_settings(settings)
+    chosen = load_mix(mix)
+    limits = SM_LIMITS[gpu]
+    folder = profiles or SHIPPED_PROFILES
+    chains = load_chains(folder, chosen.models, gpu, limits)
+    return SharedGPUSetup(gpu, chosen, chains, limits, num_jobs, sigma, seed, settings, str(folder))
+
+
+def check_settings(settings: DispatchSettings) -> None:
+    """The dispatch policies' knobs as the command line gives them, each checked (one line)."""
+    if settings.hardware_queues < 1:
+        raise KvsimError(f"--hardware-queues must be at least 1 (got {settings.hardware_queues})")
+    if settings.outstanding_limit < 0:
+        raise KvsimError(f"--outstanding-limit must be at least 0 (got {settings.outstanding_limit})")
     if not (math.isfinite(settings.dispatch_overhead_s) and settings.dispatch_overhead_s >= 0):
         raise KvsimError(
             f"--dispatch-overhead-us must be a non-negative number (got {settings.dispatch_overhead_s})"
         )
     if not 0 < settings.ewma_alpha <= 1:
         raise KvsimError(f"--ewma-alpha must be in (0, 1] (got {settings.ewma_alpha})")
-    chosen = load_mix(mix)
-    limits = SM_LIMITS[gpu]
-    folder = profiles or SHIPPED_PROFILES
-    chains = load_chains(folder, chosen.models, gpu, limits)
-    return SharedGPUSetup(gpu, chosen, chains, limits, num_jobs, sigma, seed, settings, str(folder))
 
 
 def check_positive(flag: str, values: list[float]) -> None:

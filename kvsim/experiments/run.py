@@ -3,11 +3,14 @@ simulate, summarise, and write the files that let anyone repeat and analyse it."
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from kvsim import __version__
 from kvsim.config import SimConfig
@@ -60,13 +63,30 @@ class RunResult:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise KvsimError(f"cannot create output directory {out}: {err}") from None
-        self.recorder.requests_frame().to_csv(out / "requests.csv", index=False)
-        self.recorder.steps_frame().to_csv(out / "iterations.csv", index=False)
+        write_csv(out / "requests.csv", self.recorder.request_columns())
+        write_csv(out / "iterations.csv", self.recorder.step_columns())
         (out / "summary.json").write_text(
             json.dumps(finite_or_null(self.summary_document()), indent=2, allow_nan=False) + "\n"
         )
         (out / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
         return out
+
+
+def write_csv(path: Path, columns: dict[str, np.ndarray]) -> None:
+    """``columns`` as pandas' ``DataFrame(columns).to_csv(path, index=False)`` writes them, byte
+    for byte, without pandas (importing it takes longer than simulating a small run): the same
+    csv dialect, NaN as an empty cell, a float as pandas spells it (numpy's ``astype(str)``: the
+    shortest digits that read back to it, which the csv module's ``repr`` gives at half the cost)."""
+    with open(path, "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(zip(*map(_csv_cells, columns.values())))
+
+
+def _csv_cells(values: np.ndarray) -> list:
+    if values.dtype.kind != "f":
+        return values.tolist()
+    return [value if value == value else "" for value in values.tolist()]  # NaN != NaN
 
 
 def finite_or_null(value):
@@ -122,14 +142,23 @@ def context_check(model: ModelSpec) -> Callable[[Request], str]:
 CostModelFactory = Callable[[SimConfig, ModelSpec, GPUSpec], CostModel]
 
 
-def run(
-    config: SimConfig,
-    progress: Callable[[int, int], None] | None = None,
-    trace: Trace | None = None,
-    cost_model_for: CostModelFactory = select_cost_model,
-) -> RunResult:
-    """Simulate ``config``; pass ``trace`` to reuse one workload across policies.
-    ``progress(arrived, total)`` is called as requests arrive."""
+@dataclass
+class ReplicaParts:
+    """What a run's replicas are built from, every setting checked: the model, the GPU, the
+    KV cache each replica's share of the GPU holds, the workload, and one scheduler per
+    replica (``context`` builds more like them)."""
+
+    model: ModelSpec
+    gpu: GPUSpec
+    capacity: KVCapacity
+    trace: Trace
+    context: PolicyContext
+    schedulers: list
+
+
+def replica_parts(config: SimConfig, trace: Trace | None = None) -> ReplicaParts:
+    """:func:`run`'s replicas before anything is priced (``kvsim.experiments.gpushare_llm``
+    prices their steps on a shared GPU instead of a cost model)."""
     config.validate()
     model = load_model(config.model, config.dtype)
     gpu = load_gpu(config.gpu)
@@ -149,7 +178,6 @@ def run(
         batched_tokens,
         config.max_num_seqs,
     )
-    cost_model = cost_model_for(config, model, gpu)
     if trace is None:
         trace = prepare_trace(config, model)
     width = max(config.n, config.beam_width)
@@ -182,6 +210,21 @@ def run(
             f"policy {config.policy} does not support --preemption {config.preemption} "
             f"(swapping needs block tables: use paged)"
         )
+    return ReplicaParts(model, gpu, capacity, trace, context, schedulers)
+
+
+def run(
+    config: SimConfig,
+    progress: Callable[[int, int], None] | None = None,
+    trace: Trace | None = None,
+    cost_model_for: CostModelFactory = select_cost_model,
+) -> RunResult:
+    """Simulate ``config``; pass ``trace`` to reuse one workload across policies.
+    ``progress(arrived, total)`` is called as requests arrive."""
+    parts = replica_parts(config, trace)
+    model, gpu, capacity, trace, context = parts.model, parts.gpu, parts.capacity, parts.trace, parts.context
+    schedulers = parts.schedulers
+    cost_model = cost_model_for(config, model, gpu)
     total = len(trace)
     recorder = simulate(
         trace,

@@ -148,7 +148,13 @@ def load_chain(path: Path, model: str, gpu: str) -> KernelChain:
         doc = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise KvsimError(f"cannot read kernel profile {path}: {err}") from None
-    where = f"kernel profile {path}"
+    return chain_from_doc(doc, model, gpu, f"kernel profile {path}")
+
+
+def chain_from_doc(doc: object, model: str, gpu: str, where: str) -> KernelChain:
+    """The chain a profile document holds (load_chain's checks, ``where`` naming it in the
+    one-line refusal): a profile file's whole content, or one step of an LLM's step profile
+    (kvsim.gpushare.llm_chains), which holds the same documents."""
     if not isinstance(doc, dict) or doc.get("format") != PROFILE_FORMAT:
         raise KvsimError(f"{where}: not a {PROFILE_FORMAT} file")
     gpu_doc = doc.get("gpu")
