@@ -4,10 +4,14 @@
 
 Reads docs/validation/cross-machine/machine-N/ (what `run.sh` there brought back from one
 separately started H200 machine each): the anchor steps `simcli calibrate --check` timed
-against the shipped profile (check-MODEL.check.json, or the printed table in check-MODEL.log
+against the profile shipped at the time (check-MODEL.check.json, or the printed table in check-MODEL.log
 where the machine ran the check before it wrote JSON), and each model's 1,000-request
-validation folder, re-priced here without a GPU (`simcli validate --reprice`) by the shipped
-profile and, where the check wrote one on that machine, by the adjusted profile.
+validation folder, re-priced here without a GPU (`simcli validate --reprice`) by that profile
+and, where the check wrote one on that machine, by the adjusted profile (made again here from
+the anchors the check recorded, by its rule: adjusted_profile). The profile shipped at
+the time is today's shipped one, unless the machine's ``profiles.txt`` names a folder here that
+keeps the one it was checked against (a machine measured before the profiles were calibrated
+again).
 """
 
 from __future__ import annotations
@@ -15,12 +19,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from kvsim.calibration.check import predict
-from kvsim.cost.profile import TERMS, decode_features, graph_for, load_profile, shipped_profile
+from kvsim.calibration.check import fit_factors, predict, with_factors
+from kvsim.cost.profile import TERMS, decode_features, graph_for, load_profile, save_profile, shipped_profile
 from kvsim.experiments.validate import reprice_campaign
 
 ROOT = Path(__file__).resolve().parent / "cross-machine"
@@ -30,6 +35,14 @@ GPU = "h200-141gb"
 
 def machines() -> list[Path]:
     return sorted(p for p in ROOT.glob("machine-*") if p.is_dir())
+
+
+def profile_of(machine: Path, model: str) -> Path:
+    """The profile ``machine`` was checked and validated against (see the module docstring)."""
+    named = machine / "profiles.txt"
+    if named.exists():
+        return ROOT / named.read_text().strip() / f"{model}@{GPU}.json"
+    return shipped_profile(model, GPU)
 
 
 def _from_log(text: str) -> list[dict]:
@@ -69,9 +82,10 @@ def gpu_part(doc: dict, anchor: dict) -> float:
 
 
 def drift(machine: Path, model: str) -> dict:
-    """Mean drift (measured / shipped profile - 1) of the decode's GPU part, its host part
-    (whole step minus GPU) and the prefills; and what the machine recorded under load."""
-    doc = load_profile(shipped_profile(model, GPU))
+    """Mean drift (measured / profile - 1) of the decode's GPU part, its host part (whole
+    step minus GPU) and the prefills against the machine's profile (profile_of); and what the
+    machine recorded under load."""
+    doc = load_profile(profile_of(machine, model))
     points, report = anchors(machine, model)
     decode = [a for a in points if a["kind"] == "decode"]
     prefill = [a for a in points if a["kind"] == "prefill"]
@@ -89,16 +103,40 @@ def drift(machine: Path, model: str) -> dict:
 
 
 def campaign(machine: Path, model: str) -> list[dict]:
-    """The machine's validation point of ``model`` priced by the shipped profile, and by the
-    adjusted one where the check wrote it."""
+    """The machine's validation point of ``model`` priced by its profile (profile_of), named
+    by the date it was measured, and by the adjusted one where the check wrote it."""
     rows = []
-    adjusted = machine / f"{model}.adjusted.json"
-    for name, profile in (("shipped", None), ("adjusted by --check", adjusted)):
-        if profile is not None and not profile.exists():
-            continue
-        table = reprice_campaign(machine / model, None if profile is None else str(profile))
-        rows += [{"profile": name, **row} for row in table.to_dict("records")]
+    shipped = profile_of(machine, model)
+    profiles = [(f"shipped, {created(shipped)}", shipped)]
+    with tempfile.TemporaryDirectory() as tmp:
+        adjusted = adjusted_profile(machine, model)
+        if adjusted is not None:
+            path = Path(tmp) / f"{model}.adjusted.json"
+            save_profile(adjusted, path)
+            profiles.append(("adjusted by --check", path))
+        for name, profile in profiles:
+            table = reprice_campaign(machine / model, str(profile))
+            rows += [{"profile": name, **row} for row in table.to_dict("records")]
     return rows
+
+
+def adjusted_profile(machine: Path, model: str) -> dict | None:
+    """The profile `simcli calibrate --check` wrote on ``machine`` (where its drift passed the
+    threshold), made again from the anchors it recorded and the machine's profile (profile_of)
+    by the check's own rule, so that it follows the profile's terms when they are refitted."""
+    report_path = machine / f"{model}.adjusted.check.json"
+    if not report_path.exists():
+        return None
+    report = json.loads(report_path.read_text())
+    if report["mean_abs_drift"] <= report["threshold"]:
+        return None
+    doc = load_profile(profile_of(machine, model))
+    return with_factors(doc, fit_factors(doc, report["anchors"]), report["engine_factor"] or 1.0)
+
+
+def created(profile: Path) -> str:
+    """The day ``profile`` was measured."""
+    return json.loads(profile.read_text())["created"][:10]
 
 
 def pct(x: float) -> str:
