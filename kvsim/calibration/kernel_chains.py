@@ -10,7 +10,7 @@ a pass that does not is refused), and each kernel keeps the median of its durati
 kept, for comparison with the simulation's jobs alone: each kernel's start relative to the
 pass's first kernel (median), and the pass's span from first kernel start to last kernel end
 (median): in eager PyTorch at batch 1 the host's launches, not the kernels, may set the pace.
-Then the same forward captured as one CUDA graph is timed with CUDA events, medians over
+The same forward captured as one CUDA graph is timed with CUDA events, medians over
 ``graph_passes`` rounds: a pass queued behind another on its stream (``graph_pass_us``: the
 GPU's own time, from which the simulator takes each kernel's launch gap), and the co-location
 benchmark: k copies of the graph (k in COPIES, each with activations of its own) launched
@@ -22,6 +22,13 @@ Graph timings start after WARM_S of untimed replays: a GPU idle a moment before 
 first passes at lower clocks. Every pass, eager or graphed, runs on the stream the graphs are
 captured on, as the real executor (kvsim.gpushare.cuda) runs its jobs.
 
+**Each model in a process of its own, graphs timed before the trace.** Once torch.profiler
+has traced CUDA activity in a process, CUPTI stays attached to it and every kernel a graph
+replays afterwards runs a little longer; and on an H200 a model's graphs timed in a process
+that had already timed another model's also ran longer per kernel, for a reason not found.
+The executor (kvsim.gpushare.cuda) never profiles; each model measured in a fresh process, its
+graphs timed first, took what the executor's took (tests/gpushare, GPU-marked).
+
 The output is one file per model, ``MODEL@GPU.json`` (kvsim.gpushare.kernels describes the
 format), with the GPU, driver, CUDA, torch and torchvision versions and the date. Imports torch
 only once a GPU is known.
@@ -32,10 +39,11 @@ from __future__ import annotations
 import datetime
 import importlib.util
 import json
+import multiprocessing
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from kvsim.calibration.calibrate import builtin_gpu_for, require_cuda
@@ -188,7 +196,8 @@ def profile_models(
     log: Callable[[str], None] = print,
     graph_passes: int = 50,
 ) -> list[Path]:
-    """Measures each model's chain on GPU 0 and writes ``out/MODEL@GPU.json``; returns the paths."""
+    """Measures each model's chain on GPU 0 and writes ``out/MODEL@GPU.json``, each model in a
+    Python process of its own (see the module docstring); returns the paths."""
     if dtype not in DTYPES:
         raise KvsimError(f"--dtype must be one of {', '.join(DTYPES)} (got {dtype!r})")
     if repeats < 1 or warmup < 0:
@@ -196,16 +205,48 @@ def profile_models(
     require_cuda("gpushare profile")
     if importlib.util.find_spec("torchvision") is None:
         raise KvsimError("gpushare profile needs torchvision (its models are the profiled ones)")
+    import torchvision
+
+    unknown = [m for m in models if not hasattr(torchvision.models, m)]
+    if unknown:
+        raise KvsimError(f"torchvision has no model {', '.join(unknown)}")
+    gpu_name = load_gpu(gpu).name if gpu else None
+    out.mkdir(parents=True, exist_ok=True)
+    calls = [(out, model, dtype, repeats, warmup, gpu_name, graph_passes) for model in models]
+    return logged_paths(each_in_a_fresh_process(profile_model, calls), log)
+
+
+def each_in_a_fresh_process(work: Callable, calls: list[tuple]) -> Iterator:
+    """``work(*args)`` for each ``args`` of ``calls``, each in a Python process of its own
+    (spawned, so nothing of this one's CUDA state comes with it): state such as a profiler's
+    CUPTI session lasts as long as its process (see the module docstring)."""
+    fresh = multiprocessing.get_context("spawn")
+    for args in calls:
+        with fresh.Pool(1) as process:
+            yield process.apply(work, args)
+
+
+def logged_paths(results: Iterable[tuple[Path, str]], log: Callable[[str], None]) -> list[Path]:
+    """The paths of (path, line) results, each line logged as its result arrives."""
+    written = []
+    for path, line in results:
+        log(line)
+        written.append(path)
+    return written
+
+
+def profile_model(
+    out: Path, model: str, dtype: str, repeats: int, warmup: int, gpu_name: str | None, graph_passes: int
+) -> tuple[Path, str]:
+    """One model's profile (profile_models), written to ``out``: its path and a line to log.
+    Graphs are timed before the trace is taken: see the module docstring."""
     import torch
     import torchvision
 
     from kvsim.calibration.measure import environment
 
-    unknown = [m for m in models if not hasattr(torchvision.models, m)]
-    if unknown:
-        raise KvsimError(f"torchvision has no model {', '.join(unknown)}")
     props = torch.cuda.get_device_properties(0)
-    gpu_name = load_gpu(gpu).name if gpu else builtin_gpu_for(props.name, props.total_memory).name
+    gpu_name = gpu_name or builtin_gpu_for(props.name, props.total_memory).name
     device = {
         **environment(),
         "name": gpu_name,
@@ -214,75 +255,66 @@ def profile_models(
         "registers_per_sm": getattr(props, "regs_per_multiprocessor", None),
         "shared_memory_per_sm": getattr(props, "shared_memory_per_multiprocessor", None),
     }
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for model in models:
-        torch.manual_seed(0)
-        network = getattr(torchvision.models, model)(weights=None, **BUILD_OPTIONS.get(model, {}))
-        network = network.eval().to("cuda", getattr(torch, dtype))
-        batch = torch.randn(INPUT_SHAPE, device="cuda", dtype=getattr(torch, dtype))
-        # On an H200, forward passes on the default stream before a capture on another stream
-        # left the whole-job graphs slower than the executor's, which never runs one there.
-        streams = [torch.cuda.Stream() for _ in range(max(COPIES))]
-        streams[0].wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(streams[0]):
-            for _ in range(warmup):
+    torch.manual_seed(0)
+    network = getattr(torchvision.models, model)(weights=None, **BUILD_OPTIONS.get(model, {}))
+    network = network.eval().to("cuda", getattr(torch, dtype))
+    batch = torch.randn(INPUT_SHAPE, device="cuda", dtype=getattr(torch, dtype))
+    streams = [torch.cuda.Stream() for _ in range(max(COPIES))]
+    streams[0].wait_stream(torch.cuda.current_stream())
+    with torch.inference_mode(), torch.cuda.stream(streams[0]):
+        for _ in range(warmup):
+            network(batch)
+        torch.cuda.synchronize()
+        graph_pass_s, colocated_s = graph_timings(network, batch, graph_passes, streams)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
+            for _ in range(repeats):
                 network(batch)
-            torch.cuda.synchronize()
-            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
-                for _ in range(repeats):
-                    network(batch)
-                    torch.cuda.synchronize()
-            graph_pass_s, colocated_s = graph_timings(network, batch, graph_passes, streams)
-        with tempfile.TemporaryDirectory() as tmp:
-            trace_file = Path(tmp) / "trace.json"
-            profiler.export_chrome_trace(str(trace_file))
-            trace = json.loads(trace_file.read_text())
-        kernels = trace_kernels(trace)
-        chain = kernels_of_trace(kernels, repeats, model)
-        doc = {
-            "format": PROFILE_FORMAT,
-            "model": model,
-            "gpu": device,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "how": {
-                "batch": INPUT_SHAPE[0],
-                "input_shape": list(INPUT_SHAPE),
-                "dtype": dtype,
-                "weights": "random (torch.manual_seed(0))",
-                "mode": "eval, torch.inference_mode(), eager",
-                "warmup_passes": warmup,
-                "profiled_passes": repeats,
-                "duration": "median over the profiled passes (torch.profiler / CUPTI kernel activity)",
-                "graph_pass": f"one CUDA graph of the forward queued behind another on its stream, CUDA events around it, median of {graph_passes}, after {WARM_S} s of untimed replays",
-                "colocated": "k graphs of the forward launched together on an idle GPU, one stream each, mean latency; median of as many rounds",
-            },
-            "pass_span_us": pass_spans_us(kernels, repeats),
-            "graph_pass_us": graph_pass_s * 1e6,
-            "colocated_us": {str(k): t * 1e6 for k, t in colocated_s.items()},
-            "kernels": chain,
-        }
-        path = profile_path(out, model, gpu_name)
-        path.write_text(json.dumps(doc, indent=1) + "\n")
-        fitted = ""
-        if gpu_name in SM_LIMITS:  # the simulator runs only GPUs whose SM limits it knows
-            interference, errors = fit_interference(
-                load_chain(path, model, gpu_name), SM_LIMITS[gpu_name], colocated_s
-            )
-            doc["interference"] = interference
-            doc["interference_fit"] = {
-                "by": "kvsim.gpushare.interference.fit_interference",
-                "slowdown_error": {str(k): e for k, e in errors.items()},
-            }
-            path.write_text(json.dumps(doc, indent=1) + "\n")
-            slowdowns = ", ".join(f"{k} copies {e:+.1%}" for k, e in errors.items())
-            fitted = f", interference {interference:.2f} (simulated slowdown errors: {slowdowns})"
-        total = sum(k["duration_us"] for k in chain)
-        log(
-            f"{model}: {len(chain)} kernels, {total:.0f} us of kernels, pass span "
-            f"{doc['pass_span_us']:.0f} us, as one graph {doc['graph_pass_us']:.0f} us{fitted} -> {path}"
+                torch.cuda.synchronize()
+    with tempfile.TemporaryDirectory() as tmp:
+        trace_file = Path(tmp) / "trace.json"
+        profiler.export_chrome_trace(str(trace_file))
+        trace = json.loads(trace_file.read_text())
+    kernels = trace_kernels(trace)
+    chain = kernels_of_trace(kernels, repeats, model)
+    doc = {
+        "format": PROFILE_FORMAT,
+        "model": model,
+        "gpu": device,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "how": {
+            "batch": INPUT_SHAPE[0],
+            "input_shape": list(INPUT_SHAPE),
+            "dtype": dtype,
+            "weights": "random (torch.manual_seed(0))",
+            "mode": "eval, torch.inference_mode(), eager",
+            "warmup_passes": warmup,
+            "profiled_passes": repeats,
+            "duration": "median over the profiled passes (torch.profiler / CUPTI kernel activity)",
+            "graph_pass": f"one CUDA graph of the forward queued behind another on its stream, CUDA events around it, median of {graph_passes}, after {WARM_S} s of untimed replays",
+            "colocated": "k graphs of the forward launched together on an idle GPU, one stream each, mean latency; median of as many rounds",
+        },
+        "pass_span_us": pass_spans_us(kernels, repeats),
+        "graph_pass_us": graph_pass_s * 1e6,
+        "colocated_us": {str(k): t * 1e6 for k, t in colocated_s.items()},
+        "kernels": chain,
+    }
+    path = profile_path(out, model, gpu_name)
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    fitted = ""
+    if gpu_name in SM_LIMITS:  # the simulator runs only GPUs whose SM limits it knows
+        interference, errors = fit_interference(
+            load_chain(path, model, gpu_name), SM_LIMITS[gpu_name], colocated_s
         )
-        written.append(path)
-        del network, batch
-        torch.cuda.empty_cache()
-    return written
+        doc["interference"] = interference
+        doc["interference_fit"] = {
+            "by": "kvsim.gpushare.interference.fit_interference",
+            "slowdown_error": {str(k): e for k, e in errors.items()},
+        }
+        path.write_text(json.dumps(doc, indent=1) + "\n")
+        slowdowns = ", ".join(f"{k} copies {e:+.1%}" for k, e in errors.items())
+        fitted = f", interference {interference:.2f} (simulated slowdown errors: {slowdowns})"
+    total = sum(k["duration_us"] for k in chain)
+    return path, (
+        f"{model}: {len(chain)} kernels, {total:.0f} us of kernels, pass span "
+        f"{doc['pass_span_us']:.0f} us, as one graph {doc['graph_pass_us']:.0f} us{fitted} -> {path}"
+    )

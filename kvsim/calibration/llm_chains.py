@@ -27,14 +27,19 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import multiprocessing
 import statistics
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from kvsim.calibration.calibrate import builtin_gpu_for, require_cuda
-from kvsim.calibration.kernel_chains import kernels_of_trace, pass_spans_us, trace_kernels
+from kvsim.calibration.kernel_chains import (
+    each_in_a_fresh_process,
+    kernels_of_trace,
+    logged_paths,
+    pass_spans_us,
+    trace_kernels,
+)
 from kvsim.errors import KvsimError
 from kvsim.gpushare.kernels import PROFILE_FORMAT
 from kvsim.gpushare.llm_chains import STEPS_FORMAT, step_profile_path
@@ -121,26 +126,9 @@ def profile_llms(
     require_cuda("gpushare profile --llm")
     gpu_name = load_gpu(gpu).name if gpu else None
     out.mkdir(parents=True, exist_ok=True)
-    written = []
-    fresh = multiprocessing.get_context("spawn")
-    for model in models:
-        with fresh.Pool(1) as process:
-            path, line = process.apply(
-                profile_llm,
-                (
-                    out,
-                    model,
-                    gpu_name,
-                    repeats,
-                    warmup,
-                    tuple(decode_batches),
-                    tuple(prefill_tokens),
-                    context_len,
-                ),
-            )
-        log(line)
-        written.append(path)
-    return written
+    grid = (tuple(decode_batches), tuple(prefill_tokens), context_len)
+    calls = [(out, model, gpu_name, repeats, warmup, *grid) for model in models]
+    return logged_paths(each_in_a_fresh_process(profile_llm, calls), log)
 
 
 def profile_llm(

@@ -26,7 +26,7 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -222,7 +222,16 @@ def compare_setup(
     setup = load_setup(
         meta["gpu"], meta["mix"], profiles, meta["num_jobs"], meta["sigma"], meta["seed"], settings
     )
-    return setup, pd.read_csv(measured_file)
+    measured = pd.read_csv(measured_file)
+    return replace(setup, load_unit_s=measured_load_unit_s(measured)), measured
+
+
+def measured_load_unit_s(measured: pd.DataFrame) -> float:
+    """What load 1 stood for in the measurement (SharedGPUSetup.load_unit_s): a point's load
+    over the rate its jobs were drawn at (its ``offered_jobs_s``). The profiles that priced the
+    load when it was measured may not be the ones the simulation prices the jobs with."""
+    point = measured[measured.model == "all"].iloc[0]
+    return float(point.load / point.offered_jobs_s)
 
 
 def compare_real(

@@ -2,6 +2,8 @@
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -31,21 +33,35 @@ def test_resnet18_profile_reads_back(tmp_path):
     assert chain.alone_s == pytest.approx(launch_latency_s + max(graph_pass_s, kernels_s))
 
 
+def fresh_process(code: str, cwd) -> float:
+    """The last line ``code`` prints, run by a Python of its own: CUDA state such as a
+    profiler's CUPTI session, once started, lasts as long as its process."""
+    result = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, check=True)
+    return float(result.stdout.split()[-1])
+
+
 def test_the_profiled_pass_is_the_one_the_executor_runs(tmp_path):
     """A whole job is priced by the profile's graph pass queued behind other work; the real
     executor's graph of the same model (captured its own way, kvsim/gpushare/cuda.py), queued
-    behind its blocks, must take as long. When the profiler ran its passes on the default
-    stream before capturing on another, its ResNet-18 graph ran slower than the executor's
-    on an H200, by more than this bound, and the simulated single stream queued too fast."""
+    behind its blocks, in a process that never profiles, as `simcli gpushare measure` runs it,
+    must take as long. When the profiler timed its graphs after tracing (CUPTI attached), its
+    ResNet-18 pass ran slower than the executor's on an H200, by more than this bound, and the
+    simulated single stream queued too fast."""
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available() or importlib.util.find_spec("torchvision") is None:
         pytest.skip("needs CUDA and torchvision")
-    from kvsim.calibration.kernel_chains import profile_models
-    from kvsim.gpushare.cuda import CudaGPU
-
-    (path,) = profile_models(tmp_path, ("resnet18",), repeats=2, warmup=10, log=lambda line: None)
-    profiled_s = json.loads(path.read_text())["graph_pass_us"] * 1e-6
-    gpu = CudaGPU(["resnet18"], [1], 1)
-    gpu.time_alone(0, 20)  # warm
-    _, executed_s = gpu.time_alone(0, 50)
-    assert profiled_s == pytest.approx(executed_s, rel=0.04)
+    profiled_us = fresh_process(
+        "import json, pathlib\n"
+        "from kvsim.calibration.kernel_chains import profile_models\n"
+        f"(path,) = profile_models(pathlib.Path({str(tmp_path)!r}), ('resnet18',), repeats=2, log=lambda line: None)\n"
+        "print(json.loads(path.read_text())['graph_pass_us'])",
+        tmp_path,
+    )
+    executed_us = fresh_process(
+        "from kvsim.gpushare.cuda import CudaGPU\n"
+        "gpu = CudaGPU(['resnet18'], [1], 1)\n"
+        "gpu.time_alone(0, 20)\n"
+        "print(gpu.time_alone(0, 50)[1] * 1e6)",
+        tmp_path,
+    )
+    assert profiled_us == pytest.approx(executed_us, rel=0.04)

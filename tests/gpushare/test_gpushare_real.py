@@ -106,6 +106,44 @@ def test_compare_real_sets_a_measurement_beside_the_simulation_of_its_jobs(profi
     assert pd.read_csv(measured / "simulated.csv").equals(pd.read_csv(sim / "load.csv"))
 
 
+def test_compare_real_runs_the_measured_jobs_whatever_profiles_price_them(profiles, tmp_path):
+    """A load is a rate only through the profiles that priced it: the measurement's folder,
+    measured at the rates one set of profiles gave, compared with profiles twice as slow, must
+    still be simulated at the jobs per second the measurement offered (not at half of them)."""
+    from kvsim.experiments.gpushare_real import compare_setup
+
+    measured = tmp_path / "measured"
+    args = ["--mix", "extremes", "--profiles", str(profiles), "--num-jobs", "40", "--jobs", "1"]
+    result = runner.invoke(
+        app,
+        [
+            "gpushare",
+            "load",
+            *args,
+            "--policies",
+            "cuda-multi-stream",
+            "--load",
+            "0.5,1",
+            "--out",
+            str(measured),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    meta = {"gpu": "h200-141gb", "mix": "extremes", "num_jobs": 40, "sigma": 1.5, "seed": 0}
+    meta["settings"] = {"hardware_queues": 8, "ewma_alpha": 0.25}
+    (measured / "measure.json").write_text(json.dumps(meta))
+    slower = tmp_path / "slower"
+    slower.mkdir()
+    for path in profiles.glob("*.json"):
+        doc = json.loads(path.read_text())
+        for kernel in doc["kernels"]:
+            kernel["duration_us"] *= 2
+        (slower / path.name).write_text(json.dumps(doc))
+    setup, table = compare_setup(measured, slower)
+    for point in table[table.model == "all"].itertuples():
+        assert setup.rate_for_load(point.load) == pytest.approx(point.offered_jobs_s, rel=1e-12)
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
