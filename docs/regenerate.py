@@ -339,10 +339,17 @@ def _cross_machine() -> dict:
         "machines": len(machines),
         "drift": {(m.name, model): module.drift(m, model) for m in machines for model in module.MODELS},
         "campaign": {
-            (m.name, model, row["profile"]): row
+            (m.name, model, "shipped" if row["profile"].startswith("shipped") else "adjusted"): row
             for m in machines
             for model in module.MODELS
             for row in module.campaign(m, model)
+        },
+        "gpu_uuid": {
+            name: re.search(r"GPU UUID\s*:\s*(\S+)", path.read_text())[1]
+            for name, path in (
+                ("calibration", ROOT / "benchmarks" / "calibration" / "h200-2026-12-03.nvidia-smi.txt"),
+                *((m.name, m / "nvidia-smi.txt") for m in machines),
+            )
         },
     }
 
@@ -878,12 +885,19 @@ def _campaign_error(machine: str, model: str, profile: str, metric: str):
     return render
 
 
-for _model in ("opt-13b", "llama-2-7b"):
-    for _profile, _key in (("shipped", "shipped"), ("adjusted by --check", "adjusted")):
-        for _metric, _short in (("normalized_latency_s_per_token", "norm"), ("e2e_latency_s_p90", "e2e-p90")):
-            figure(f"validation.cross-machine.{_model}.{_key}.{_short}", CROSS_MACHINE)(
-                _campaign_error("machine-2", _model, _profile, _metric)
-            )
+for _machine, _profiles in (("machine-2", ("shipped", "adjusted")), ("machine-3", ("shipped",))):
+    for _model in ("opt-13b", "llama-2-7b"):
+        for _profile in _profiles:
+            for _metric, _short in (("normalized_latency_s_per_token", "norm"), ("e2e_latency_s_p90", "e2e-p90")):
+                figure(f"validation.cross-machine.{_machine}.{_model}.{_profile}.{_short}", CROSS_MACHINE)(
+                    _campaign_error(_machine, _model, _profile, _metric)
+                )
+
+
+@figure("validation.cross-machine.gpus", CROSS_MACHINE)
+def _(r):
+    uuid = r[CROSS_MACHINE]["gpu_uuid"]
+    return f"{uuid['calibration']} calibrated, {uuid['machine-3']} validated"
 
 
 @figure("validation.cross-machine.opt-host", CROSS_MACHINE)
@@ -903,8 +917,22 @@ def _(r):
 
 @figure("validation.cross-machine.engine", CROSS_MACHINE)
 def _(r):
-    factors = [d["engine_factor"] for d in r[CROSS_MACHINE]["drift"].values() if d["engine_factor"]]
+    factors = [
+        d["engine_factor"]
+        for (machine, _), d in r[CROSS_MACHINE]["drift"].items()
+        if d["engine_factor"] and machine in ("machine-1", "machine-2")
+    ]
     return spread(factors, "{:.2f}", "x")
+
+
+@figure("validation.cross-machine.machine-3.host", CROSS_MACHINE)
+def _(r):
+    return "; ".join(
+        f"{MODEL_NAMES[model]} {d['host_ms']:.2f} ms against {d['host_profile_ms']:.2f} ms, engine work "
+        f"{d['engine_factor']:.2f}x"
+        for (machine, model), d in r[CROSS_MACHINE]["drift"].items()
+        if machine == "machine-3"
+    )
 
 
 @figure("validation.cross-machine.opt-ttft", CROSS_MACHINE)
@@ -1417,6 +1445,26 @@ def _(r):
     )
 
 
+# The probe of the profiler's slower graphs (docs/gpushare/real/cupti_probe.py, its output beside it).
+GPUSHARE_CUPTI_PROBE = Local(
+    "gpushare-cupti-probe",
+    lambda: (ROOT / "docs" / "gpushare" / "real" / "cupti-probe.log").read_bytes(),
+    "python docs/gpushare/real/cupti_probe.py (on an H200; its output committed as cupti-probe.log)",
+)
+
+
+@figure("gpushare.real.cupti", GPUSHARE_CUPTI_PROBE)
+def _(r):
+    text = r[GPUSHARE_CUPTI_PROBE].decode()
+    before, after, anew = (
+        [float(v) for v in re.findall(r"[\d.]+", group)] for group in re.findall(r"\[([^\]]*)\]", text)
+    )
+    return ", ".join(
+        f"{model} {b:.0f} us before, {a:.0f} us after on the same graphs, {n:.0f} us on graphs captured anew"
+        for model, b, a, n in zip(("resnet18", "inception_v3"), before, after, anew)
+    )
+
+
 @figure("gpushare.real.multi-stream-launch", GPUSHARE_REAL_MEASURE)
 def _(r):
     points = json.loads(r[GPUSHARE_REAL_MEASURE])["points"]
@@ -1784,7 +1832,7 @@ H200_DECODE_BATCH_1 = Local(
 )
 
 
-@figure("calibration.h200-runner-since", H200_DECODE_BATCH_1, RUNNER_H200)
+@figure("calibration.h200-vs-runner", H200_DECODE_BATCH_1, RUNNER_H200)
 def _(r):
     rows, date = _runner_at_512(r), json.loads(r[RUNNER_H200])["environment"]["date"]
     return "; ".join(
