@@ -888,7 +888,10 @@ def _campaign_error(machine: str, model: str, profile: str, metric: str):
 for _machine, _profiles in (("machine-2", ("shipped", "adjusted")), ("machine-3", ("shipped",))):
     for _model in ("opt-13b", "llama-2-7b"):
         for _profile in _profiles:
-            for _metric, _short in (("normalized_latency_s_per_token", "norm"), ("e2e_latency_s_p90", "e2e-p90")):
+            for _metric, _short in (
+                ("normalized_latency_s_per_token", "norm"),
+                ("e2e_latency_s_p90", "e2e-p90"),
+            ):
                 figure(f"validation.cross-machine.{_machine}.{_model}.{_profile}.{_short}", CROSS_MACHINE)(
                     _campaign_error(_machine, _model, _profile, _metric)
                 )
