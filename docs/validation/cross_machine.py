@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kvsim.calibration.check import fit_factors, predict, with_factors
+from kvsim.calibration.check import adjustment_needed, fit_factors, predict, with_factors
 from kvsim.cost.profile import TERMS, decode_features, graph_for, load_profile, save_profile, shipped_profile
 from kvsim.experiments.validate import reprice_campaign
 
@@ -128,7 +128,7 @@ def adjusted_profile(machine: Path, model: str) -> dict | None:
     if not report_path.exists():
         return None
     report = json.loads(report_path.read_text())
-    if report["mean_abs_drift"] <= report["threshold"]:
+    if not adjustment_needed(report):
         return None
     doc = load_profile(profile_of(machine, model))
     return with_factors(doc, fit_factors(doc, report["anchors"]), report["engine_factor"] or 1.0)

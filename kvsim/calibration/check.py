@@ -188,6 +188,13 @@ def measure_anchors(
     return anchors, engine, machine
 
 
+def adjustment_needed(report: dict) -> bool:
+    """Whether a check's ``report`` (check_profile's) calls for the adjusted profile: the drift
+    passed the threshold, and the fitted factors leave less of it."""
+    drift = report["mean_abs_drift"]
+    return drift > report["threshold"] and report["mean_abs_drift_adjusted"] < drift
+
+
 def check_profile(
     doc: dict, anchors: list[dict], engine: list[dict], machine: dict, threshold: float = DRIFT_THRESHOLD
 ) -> tuple[dict, dict | None]:
@@ -215,10 +222,7 @@ def check_profile(
         "environment": {"profile": doc.get("environment"), "here": machine["environment"]},
         "under_load": machine["under_load"],
     }
-    needed = (
-        report["mean_abs_drift"] > threshold and report["mean_abs_drift_adjusted"] < report["mean_abs_drift"]
-    )
-    if not needed:
+    if not adjustment_needed(report):
         return report, None
     adjusted["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     adjusted["provenance"] = {

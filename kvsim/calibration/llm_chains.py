@@ -175,14 +175,19 @@ def profile_llm(
     steps = [("decode", b, decode(b)) for b in decode_batches] + [
         ("prefill", t, prefill(t)) for t in prefill_tokens
     ]
-    entries = []
+    # Every step's queued pass is timed before the first trace: once torch.profiler has traced,
+    # CUPTI slows the kernels of every graph replayed in the process (kernel_chains' docstring).
     with torch.inference_mode():
-        for kind, size, step in steps:
+        queued = []
+        for _, _, step in steps:
             for _ in range(warmup):
                 step()
             torch.cuda.synchronize()
-            kernels, queued = _measure(step, repeats)
-            entries.append(step_entry(kind, size, model, device, kernels, repeats, queued))
+            queued.append(statistics.median(_queued_seconds(step) for _ in range(repeats)))
+        entries = [
+            step_entry(kind, size, model, device, _traced_kernels(step, repeats), repeats, queued_s)
+            for (kind, size, step), queued_s in zip(steps, queued)
+        ]
     how = {
         "runner": "kvsim.gpu.runner.ModelRunner, random weights (seed 0), CUDA graphs as the executor captures them",
         "dtype": spec.dtype,
@@ -200,22 +205,24 @@ def profile_llm(
     return path, f"{model}: kernels per step ({counts}) -> {path}"
 
 
-def _measure(step: Callable[[], object], repeats: int) -> tuple[list[dict], float]:
-    """The kernel events of ``repeats`` steps (trace_kernels), and one step queued behind
-    another, timed with CUDA events (seconds, median of ``repeats``)."""
+def _queued_seconds(step: Callable[[], object]) -> float:
+    """One step queued behind another on the stream, timed with CUDA events (seconds)."""
     import torch
 
-    def queued() -> float:
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        step()
-        start.record()
-        step()
-        end.record()
-        end.synchronize()
-        return start.elapsed_time(end) * 1e-3
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize()
+    step()
+    start.record()
+    step()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) * 1e-3
 
-    queued_s = statistics.median(queued() for _ in range(repeats))
+
+def _traced_kernels(step: Callable[[], object], repeats: int) -> list[dict]:
+    """The kernel events of ``repeats`` steps under torch.profiler (trace_kernels)."""
+    import torch
+
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profiler:
         for _ in range(repeats):
             step()
@@ -224,4 +231,4 @@ def _measure(step: Callable[[], object], repeats: int) -> tuple[list[dict], floa
         trace_file = Path(tmp) / "trace.json"
         profiler.export_chrome_trace(str(trace_file))
         trace = json.loads(trace_file.read_text())
-    return trace_kernels(trace), queued_s
+    return trace_kernels(trace)

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from kvsim.errors import KvsimError
@@ -230,8 +231,17 @@ def measured_load_unit_s(measured: pd.DataFrame) -> float:
     """What load 1 stood for in the measurement (SharedGPUSetup.load_unit_s): a point's load
     over the rate its jobs were drawn at (its ``offered_jobs_s``). The profiles that priced the
     load when it was measured may not be the ones the simulation prices the jobs with."""
-    point = measured[measured.model == "all"].iloc[0]
-    return float(point.load / point.offered_jobs_s)
+    overall = (
+        measured[measured.model == "all"] if {"model", "load", "offered_jobs_s"} <= set(measured) else None
+    )
+    if overall is None or overall.empty:
+        raise KvsimError(
+            "load.csv holds no model 'all' rows with load and offered_jobs_s: not measure's table"
+        )
+    units = (overall.load / overall.offered_jobs_s).to_numpy()
+    if not np.allclose(units, units[0], rtol=1e-9):
+        raise KvsimError("load.csv's points were not drawn at rates of one load unit: not one measurement")
+    return float(units[0])
 
 
 def compare_real(

@@ -66,6 +66,9 @@ class StepChains:
     _stretched: dict[tuple[str, int], KernelChain] = field(default_factory=dict, repr=False)
     _warned: set[str] = field(default_factory=set, repr=False)
 
+    def __post_init__(self) -> None:
+        self._sizes = {kind: sorted(chains) for kind, chains in self.by_kind.items()}  # for_step's search
+
     def measured(self) -> list[KernelChain]:
         """Every measured chain, by kind then size."""
         return [self.by_kind[kind][size] for kind in STEP_KINDS for size in sorted(self.by_kind[kind])]
@@ -74,7 +77,7 @@ class StepChains:
         """The measured chain a step of ``kind`` and ``size`` is charged from, and the chain
         it runs (the same one, or past the measured range that one stretched): module
         docstring."""
-        sizes = sorted(self.by_kind[kind])
+        sizes = self._sizes[kind]
         at = bisect.bisect_left(sizes, size)
         if at < len(sizes):
             chain = self.by_kind[kind][sizes[at]]

@@ -202,3 +202,19 @@ def test_a_forward_is_cut_before_each_child_that_launches_kernels():
     assert names == ["conv", "pool", "fc"]
     assert len(cuts) == len(names) - 1
     assert not net._forward_pre_hooks and not net.fc._forward_pre_hooks  # the hooks are gone
+
+
+def test_a_load_table_without_its_overall_rows_is_refused_in_one_line(tmp_path):
+    """compare-real takes the rates the measurement drew its jobs at from the table's overall
+    rows; a table without them is not measure's, and is refused before anything runs."""
+    folder = tmp_path / "measured"
+    folder.mkdir()
+    meta = {"gpu": "h200-141gb", "mix": "extremes", "num_jobs": 40, "sigma": 1.5, "seed": 0}
+    meta["settings"] = {"hardware_queues": 8, "ewma_alpha": 0.25}
+    (folder / "measure.json").write_text(json.dumps(meta))
+    summary("cuda-multi-stream", 0.5, [("resnet18", 10, 1.0, 1e-3, 2e-3)]).to_csv(
+        folder / "load.csv", index=False
+    )
+    result = runner.invoke(app, ["gpushare", "compare-real", str(folder)])
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "no model 'all' rows" in result.output
