@@ -945,6 +945,11 @@ def gpushare_profile(
     if llm is not None:
         from kvsim.calibration.llm_chains import profile_llms
 
+        if models != "paella" or dtype != "float32":
+            raise KvsimError(
+                "--models and --dtype are for torchvision models: --llm measures kvsim's LLMs in their own dtype"
+            )
+
         names = _split("gpushare profile", "--llm", llm)
         log = lambda line: console.print(line, highlight=False, markup=False)  # noqa: E731
         profile_llms(out, [n.strip() for n in names], gpu, repeats, warmup, log=log)

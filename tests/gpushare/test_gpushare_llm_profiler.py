@@ -76,3 +76,15 @@ def test_the_profiler_checks_its_input_before_asking_for_a_gpu(tmp_path):
     with pytest.raises(KvsimError, match="unknown model"):
         profile_llms(tmp_path / "out", ["no-such-model"])
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("flag", [["--models", "resnet18"], ["--dtype", "float16"]])
+def test_torchvision_options_beside_llm_are_refused_not_ignored(tmp_path, flag):
+    from typer.testing import CliRunner
+
+    from kvsim.cli import EXIT_BAD_INPUT, app
+
+    args = ["gpushare", "profile", "--out", str(tmp_path / "out"), "--llm", "opt-13b", *flag]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == EXIT_BAD_INPUT
+    assert "--models and --dtype are for torchvision models" in result.output
